@@ -1,0 +1,108 @@
+"""4x super-resolution: an SRResNet generator, an SRGAN discriminator and the flux-conserving fix.
+
+Works on 3-channel display values in [0, 1] (grey input is replicated by the caller). No
+BatchNorm in the generator (as EDSR/BasicSR's MSRResNet), so outputs are batch-independent. The
+network learns a residual over a bicubic upsampling of its input.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from astro_pipeline.models.blocks import ResidualBlock, conv3x3, default_init
+
+__all__ = ["SRResNet", "SRDiscriminator", "flux_conserving"]
+
+
+class SRResNet(nn.Module):
+    """SRResNet (Ledig et al. 2017) without BN: head conv, residual blocks, PixelShuffle x2 stages.
+
+    Args:
+        channels: feature width.
+        blocks: number of residual blocks.
+        scale: upscaling factor, a power of two (one PixelShuffle x2 stage per factor of 2).
+        in_channels: image planes in and out (3: RGB).
+        global_skip: add a bicubic upsampling of the input to the output ("bicubic") or not ("none").
+    """
+
+    def __init__(
+        self,
+        *,
+        channels: int = 32,
+        blocks: int = 8,
+        scale: int = 4,
+        in_channels: int = 3,
+        global_skip: str = "bicubic",
+    ) -> None:
+        super().__init__()
+        if scale < 2 or scale & (scale - 1):
+            raise ValueError(f"scale must be a power of two >= 2, got {scale}")
+        if global_skip not in ("bicubic", "bilinear", "none"):
+            raise ValueError(f"global_skip must be bicubic, bilinear or none, got {global_skip!r}")
+        self.scale = scale
+        self.global_skip = global_skip
+        self.head = nn.Sequential(conv3x3(in_channels, channels), nn.LeakyReLU(0.1, inplace=True))
+        self.body = nn.Sequential(*(ResidualBlock(channels=channels) for _ in range(blocks)))
+        self.body_tail = conv3x3(channels, channels)
+        ups: list[nn.Module] = []
+        for _ in range(scale.bit_length() - 1):
+            ups += [conv3x3(channels, channels * 4), nn.PixelShuffle(2), nn.LeakyReLU(0.1, inplace=True)]
+        self.upsample = nn.Sequential(*ups)
+        self.tail = nn.Sequential(conv3x3(channels, channels), nn.LeakyReLU(0.1, inplace=True), conv3x3(channels, in_channels))
+        default_init(self, scale=0.1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(N,3,h,w) in [0,1] -> (N,3,scale*h,scale*w), approximately in [0,1] (clamp downstream)."""
+        feat = self.head(x)
+        feat = feat + self.body_tail(self.body(feat))
+        out = self.tail(self.upsample(feat))
+        if self.global_skip != "none":
+            out = out + F.interpolate(x, scale_factor=self.scale, mode=self.global_skip, align_corners=False)
+        return out
+
+
+def flux_conserving(sr_out: torch.Tensor, lr_in: torch.Tensor, scale: int = 4) -> torch.Tensor:
+    """Shift each ``scale x scale`` block of ``sr_out`` so its mean equals the matching ``lr_in`` pixel.
+
+    The correction is additive and constant per block, so the super-resolved detail is kept and
+    averaging the result over blocks gives back the input exactly (up to float rounding).
+    """
+    if sr_out.shape[-2] != lr_in.shape[-2] * scale or sr_out.shape[-1] != lr_in.shape[-1] * scale:
+        raise ValueError(
+            f"flux_conserving: output {tuple(sr_out.shape[-2:])} is not {scale}x input {tuple(lr_in.shape[-2:])}"
+        )
+    sr = sr_out.to(torch.float32)
+    lr = lr_in.to(torch.float32)
+    residual = lr - F.avg_pool2d(sr, scale)
+    return sr + F.interpolate(residual, scale_factor=scale, mode="nearest")
+
+
+class SRDiscriminator(nn.Module):
+    """SRGAN discriminator: strided conv stack, then global pooling and a small dense head.
+
+    Global average pooling (instead of SRGAN's fixed 96x96 dense layer) accepts any crop size.
+    No normalisation layers (spectral tricks are unnecessary at this size); used only in training.
+    """
+
+    def __init__(self, *, in_channels: int = 3, base_channels: int = 32, n_stages: int = 4) -> None:
+        super().__init__()
+        layers: list[nn.Module] = [conv3x3(in_channels, base_channels), nn.LeakyReLU(0.2, inplace=True)]
+        ch = base_channels
+        for i in range(n_stages):
+            out = base_channels * min(2**i, 8)
+            layers += [
+                nn.Conv2d(ch, out, 4, stride=2, padding=1),
+                nn.LeakyReLU(0.2, inplace=True),
+                conv3x3(out, out),
+                nn.LeakyReLU(0.2, inplace=True),
+            ]
+            ch = out
+        self.features = nn.Sequential(*layers)
+        self.head = nn.Sequential(nn.Linear(ch, ch * 2), nn.LeakyReLU(0.2, inplace=True), nn.Linear(ch * 2, 1))
+        default_init(self)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(N,3,H,W) in [0,1] -> (N,1) real/fake logits."""
+        return self.head(self.features(x).mean(dim=(2, 3)))

@@ -1,0 +1,118 @@
+"""Network behaviour: shapes, batch/tile-order invariance, chroma at reduced resolution, flux conservation."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch.nn import functional as F
+
+from astro_pipeline.models.colorizer import PatchDiscriminator, UNetColorizer
+from astro_pipeline.models.registry import random_weights
+from astro_pipeline.models.superres import SRDiscriminator, SRResNet, flux_conserving
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+def test_colorizer_shapes_and_range_any_size():
+    torch.manual_seed(0)
+    model = UNetColorizer(base_channels=8, depth=3, chroma_scale=4).eval()
+    for h, w in [(64, 64), (50, 37), (7, 9)]:
+        out = model(torch.rand(2, 1, h, w) * 2 - 1)
+        assert out.shape == (2, 2, h, w)
+        assert out.abs().max() <= 1.0
+
+
+def test_colorizer_rejects_bad_chroma_scale():
+    with pytest.raises(ValueError, match="chroma_scale"):
+        UNetColorizer(depth=2, chroma_scale=8)
+    with pytest.raises(ValueError, match="chroma_scale"):
+        UNetColorizer(depth=3, chroma_scale=3)
+
+
+@pytest.mark.parametrize("task", ["colorize", "superres"])
+def test_output_independent_of_batch_size_and_tile_order(task):
+    model, meta = random_weights(task, tiny=True, seed=3)
+    g = torch.Generator().manual_seed(1)
+    cin = 1 if task == "colorize" else 3
+    tiles = torch.rand(6, cin, 32, 32, generator=g)
+    with torch.inference_mode():
+        batched = model(tiles)
+        one_by_one = torch.cat([model(t[None]) for t in tiles])
+        perm = torch.tensor([5, 2, 0, 4, 1, 3])
+        shuffled = model(tiles[perm])
+    torch.testing.assert_close(batched, one_by_one, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(shuffled, batched[perm], atol=1e-5, rtol=1e-4)
+
+
+def test_colorizer_dropout_inactive_at_inference():
+    torch.manual_seed(0)
+    model = UNetColorizer(base_channels=8, depth=3, chroma_scale=1, dropout=0.5)
+    x = torch.rand(1, 1, 32, 32)
+    model.train()
+    assert not torch.equal(model(x), model(x))  # dropout is live in training ...
+    model.eval()
+    assert torch.equal(model(x), model(x))  # ... and off at inference
+
+
+def test_reduced_resolution_chroma_is_smooth():
+    torch.manual_seed(0)
+    model = UNetColorizer(base_channels=8, depth=3, chroma_scale=4).eval()
+    with torch.no_grad():
+        for p in model.head.parameters():
+            p.normal_(0, 0.5)
+        out = model(torch.rand(1, 1, 64, 64))
+    # Predicted at 16x16 and upsampled bilinearly: re-sampling it at 16x16 and back changes little.
+    round_trip = F.interpolate(F.interpolate(out, size=(16, 16), mode="area"), size=(64, 64), mode="bilinear")
+    assert (round_trip - out).abs().mean() < 0.25 * out.abs().mean()
+
+
+def test_patch_discriminator_is_70px_patchgan():
+    d = PatchDiscriminator(in_channels=3, base_channels=8)
+    out = d(torch.rand(2, 3, 256, 256))
+    assert out.shape == (2, 1, 30, 30)  # pix2pix's 70x70 PatchGAN gives 30x30 on 256 px
+
+
+def test_srresnet_scales_by_4_and_starts_near_bicubic():
+    torch.manual_seed(0)
+    model = SRResNet(channels=8, blocks=2, scale=4).eval()
+    x = torch.rand(2, 3, 12, 10)
+    out = model(x)
+    assert out.shape == (2, 3, 48, 40)
+    bicubic = F.interpolate(x, scale_factor=4, mode="bicubic", align_corners=False)
+    assert (out - bicubic).abs().mean() < 0.1  # residual branch starts small (scaled init)
+
+
+def test_srresnet_rejects_bad_scale():
+    with pytest.raises(ValueError, match="scale"):
+        SRResNet(scale=3)
+
+
+def test_flux_conserving_block_means_equal_input():
+    torch.manual_seed(0)
+    model = SRResNet(channels=8, blocks=2).eval()
+    lr = torch.rand(2, 3, 16, 16) * 1000.0  # linear flux values, not [0,1]
+    with torch.no_grad():
+        sr = model(lr)
+    assert (F.avg_pool2d(sr, 4) - lr).abs().max() > 1e-2  # the raw output does not conserve flux
+    fixed = flux_conserving(sr, lr, scale=4)
+    torch.testing.assert_close(F.avg_pool2d(fixed, 4), lr, atol=1e-3, rtol=1e-5)
+    # detail is kept: the within-block structure is unchanged
+    torch.testing.assert_close(fixed - F.interpolate(F.avg_pool2d(fixed, 4), scale_factor=4),
+                               sr - F.interpolate(F.avg_pool2d(sr, 4), scale_factor=4), atol=1e-3, rtol=1e-4)
+
+
+def test_flux_conserving_rejects_mismatched_shapes():
+    with pytest.raises(ValueError, match="not 4x"):
+        flux_conserving(torch.rand(1, 3, 30, 32), torch.rand(1, 3, 8, 8))
+
+
+def test_sr_discriminator_any_size():
+    d = SRDiscriminator(base_channels=8)
+    assert d(torch.rand(2, 3, 64, 64)).shape == (2, 1)
+    assert d(torch.rand(1, 3, 96, 80)).shape == (1, 1)

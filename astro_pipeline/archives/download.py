@@ -1,0 +1,485 @@
+"""Verified, polite, resumable-by-rerun downloads shared by every archive client.
+
+What a fetch guarantees:
+
+* only hosts in ``Settings.allowed_hosts`` are contacted (redirects included);
+* the body streams to a hidden temporary file in the destination folder, and is renamed onto
+  its final name with ``os.replace`` only after verification, so a final name never holds a
+  partial file;
+* verification: the byte count must match ``Content-Length`` and the record's declared size;
+  the sha256 must match the record's published checksum when there is one (otherwise it is
+  computed and recorded);
+* 5xx/429 replies, connection errors, timeouts, short reads and failed verification are retried
+  with exponential backoff and jitter (``Settings.download``: timeouts, retries, backoff);
+* per-host concurrency limit and a polite minimum interval between requests to one host;
+* a verified file is skipped on rerun: a hidden sidecar ``.<name>.sha256`` (JSON) is written
+  after verification and checked (size + sha256) on the next run;
+* server-supplied names are sanitised to one plain file name (no traversal, no absolute path).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import re
+import shutil
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from email.message import Message
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+import requests
+from requests.adapters import HTTPAdapter
+from urllib3.util.retry import Retry
+
+from astro_pipeline.archives.records import ArchiveRecord, DownloadedFile
+from astro_pipeline.config import DownloadSettings, Settings, get_settings
+
+__all__ = [
+    "DownloadError",
+    "Downloader",
+    "HostGate",
+    "PoliteSession",
+    "backoff_delay",
+    "safe_filename",
+    "sidecar_path",
+]
+
+_CHUNK = 1024 * 256
+_RETRY_STATUS = frozenset({408, 429, 500, 502, 503, 504})
+_SAFE_CHARS = re.compile(r"[^A-Za-z0-9._+=-]+")
+
+
+class DownloadError(Exception):
+    """A download that failed for good: ``url`` and a human ``reason`` (after any retries)."""
+
+    def __init__(self, url: str, reason: str, *, record: ArchiveRecord | None = None, attempts: int = 0) -> None:
+        super().__init__(f"{url}: {reason}")
+        self.url = url
+        self.reason = reason
+        self.record = record
+        self.attempts = attempts
+
+
+class _Retryable(Exception):
+    """Internal: an attempt failed in a way worth retrying."""
+
+    def __init__(self, reason: str, retry_after: float | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.retry_after = retry_after
+
+
+def safe_filename(name: str | None) -> str:
+    """One plain, non-hidden file name from a server- or archive-supplied name.
+
+    Keeps only the last path component (``/`` and ``\\`` both split), percent-decodes it,
+    replaces anything outside ``[A-Za-z0-9._+=-]`` with ``_`` and strips leading dots, so
+    ``../../etc/passwd`` becomes ``passwd`` and ``/abs/x.fits`` becomes ``x.fits``.
+    Raises ``ValueError`` when nothing usable is left.
+    """
+    if not name:
+        raise ValueError("empty file name")
+    text = unquote(str(name)).replace("\\", "/")
+    base = text.rstrip("/").rsplit("/", 1)[-1]
+    base = "".join(ch for ch in base if ch.isprintable())
+    base = _SAFE_CHARS.sub("_", base).strip(" _")
+    base = base.lstrip(".")
+    if len(base) > 200:
+        stem, dot, ext = base.rpartition(".")
+        base = (stem[: 200 - len(ext) - 1] + dot + ext) if dot and len(ext) < 16 else base[:200]
+    if not base or base in {".", ".."}:
+        raise ValueError(f"no usable file name in {name!r}")
+    return base
+
+
+def sidecar_path(path: Path) -> Path:
+    """Where the verification record of ``path`` lives (hidden, beside it)."""
+    return path.with_name(f".{path.name}.sha256")
+
+
+def backoff_delay(attempt: int, base: float, cap: float, rng: random.Random | None = None) -> float:
+    """Exponential backoff with jitter: uniform in [d/2, d] where d = min(cap, base * 2**attempt)."""
+    d = min(cap, base * (2**attempt))
+    r = (rng or random).uniform(0.5, 1.0)
+    return d * r
+
+
+def _content_disposition_name(value: str | None) -> str | None:
+    if not value:
+        return None
+    msg = Message()
+    msg["content-disposition"] = value
+    name = msg.get_filename()
+    return str(name) if name else None
+
+
+class HostGate:
+    """Per-host concurrency limit plus a minimum interval between request starts to one host."""
+
+    def __init__(self, concurrency: int, min_interval_s: float) -> None:
+        self.concurrency = max(1, int(concurrency))
+        self.min_interval_s = max(0.0, float(min_interval_s))
+        self._lock = threading.Lock()
+        self._sems: dict[str, threading.BoundedSemaphore] = {}
+        self._next_start: dict[str, float] = {}
+
+    def _sem(self, host: str) -> threading.BoundedSemaphore:
+        with self._lock:
+            sem = self._sems.get(host)
+            if sem is None:
+                sem = self._sems[host] = threading.BoundedSemaphore(self.concurrency)
+            return sem
+
+    @contextmanager
+    def slot(self, host: str) -> Iterator[None]:
+        """Hold one of ``host``'s slots; start no sooner than ``min_interval_s`` after the last start."""
+        sem = self._sem(host)
+        sem.acquire()
+        try:
+            with self._lock:
+                now = time.monotonic()
+                start = max(now, self._next_start.get(host, 0.0))
+                self._next_start[host] = start + self.min_interval_s
+            if start > now:
+                time.sleep(start - now)
+            yield
+        finally:
+            sem.release()
+
+
+class _TimeoutAdapter(HTTPAdapter):
+    """An adapter that applies a default (connect, read) timeout when the caller gives none."""
+
+    def __init__(self, timeout: tuple[float, float], **kwargs: Any) -> None:
+        self._timeout = timeout
+        super().__init__(**kwargs)
+
+    def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:  # type: ignore[override]
+        if kwargs.get("timeout") is None:
+            kwargs["timeout"] = self._timeout
+        return super().send(request, **kwargs)
+
+
+class PoliteSession(requests.Session):
+    """A ``requests.Session`` that refuses hosts outside the allow-list (redirects included),
+    applies default timeouts, and passes every request through the per-host gate."""
+
+    def __init__(
+        self,
+        allowed_hosts: Iterable[str],
+        gate: HostGate,
+        cfg: DownloadSettings,
+        *,
+        status_retries: bool = True,
+    ) -> None:
+        super().__init__()
+        self.allowed_hosts = {h.lower() for h in allowed_hosts}
+        self.gate = gate
+        self.headers["User-Agent"] = cfg.user_agent
+        retry = Retry(
+            total=cfg.retries if status_retries else 0,
+            connect=cfg.retries if status_retries else 0,
+            read=cfg.retries if status_retries else 0,
+            status=cfg.retries if status_retries else 0,
+            backoff_factor=cfg.backoff_base_s,
+            backoff_max=cfg.backoff_max_s,
+            backoff_jitter=cfg.backoff_base_s / 2,
+            status_forcelist=sorted(_RETRY_STATUS),
+            allowed_methods=frozenset({"GET", "HEAD", "OPTIONS"}),
+            raise_on_status=False,
+            respect_retry_after_header=True,
+        )
+        adapter = _TimeoutAdapter((cfg.connect_timeout_s, cfg.read_timeout_s), max_retries=retry,
+                                  pool_maxsize=max(4, gate.concurrency * 2))
+        self.mount("http://", adapter)
+        self.mount("https://", adapter)
+
+    def check_url(self, url: str) -> str:
+        """The URL's host, or ``DownloadError`` when it is not an allowed archive host."""
+        parts = urlsplit(url)
+        host = (parts.hostname or "").lower()
+        if parts.scheme not in ("http", "https"):
+            raise DownloadError(url, f"scheme {parts.scheme or '(none)'!r} is not fetched (http/https only)")
+        if host not in self.allowed_hosts:
+            raise DownloadError(
+                url, f"host {host or '(none)'!r} is not a configured archive host "
+                f"(allowed: {', '.join(sorted(self.allowed_hosts)) or 'none'})"
+            )
+        return host
+
+    def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:  # type: ignore[override]
+        # Every hop (the first request and each redirect) passes here: check the host, then gate.
+        host = self.check_url(str(request.url))
+        if getattr(_gate_bypass, "active", False):
+            return super().send(request, **kwargs)
+        with self.gate.slot(host):
+            return super().send(request, **kwargs)
+
+
+_gate_bypass = threading.local()
+
+
+class Downloader:
+    """Fetch ``ArchiveRecord`` URLs into a folder, verified; see the module docstring.
+
+    ``settings.download`` gives timeouts, retries, backoff, per-host concurrency and the
+    polite interval; ``settings.allowed_hosts`` the hosts that may be contacted.
+    """
+
+    def __init__(self, settings: Settings | None = None, *, seed: int | None = None) -> None:
+        self.settings = settings or get_settings()
+        self.cfg: DownloadSettings = self.settings.download
+        self.gate = HostGate(self.cfg.per_host_concurrency, self.cfg.min_interval_s)
+        hosts = self.settings.allowed_hosts
+        #: for callers (scrapers, clients): retries 5xx on GET/HEAD, default timeouts, gated.
+        self.session = PoliteSession(hosts, self.gate, self.cfg)
+        # fetch() does its own whole-transfer retries, so its session retries nothing itself.
+        self._raw = PoliteSession(hosts, self.gate, self.cfg, status_retries=False)
+        self._rng = random.Random(seed)
+        self._sleep: Callable[[float], None] = time.sleep
+
+    # ------------------------------------------------------------------------------------------
+    def fetch(self, record: ArchiveRecord, dest_dir: Path, *, filename: str | None = None) -> DownloadedFile:
+        """Download ``record.url`` into ``dest_dir``; return the verified file or raise ``DownloadError``."""
+        url = record.url
+        host = self._raw.check_url(url)
+        dest_dir = Path(dest_dir)
+        try:
+            dest_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise DownloadError(url, f"cannot create folder {dest_dir}: {exc}", record=record) from exc
+        name: str | None = None
+        given = filename or record.filename
+        if given:
+            try:
+                name = safe_filename(given)
+            except ValueError as exc:
+                raise DownloadError(url, f"bad file name: {exc}", record=record) from exc
+            reused = self._reuse(record, dest_dir / name)
+            if reused is not None:
+                return reused
+        self._check_disk(dest_dir, record)
+
+        attempts = self.cfg.retries + 1
+        last = "no attempt made"
+        for attempt in range(attempts):
+            try:
+                return self._attempt(record, dest_dir, name, host)
+            except _Retryable as exc:
+                last = exc.reason
+                if attempt + 1 >= attempts:
+                    break
+                delay = backoff_delay(attempt, self.cfg.backoff_base_s, self.cfg.backoff_max_s, self._rng)
+                if exc.retry_after is not None:
+                    delay = max(delay, min(exc.retry_after, self.cfg.backoff_max_s))
+                self._sleep(delay)
+            except DownloadError as exc:
+                exc.record = record
+                exc.attempts = attempt + 1
+                raise
+        raise DownloadError(url, f"gave up after {attempts} attempts: {last}", record=record, attempts=attempts)
+
+    def fetch_many(
+        self,
+        records: Iterable[ArchiveRecord],
+        dest_dir: Path,
+        *,
+        on_done: Callable[[ArchiveRecord, DownloadedFile | DownloadError], None] | None = None,
+        max_workers: int | None = None,
+    ) -> list[DownloadedFile | DownloadError]:
+        """Fetch many records concurrently (bounded per host); results in input order.
+
+        A failure is returned as its ``DownloadError`` (never raised). ``on_done`` is called once
+        per record as it finishes (for progress bars).
+        """
+        items = list(records)
+        if not items:
+            return []
+        hosts = {urlsplit(r.url).hostname for r in items}
+        workers = max_workers or min(16, max(1, self.cfg.per_host_concurrency * len(hosts)))
+
+        def one(rec: ArchiveRecord) -> DownloadedFile | DownloadError:
+            try:
+                result: DownloadedFile | DownloadError = self.fetch(rec, dest_dir)
+            except DownloadError as exc:
+                result = exc
+            except Exception as exc:  # noqa: BLE001 - report, never crash a batch
+                result = DownloadError(rec.url, f"unexpected {type(exc).__name__}: {exc}", record=rec)
+            if on_done is not None:
+                on_done(rec, result)
+            return result
+
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="download") as pool:
+            return list(pool.map(one, items))
+
+    def close(self) -> None:
+        self.session.close()
+        self._raw.close()
+
+    def __enter__(self) -> Downloader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------------------------------
+    def _reuse(self, record: ArchiveRecord, path: Path) -> DownloadedFile | None:
+        """The already-verified file at ``path`` when its sidecar, size and sha256 still agree."""
+        side = sidecar_path(path)
+        if not (path.is_file() and side.is_file()):
+            return None
+        try:
+            meta = json.loads(side.read_text(encoding="utf-8"))
+            size = int(meta["size"])
+            sha = str(meta["sha256"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        if path.stat().st_size != size:
+            return None
+        if record.size is not None and record.size != size:
+            return None
+        if record.sha256 and record.sha256.lower() != sha.lower():
+            return None
+        if _sha256_file(path) != sha:
+            return None
+        return DownloadedFile(
+            record=record, path=path, size=size, sha256=sha,
+            verified_against=str(meta.get("verified_against", "none")),
+            downloaded_at=datetime.now(UTC), skipped=True,
+        )
+
+    def _check_disk(self, dest_dir: Path, record: ArchiveRecord) -> None:
+        need = (record.size or 0) + int(self.settings.min_free_disk_bytes)
+        try:
+            free = shutil.disk_usage(dest_dir).free
+        except OSError:
+            return
+        if free < need:
+            raise DownloadError(
+                record.url,
+                f"not enough free disk in {dest_dir}: {free} bytes free, need {need} "
+                "(file size + min_free_disk_bytes)",
+                record=record,
+            )
+
+    def _attempt(self, record: ArchiveRecord, dest_dir: Path, name: str | None, host: str) -> DownloadedFile:
+        url = record.url
+        timeout = (self.cfg.connect_timeout_s, self.cfg.read_timeout_s)
+        tmp_path: Path | None = None
+        with self.gate.slot(host):
+            _gate_bypass.active = True
+            try:
+                try:
+                    resp = self._raw.get(url, stream=True, timeout=timeout)
+                except DownloadError:
+                    raise
+                except (requests.Timeout, requests.ConnectionError) as exc:
+                    raise _Retryable(f"{type(exc).__name__}: {exc}") from exc
+                except requests.RequestException as exc:
+                    raise DownloadError(url, f"{type(exc).__name__}: {exc}") from exc
+                with resp:
+                    if resp.status_code in _RETRY_STATUS or resp.status_code >= 500:
+                        raise _Retryable(f"HTTP {resp.status_code} {resp.reason}", _retry_after(resp))
+                    if resp.status_code >= 400:
+                        raise DownloadError(url, f"HTTP {resp.status_code} {resp.reason}")
+                    if name is None:
+                        raw_name = _content_disposition_name(resp.headers.get("Content-Disposition")) or \
+                            urlsplit(resp.url).path
+                        try:
+                            name = safe_filename(raw_name)
+                        except ValueError as exc:
+                            raise DownloadError(url, f"bad file name from server: {exc}") from exc
+                        reused = self._reuse(record, dest_dir / name)
+                        if reused is not None:
+                            return reused
+                    declared = _int_or_none(resp.headers.get("Content-Length"))
+                    if "Content-Encoding" in resp.headers and resp.headers["Content-Encoding"] != "identity":
+                        declared = None  # length is of the encoded body; verify on the decoded bytes otherwise
+                    fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".part", dir=dest_dir)
+                    tmp_path = Path(tmp)
+                    digest = hashlib.sha256()
+                    size = 0
+                    try:
+                        with os.fdopen(fd, "wb") as fh:
+                            for chunk in resp.iter_content(_CHUNK):
+                                if chunk:
+                                    fh.write(chunk)
+                                    digest.update(chunk)
+                                    size += len(chunk)
+                            fh.flush()
+                            os.fsync(fh.fileno())
+                    except requests.RequestException as exc:  # (a subclass of OSError: test it first)
+                        raise _Retryable(f"short read after {size} bytes: {type(exc).__name__}") from exc
+                    except OSError as exc:
+                        raise DownloadError(url, f"cannot write {tmp_path}: {exc}") from exc
+                    sha = digest.hexdigest()
+                    verified = "none"
+                    if declared is not None and size != declared:
+                        raise _Retryable(f"short read: got {size} bytes, Content-Length says {declared}")
+                    if record.size is not None and size != record.size:
+                        raise _Retryable(f"size mismatch: got {size} bytes, archive declares {record.size}")
+                    if record.size is not None or declared is not None:
+                        verified = "size"
+                    if record.sha256:
+                        if sha.lower() != record.sha256.lower():
+                            raise _Retryable(f"sha256 mismatch: got {sha}, archive publishes {record.sha256}")
+                        verified = "sha256"
+                    final = dest_dir / name
+                    os.replace(tmp_path, final)
+                    tmp_path = None
+                    now = datetime.now(UTC)
+                    _write_sidecar(final, size=size, sha256=sha, url=url, verified_against=verified, when=now)
+                    return DownloadedFile(record=record, path=final, size=size, sha256=sha,
+                                          verified_against=verified, downloaded_at=now)
+            finally:
+                _gate_bypass.active = False
+                if tmp_path is not None:
+                    tmp_path.unlink(missing_ok=True)
+
+
+def _retry_after(resp: requests.Response) -> float | None:
+    value = resp.headers.get("Retry-After")
+    try:
+        return float(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+def _int_or_none(value: str | None) -> int | None:
+    try:
+        return int(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+def _sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1024 * 1024), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _write_sidecar(path: Path, *, size: int, sha256: str, url: str, verified_against: str, when: datetime) -> None:
+    """Atomically record that ``path`` was verified (the rerun skip check reads it)."""
+    side = sidecar_path(path)
+    payload = {"file": path.name, "size": size, "sha256": sha256, "url": url,
+               "verified_against": verified_against, "verified_at": when.isoformat()}
+    fd, tmp = tempfile.mkstemp(prefix=side.name + ".", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(payload, fh)
+        os.replace(tmp, side)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

@@ -43,8 +43,30 @@ def create_app(state: ReplicaState) -> FastAPI:
             raise
         app.include_router(module.build_router(state))
 
+    # Outermost: a proxied request (``http_proxy`` pointing here) arrives in absolute form,
+    # ``GET http://host/path?q``; route it by its path, as the real host would.
+    app.add_middleware(AbsoluteFormPath)
+
     @app.get("/healthz")
     def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
     return app
+
+
+class AbsoluteFormPath:
+    """ASGI middleware: turn an absolute-form request target into its path (keeps the Host header)."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope.get("type") == "http":
+            path = scope.get("path", "")
+            if path.startswith(("http://", "https://")):
+                from urllib.parse import urlsplit
+
+                scope = dict(scope)
+                scope["path"] = urlsplit(path).path or "/"
+                scope["raw_path"] = scope["path"].encode()
+        await self.app(scope, receive, send)

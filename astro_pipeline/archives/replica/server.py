@@ -33,11 +33,12 @@ class ReplicaServer:
         faults: Any | None = None,
         host: str = "127.0.0.1",
         port: int = 0,
+        mini: bool = False,
     ) -> None:
         if sample_root is None:
             from astro_pipeline.sample import build_sample
 
-            sample_root = build_sample().root
+            sample_root = build_sample(mini=mini).root
         self.host = host
         self.port = port or free_port(host)
         self.state = ReplicaState(sample_root=Path(sample_root), faults=faults)

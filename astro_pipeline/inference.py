@@ -1,0 +1,394 @@
+"""Batched, device- and precision-aware streaming of tiles through a model.
+
+Why: images of any size go through fixed-size models with memory bounded by the batch. Tiles
+are cut lazily from the (possibly memory-mapped) input, run in batches under
+``torch.inference_mode`` on CUDA (else CPU) at the fastest safe precision, and blended into a
+:class:`~astro_pipeline.tiles.StitchAccumulator` (which may write into a memmap).
+
+Precision "auto": CUDA -> fp16 autocast (bf16 where supported) with a NaN check and fp32
+fallback; CPU -> bf16 autocast + channels_last only where the CPU has bf16 instructions
+(AVX512-BF16 or AMX), else fp32. On CUDA out-of-memory the batch is halved and retried.
+
+The colorizer path keeps the input's own lightness: L* in, predicted chroma (a*, b*) out,
+recombined with the original L* and mapped into the sRGB gamut by reducing chroma only.
+
+No astropy here (the benchmark imports this module on bare machines).
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from astro_pipeline.tiles import StitchAccumulator, TileGrid
+
+__all__ = [
+    "Engine",
+    "EngineStats",
+    "colorize_display",
+    "colorize_lightness",
+    "cpu_supports_bf16",
+    "default_overlap",
+    "lab_to_srgb_keep_lightness",
+    "resolve_device",
+    "resolve_precision",
+    "upscale_display",
+]
+
+_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_supports_bf16() -> bool:
+    """True when this CPU has native bf16 arithmetic (AVX512-BF16 or AMX-BF16)."""
+    cpu = getattr(torch, "cpu", None)
+    for probe in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"):
+        fn = getattr(cpu, probe, None)
+        try:
+            if fn is not None and fn():
+                return True
+        except Exception:  # pragma: no cover - private probes may change between torch versions
+            pass
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as fh:
+            for line in fh:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    return bool(flags & {"avx512_bf16", "amx_bf16"})
+    except OSError:
+        pass
+    return False
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """``auto`` -> CUDA when present, else CPU; anything else is validated."""
+    if isinstance(device, torch.device):
+        return device
+    text = (device or "auto").strip().lower()
+    if text == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(text)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} requested but CUDA is not available (use --device cpu)")
+    if dev.type not in ("cpu", "cuda"):
+        raise ValueError(f"unsupported device {device!r}; use auto, cpu, cuda or cuda:N")
+    return dev
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """The precision to run at: ``fp32``, ``bf16`` or ``fp16`` (``auto`` picks the fastest safe one)."""
+    p = (precision or "auto").strip().lower()
+    if p not in ("auto", "fp32", "bf16", "fp16"):
+        raise ValueError(f"unknown precision {precision!r}; use auto, fp32, bf16 or fp16")
+    if device.type == "cuda":
+        if p == "auto":
+            return "fp16"
+        if p == "bf16" and not torch.cuda.is_bf16_supported():
+            raise ValueError("bf16 requested but this GPU does not support it")
+        return p
+    if p == "auto":
+        return "bf16" if cpu_supports_bf16() else "fp32"
+    if p == "fp16":
+        raise ValueError("fp16 is not supported on CPU; use fp32 or bf16")
+    return p
+
+
+def default_overlap(tile: int) -> int:
+    """Overlap between neighbouring tiles: an eighth of the tile (at least 4 px when it fits)."""
+    return min(max(tile // 8, 4), tile // 2)
+
+
+@dataclass
+class EngineStats:
+    """What the last :meth:`Engine.run` did (for products, manifests and benchmarks)."""
+
+    tiles: int = 0
+    batches: int = 0
+    seconds: float = 0.0
+    model_seconds: float = 0.0
+    precision: str = ""
+    device: str = ""
+    batch_size: int = 0
+    fallbacks: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "tiles": self.tiles,
+            "batches": self.batches,
+            "seconds": round(self.seconds, 4),
+            "model_seconds": round(self.model_seconds, 4),
+            "precision": self.precision,
+            "device": self.device,
+            "batch_size": self.batch_size,
+            "fallbacks": list(self.fallbacks),
+        }
+
+
+class Engine:
+    """Runs a registry model over whole images, tile by tile, in batches.
+
+    ``meta`` is the model's :class:`~astro_pipeline.models.registry.WeightsMeta` (task, tile size,
+    scale). ``run`` takes ``(H, W[, C])`` float32 and returns ``(H*s, W*s, C_out)`` float32.
+    Not thread-safe: use one Engine per thread or process.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        meta: Any,
+        *,
+        device: str | torch.device = "auto",
+        precision: str = "auto",
+        batch_size: int = 16,
+        compile: bool = False,
+        tile_size: int | None = None,
+        overlap: int | None = None,
+        pad_mode: str = "reflect",
+    ) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.meta = meta
+        self.device = resolve_device(device)
+        self.precision = resolve_precision(precision, self.device)
+        self.batch_size = int(batch_size)
+        self.tile_size = int(tile_size or meta.tile_size)
+        if self.tile_size < 4:
+            raise ValueError(f"tile size must be >= 4, got {self.tile_size}")
+        self.overlap = default_overlap(self.tile_size) if overlap is None else int(overlap)
+        self.pad_mode = pad_mode
+        self.scale = int(getattr(meta, "scale", 1) or 1)
+        kwargs = dict(getattr(meta, "kwargs", {}) or {})
+        self.in_channels = int(kwargs.get("in_channels", 1 if meta.task == "colorize" else 3))
+        model = model.to(self.device).eval()
+        model.requires_grad_(False)
+        self.channels_last = self.precision != "fp32"
+        if self.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        self.model = model
+        self.forward: Callable[[torch.Tensor], torch.Tensor] = model
+        self.compiled = False
+        self.notes: list[str] = []
+        if compile:
+            try:
+                self.forward = torch.compile(model)
+                self.compiled = True
+            except Exception as exc:  # compile is an optimisation; never fail the run for it
+                self.notes.append(f"torch.compile unavailable: {exc}")
+        self.stats = EngineStats(precision=self.precision, device=str(self.device), batch_size=self.batch_size)
+
+    # ------------------------------------------------------------------------------------------
+    def describe(self) -> dict[str, Any]:
+        """The settings that shaped an output (recorded in products)."""
+        return {
+            "device": str(self.device),
+            "precision": self.precision,
+            "batch_size": self.batch_size,
+            "tile_size": self.tile_size,
+            "overlap": self.overlap,
+            "scale": self.scale,
+            "compiled": self.compiled,
+            "notes": list(self.notes),
+        }
+
+    def _forward_once(self, x: torch.Tensor, precision: str) -> torch.Tensor:
+        if self.compiled:
+            try:
+                return self._forward_plain(x, precision)
+            except torch.cuda.OutOfMemoryError:
+                raise
+            except Exception as exc:  # a compile failure shows up on the first call: run eagerly
+                self.notes.append(f"torch.compile failed ({type(exc).__name__}: {exc}); running eagerly")
+                self.forward = self.model
+                self.compiled = False
+        return self._forward_plain(x, precision)
+
+    def _forward_plain(self, x: torch.Tensor, precision: str) -> torch.Tensor:
+        if precision == "fp32":
+            return self.forward(x.contiguous()).float()
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(device_type=self.device.type, dtype=_DTYPES[precision]):
+            y = self.forward(x)
+        return y.float()
+
+    def _forward_checked(self, x: torch.Tensor) -> torch.Tensor:
+        """Forward at the engine's precision; non-finite output from finite input -> fp32 from now on."""
+        y = self._forward_once(x, self.precision)
+        if self.precision != "fp32" and not bool(torch.isfinite(y).all()) and bool(torch.isfinite(x).all()):
+            self.stats.fallbacks.append(f"{self.precision} produced NaN/inf; switched to fp32")
+            self.precision = "fp32"
+            self.stats.precision = "fp32"
+            y = self._forward_once(x, "fp32")
+        return y
+
+    def _forward_batch(self, batch: np.ndarray) -> np.ndarray:
+        """(N, C, T, T) float32 numpy -> (N, T*s, T*s, C_out) float32 numpy, halving on CUDA OOM."""
+        try:
+            with torch.inference_mode():
+                x = torch.from_numpy(batch).to(self.device, non_blocking=True)
+                y = self._forward_checked(x)
+                expect = batch.shape[-1] * self.scale
+                if y.shape[-1] != expect or y.shape[-2] != expect:
+                    y = torch.nn.functional.interpolate(y, size=(expect, expect), mode="bilinear", align_corners=False)
+                return y.permute(0, 2, 3, 1).contiguous().cpu().numpy()
+        except torch.cuda.OutOfMemoryError:
+            if len(batch) <= 1:
+                raise
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+            half = max(1, len(batch) // 2)
+            self.batch_size = max(1, min(self.batch_size, half))
+            self.stats.batch_size = self.batch_size
+            self.stats.fallbacks.append(f"CUDA out of memory; batch size halved to {self.batch_size}")
+            return np.concatenate([self._forward_batch(batch[:half]), self._forward_batch(batch[half:])])
+
+    def _prepare(self, tile: np.ndarray) -> np.ndarray:
+        """A tile (T, T[, C]) -> (C_in, T, T) for the model (grey replicated for RGB models)."""
+        if tile.ndim == 2:
+            tile = tile[None]
+        else:
+            tile = np.moveaxis(tile, -1, 0)
+        c = tile.shape[0]
+        if c == self.in_channels:
+            return tile
+        if c == 1:
+            return np.repeat(tile, self.in_channels, axis=0)
+        raise ValueError(f"image has {c} channels but the model takes {self.in_channels}")
+
+    def run(
+        self,
+        image: np.ndarray,
+        *,
+        out: np.ndarray | None = None,
+        order: Sequence[int] | None = None,
+        on_tiles: Callable[[int], None] | None = None,
+    ) -> np.ndarray:
+        """Run the model over ``image`` (H, W[, C]) and return the stitched (H*s, W*s, C_out) float32.
+
+        ``out`` may be a preallocated array or memmap of that shape; ``order`` a permutation of
+        tile indices (the result does not depend on it); ``on_tiles(n)`` reports progress.
+        """
+        if image.ndim not in (2, 3) or image.shape[0] < 1 or image.shape[1] < 1:
+            raise ValueError(f"expected an (H, W) or (H, W, C) image, got shape {image.shape}")
+        t0 = time.perf_counter()
+        h, w = image.shape[:2]
+        grid = TileGrid(h, w, tile=self.tile_size, overlap=self.overlap, pad_mode=self.pad_mode)
+        indices = list(range(len(grid))) if order is None else [int(i) for i in order]
+        if sorted(indices) != list(range(len(grid))):
+            raise ValueError("order must be a permutation of the tile indices")
+        acc: StitchAccumulator | None = None
+        stats = self.stats = EngineStats(precision=self.precision, device=str(self.device), batch_size=self.batch_size)
+        pos = 0
+        while pos < len(indices):
+            chunk = [grid.tile_at(i) for i in indices[pos : pos + self.batch_size]]
+            pos += len(chunk)
+            batch = np.stack([self._prepare(grid.extract(image, t)) for t in chunk]).astype(np.float32, copy=False)
+            m0 = time.perf_counter()
+            result = self._forward_batch(batch)
+            stats.model_seconds += time.perf_counter() - m0
+            if acc is None:
+                acc = StitchAccumulator(grid, scale=self.scale, channels=result.shape[-1], out=out)
+            for t, values in zip(chunk, result, strict=True):
+                acc.add(t, values)
+            stats.tiles += len(chunk)
+            stats.batches += 1
+            if on_tiles is not None:
+                on_tiles(len(chunk))
+        assert acc is not None
+        res = acc.finish()
+        stats.seconds = time.perf_counter() - t0
+        stats.precision = self.precision
+        stats.fallbacks.extend(self.notes)
+        return res
+
+
+# ---------------------------------------------------------------------------------------------
+# Colour: keep the input's own lightness
+
+
+#: Linear sRGB -> CIE XYZ (IEC 61966-2-1, D65), as in :mod:`astro_pipeline.color`.
+_XYZ_FROM_RGB = np.array(
+    [
+        [0.4124564, 0.3575761, 0.1804375],
+        [0.2126729, 0.7151522, 0.0721750],
+        [0.0193339, 0.1191920, 0.9503041],
+    ]
+)
+_RGB_FROM_XYZ = np.linalg.inv(_XYZ_FROM_RGB)
+
+
+def _lab_to_linear_rgb(lab: np.ndarray) -> np.ndarray:
+    """CIE Lab -> linear sRGB without any clipping (so gamut excursions are visible)."""
+    from astro_pipeline.color import D65_WHITE
+
+    delta = 6.0 / 29.0
+    fy = (lab[..., 0] + 16.0) / 116.0
+    f = np.stack([fy + lab[..., 1] / 500.0, fy, fy - lab[..., 2] / 200.0], axis=-1)
+    xyz = np.where(f > delta, f**3, 3.0 * delta**2 * (f - 4.0 / 29.0)) * D65_WHITE
+    return xyz @ _RGB_FROM_XYZ.T
+
+
+def lab_to_srgb_keep_lightness(lightness: np.ndarray, ab: np.ndarray, *, rows_per_chunk: int = 256) -> np.ndarray:
+    """sRGB (H, W, 3) float32 whose CIE L* equals ``lightness`` (H, W): out-of-gamut chroma is
+    scaled down (hue kept) until the colour fits, instead of clipping RGB (which would change L*)."""
+    from astro_pipeline.color import linear_to_srgb
+
+    h, w = lightness.shape
+    out = np.empty((h, w, 3), dtype=np.float32)
+    tol = 1e-7
+    for y0 in range(0, h, rows_per_chunk):
+        L = np.clip(np.asarray(lightness[y0 : y0 + rows_per_chunk], dtype=np.float64), 0.0, 100.0)
+        AB = np.asarray(ab[y0 : y0 + rows_per_chunk], dtype=np.float64)
+        lin = _lab_to_linear_rgb(np.concatenate([L[..., None], AB], axis=-1))
+        bad = ((lin < -tol) | (lin > 1 + tol)).any(axis=-1)
+        if bad.any():
+            Lb, ABb = L[bad], AB[bad]
+            lo = np.zeros(len(Lb))  # chroma factor 0 (grey) is always in gamut
+            hi = np.ones_like(lo)
+            for _ in range(24):
+                mid = 0.5 * (lo + hi)
+                trial = _lab_to_linear_rgb(np.concatenate([Lb[:, None], ABb * mid[:, None]], axis=-1))
+                ok = ((trial >= -tol) & (trial <= 1 + tol)).all(axis=-1)
+                lo = np.where(ok, mid, lo)
+                hi = np.where(ok, hi, mid)
+            lin[bad] = _lab_to_linear_rgb(np.concatenate([Lb[:, None], ABb * lo[:, None]], axis=-1))
+        out[y0 : y0 + rows_per_chunk] = linear_to_srgb(np.clip(lin, 0.0, 1.0))
+    return out
+
+
+def colorize_lightness(engine: Engine, lightness: np.ndarray) -> np.ndarray:
+    """L* (H, W) in [0, 100] -> sRGB (H, W, 3) float32 in [0, 1] with exactly that L*."""
+    if lightness.ndim != 2:
+        raise ValueError(f"expected an (H, W) lightness map, got shape {lightness.shape}")
+    if engine.scale != 1:
+        raise ValueError("the colorizer must keep the image size (scale 1)")
+    lnorm = (np.asarray(lightness, dtype=np.float32) / np.float32(50.0)) - np.float32(1.0)
+    ab = engine.run(lnorm)
+    if ab.shape[-1] != 2:
+        raise ValueError(f"colorizer returned {ab.shape[-1]} channels, expected 2 (a*, b*)")
+    ab *= np.float32(110.0)
+    return lab_to_srgb_keep_lightness(lightness, ab)
+
+
+def colorize_display(engine: Engine, grey: np.ndarray) -> np.ndarray:
+    """Grey display values (H, W) in [0, 1] -> sRGB (H, W, 3) whose L* is the grey's own L*."""
+    from astro_pipeline.color import lightness_from_grey
+
+    g = np.clip(np.asarray(grey, dtype=np.float32), 0.0, 1.0)
+    return colorize_lightness(engine, lightness_from_grey(g))
+
+
+def upscale_display(engine: Engine, image: np.ndarray, *, out: np.ndarray | None = None) -> np.ndarray:
+    """Display image (H, W) or (H, W, 3) in [0, 1] -> (sH, sW, 3) float32 clipped to [0, 1]."""
+    res = engine.run(np.asarray(image) if not isinstance(image, np.memmap) else image, out=out)
+    if np.issubdtype(res.dtype, np.floating):
+        for y0 in range(0, res.shape[0], 1024):  # in place, band by band
+            np.clip(res[y0 : y0 + 1024], 0.0, 1.0, out=res[y0 : y0 + 1024])
+    return res

@@ -1,0 +1,47 @@
+"""The catalog: what came from where, what was made from it with which model, and what curators decided.
+
+``Catalog`` is the entry point (SQLite WAL at ``<output>/catalog.sqlite`` by default, PostgreSQL by
+URL). Tables live in ``tables.py``, schema versions in ``schema.py``, idempotent upserts in
+``writes.py``, queries in ``queries.py``, the review history in ``reviews.py``, and the cumulative
+manifest export in ``export.py``.
+"""
+
+from __future__ import annotations
+
+from astro_pipeline.catalog.db import CatalogError
+from astro_pipeline.catalog.export import catalog_manifest, export_cumulative_manifest, export_run_manifest
+from astro_pipeline.catalog.reviews import NotFoundError
+from astro_pipeline.catalog.store import RUN_STATUSES, Catalog, new_run_id
+from astro_pipeline.catalog.views import (
+    DECISIONS,
+    Decision,
+    FrameFilter,
+    FrameView,
+    PendingInput,
+    ProductFileView,
+    ProductView,
+    ReviewEvent,
+    RunInfo,
+    RunSummary,
+)
+
+__all__ = [
+    "DECISIONS",
+    "RUN_STATUSES",
+    "Catalog",
+    "CatalogError",
+    "Decision",
+    "FrameFilter",
+    "FrameView",
+    "NotFoundError",
+    "PendingInput",
+    "ProductFileView",
+    "ProductView",
+    "ReviewEvent",
+    "RunInfo",
+    "RunSummary",
+    "catalog_manifest",
+    "export_cumulative_manifest",
+    "export_run_manifest",
+    "new_run_id",
+]

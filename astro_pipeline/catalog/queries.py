@@ -1,0 +1,335 @@
+"""Read queries: pending inputs, flagged frames, approved training items, runs and stats.
+
+Each function takes an open ``Connection`` (one snapshot) and returns views from ``views.py``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Connection, and_, exists, func, or_, select
+from sqlalchemy.sql import Subquery
+
+from astro_pipeline.catalog import tables as t
+from astro_pipeline.catalog.keys import index_or_none, models_hash, params_hash
+from astro_pipeline.catalog.views import (
+    Decision,
+    FrameFilter,
+    FrameView,
+    PendingInput,
+    ProductFileView,
+    ProductView,
+    RunInfo,
+    RunSummary,
+)
+
+__all__ = [
+    "angular_separation_deg",
+    "current_decisions",
+    "frame_views",
+    "is_done",
+    "normalize_kind",
+    "pending_inputs",
+    "run_info",
+    "run_summary",
+    "select_frames",
+    "stats",
+]
+
+
+def angular_separation_deg(ra1: float, dec1: float, ra2: float, dec2: float) -> float:
+    """Great-circle distance in degrees (haversine; stable at small angles)."""
+    r1, d1, r2, d2 = map(math.radians, (ra1, dec1, ra2, dec2))
+    h = math.sin((d2 - d1) / 2) ** 2 + math.cos(d1) * math.cos(d2) * math.sin((r2 - r1) / 2) ** 2
+    return math.degrees(2 * math.asin(min(1.0, math.sqrt(h))))
+
+
+def normalize_kind(kind: str) -> str:
+    """``"color"``/``"colour"`` -> ``"color"``; ``"grey"``/``"gray"``/``"science"`` -> ``"grey"``."""
+    k = kind.strip().lower()
+    if k in {"color", "colour"}:
+        return "color"
+    if k in {"grey", "gray", "science"}:
+        return "grey"
+    raise ValueError(f"unknown image kind {kind!r}; use 'color' or 'grey'")
+
+
+def current_decisions() -> Subquery:
+    """Per frame, the latest decision that no undo reversed: (frame_id, review_id, decision, ...)."""
+    r = t.reviews
+    undo = t.reviews.alias("undo")
+    effective = (
+        select(r.c.frame_id, func.max(r.c.id).label("review_id"))
+        .where(r.c.action == "decision", ~exists().where(undo.c.undoes_id == r.c.id))
+        .group_by(r.c.frame_id)
+        .subquery("effective")
+    )
+    return (
+        select(effective.c.frame_id, effective.c.review_id, r.c.decision, r.c.note, r.c.reviewer, r.c.created_at)
+        .select_from(effective.join(r, r.c.id == effective.c.review_id))
+        .subquery("current_decision")
+    )
+
+
+# --- done / pending ---------------------------------------------------------------------------
+
+def _product_states(conn: Connection, models: Any, params: Mapping[str, Any] | None,
+                    operation: str | None, sha256: str | None = None) -> dict[str, dict[tuple[int, int], bool]]:
+    """``{input sha256: {(hdu_idx, plane_idx): any ok}}`` for products made with these models/params."""
+    p = t.products
+    q = select(p.c.source_sha256, p.c.hdu_idx, p.c.plane_idx, p.c.status).where(
+        p.c.models_hash == models_hash(models), p.c.source_sha256.is_not(None))
+    if params is not None:
+        q = q.where(p.c.params_hash == params_hash(params))
+    if operation is not None:
+        q = q.where(p.c.operation == operation)
+    if sha256 is not None:
+        q = q.where(p.c.source_sha256 == sha256)
+    states: dict[str, dict[tuple[int, int], bool]] = defaultdict(dict)
+    for sha, hdu, plane, status in conn.execute(q):
+        key = (hdu, plane)
+        states[sha][key] = states[sha].get(key, False) or status == "ok"
+    return states
+
+
+def _done(frames_state: dict[tuple[int, int], bool] | None, n_frames: int | None) -> tuple[bool, str]:
+    if not frames_state:
+        return False, "new"
+    if not all(frames_state.values()):
+        return False, "failed"
+    if n_frames is not None and len(frames_state) < n_frames:
+        return False, "incomplete"
+    return True, "done"
+
+
+def is_done(conn: Connection, input_sha256: str, models: Any, params: Mapping[str, Any] | None,
+            operation: str | None = None) -> bool:
+    """True when every frame of the input has an ok product with these model versions and params."""
+    states = _product_states(conn, models, params, operation, input_sha256)
+    n_frames = conn.execute(select(t.files.c.n_frames).where(t.files.c.sha256 == input_sha256)).scalar()
+    return _done(states.get(input_sha256), n_frames)[0]
+
+
+def pending_inputs(conn: Connection, models: Any, params: Mapping[str, Any] | None = None, *,
+                   operation: str | None = None, archive: str | None = None,
+                   limit: int | None = None) -> list[PendingInput]:
+    """Known input files not yet processed with these model versions (and params, if given).
+
+    Files whose every known frame a curator rejected are left out: rejected is excluded everywhere.
+    """
+    states = _product_states(conn, models, params, operation)
+    any_product = {row[0] for row in conn.execute(
+        select(t.products.c.source_sha256).where(t.products.c.source_sha256.is_not(None)).distinct())}
+    cur = current_decisions()
+    frame_rows = conn.execute(select(t.frames.c.file_id, cur.c.decision).select_from(
+        t.frames.outerjoin(cur, cur.c.frame_id == t.frames.c.id)))
+    decisions: dict[int, list[str | None]] = defaultdict(list)
+    for file_id, decision in frame_rows:
+        decisions[file_id].append(decision)
+    f, r = t.files, t.archive_records
+    q = (select(f.c.id, f.c.sha256, f.c.path, f.c.n_frames, r.c.archive, r.c.archive_id, r.c.kind)
+         .select_from(f.outerjoin(r, r.c.id == f.c.record_id)).order_by(f.c.id))
+    if archive is not None:
+        q = q.where(r.c.archive == archive)
+    out: list[PendingInput] = []
+    for fid, sha, path, n_frames, arch, arch_id, kind in conn.execute(q):
+        done, reason = _done(states.get(sha), n_frames)
+        if done:
+            continue
+        if decisions.get(fid) and all(d == "rejected" for d in decisions[fid]):
+            continue
+        if reason == "new" and sha in any_product:
+            reason = "stale"
+        out.append(PendingInput(file_id=fid, sha256=sha, path=path, exists=Path(path).is_file(),
+                                archive=arch, archive_id=arch_id, kind=kind, reason=reason))
+        if limit is not None and len(out) >= limit:
+            break
+    return out
+
+
+# --- frames -------------------------------------------------------------------------------------
+
+def select_frames(conn: Connection, flt: FrameFilter) -> tuple[list[int], int]:
+    """Frame ids matching ``flt`` (newest first, paged) and the total number matching."""
+    fr, fi, rec = t.frames, t.files, t.archive_records
+    cur = current_decisions()
+    ra = func.coalesce(fr.c.ra, rec.c.ra)
+    dec = func.coalesce(fr.c.dec, rec.c.dec)
+    q = (select(fr.c.id, ra, dec)
+         .select_from(fr.join(fi, fi.c.id == fr.c.file_id)
+                      .outerjoin(rec, rec.c.id == fi.c.record_id)
+                      .outerjoin(cur, cur.c.frame_id == fr.c.id))
+         .order_by(fr.c.updated_at.desc(), fr.c.id.desc()))
+    if flt.flagged_only:
+        q = q.where(fr.c.flag_count > 0)
+    if flt.flag:
+        q = q.where(exists().where(and_(t.frame_flags.c.frame_id == fr.c.id, t.frame_flags.c.name == flt.flag)))
+    if flt.archive:
+        q = q.where(rec.c.archive == flt.archive)
+    if flt.kind:
+        q = q.where(fr.c.kind == normalize_kind(flt.kind))
+    if flt.run_id:
+        q = q.where(or_(fr.c.last_run_id == flt.run_id, exists().where(
+            and_(t.products.c.frame_id == fr.c.id, t.products.c.run_id == flt.run_id))))
+    if flt.decision == "undecided":
+        q = q.where(cur.c.decision.is_(None))
+    elif flt.decision:
+        q = q.where(cur.c.decision == flt.decision)
+    region = flt.radius_deg is not None
+    if region:
+        assert flt.ra is not None and flt.dec is not None and flt.radius_deg is not None
+        q = q.where(dec.between(flt.dec - flt.radius_deg, flt.dec + flt.radius_deg))
+    ids: list[int] = []
+    for fid, fra, fdec in conn.execute(q):
+        if region and (fra is None or fdec is None
+                       or angular_separation_deg(flt.ra, flt.dec, fra, fdec) > flt.radius_deg):  # type: ignore[arg-type]
+            continue
+        ids.append(fid)
+    end = None if flt.limit is None else flt.offset + flt.limit
+    return ids[flt.offset:end], len(ids)
+
+
+def _chunks(items: Sequence[int], size: int = 500) -> Iterable[Sequence[int]]:
+    for i in range(0, len(items), size):
+        yield items[i:i + size]
+
+
+def frame_views(conn: Connection, frame_ids: Sequence[int]) -> list[FrameView]:
+    """Full views of these frames, in the given order (missing ids are skipped)."""
+    if not frame_ids:
+        return []
+    fr, fi, rec = t.frames, t.files, t.archive_records
+    cur = current_decisions()
+    rows: dict[int, Any] = {}
+    flags: dict[int, list[dict[str, Any]]] = defaultdict(list)
+    metrics: dict[int, dict[str, float | None]] = defaultdict(dict)
+    prods: dict[int, list[Any]] = defaultdict(list)
+    pfiles: dict[int, dict[str, ProductFileView]] = defaultdict(dict)
+    for chunk in _chunks(list(frame_ids)):
+        q = (select(fr, fi.c.sha256, fi.c.path.label("raw_path"),
+                    rec.c.archive, rec.c.archive_id, rec.c.obs_id, rec.c.title, rec.c.target,
+                    rec.c.instrument, rec.c.filters, rec.c.ra.label("rec_ra"), rec.c.dec.label("rec_dec"),
+                    rec.c.date_obs, rec.c.credit, rec.c.license, rec.c.url, rec.c.preview_url,
+                    cur.c.review_id, cur.c.decision, cur.c.note, cur.c.reviewer, cur.c.created_at.label("reviewed_at"))
+             .select_from(fr.join(fi, fi.c.id == fr.c.file_id).outerjoin(rec, rec.c.id == fi.c.record_id)
+                          .outerjoin(cur, cur.c.frame_id == fr.c.id))
+             .where(fr.c.id.in_(chunk)))
+        rows.update({row.id: row for row in conn.execute(q)})
+        for row in conn.execute(select(t.frame_flags).where(t.frame_flags.c.frame_id.in_(chunk))
+                                .order_by(t.frame_flags.c.name)):
+            flags[row.frame_id].append({"name": row.name, "value": row.value, "threshold": row.threshold,
+                                        "comparison": row.comparison, "message": row.message or ""})
+        for row in conn.execute(select(t.frame_metrics).where(t.frame_metrics.c.frame_id.in_(chunk))):
+            metrics[row.frame_id][row.name] = row.value
+        prod_rows = list(conn.execute(select(t.products).where(t.products.c.frame_id.in_(chunk))
+                                      .order_by(t.products.c.id)))
+        for row in prod_rows:
+            prods[row.frame_id].append(row)
+        pids = [row.id for row in prod_rows]
+        for pchunk in _chunks(pids):
+            for row in conn.execute(select(t.product_files).where(t.product_files.c.product_id.in_(pchunk))):
+                pfiles[row.product_id][row.kind] = ProductFileView(id=row.id, kind=row.kind, path=row.path,
+                                                                   sha256=row.sha256)
+    out: list[FrameView] = []
+    for fid in frame_ids:
+        row = rows.get(fid)
+        if row is None:
+            continue
+        decision = None
+        if row.review_id is not None:
+            decision = Decision(review_id=row.review_id, decision=row.decision, note=row.note,
+                                reviewer=row.reviewer, at=row.reviewed_at)
+        products = [ProductView(id=p.id, run_id=p.run_id, operation=p.operation, status=p.status, error=p.error,
+                                models=p.models or [], params=p.params or {}, tile_count=p.tile_count,
+                                updated_at=p.updated_at, files=pfiles.get(p.id, {})) for p in prods.get(fid, [])]
+        out.append(FrameView(
+            frame_id=row.id, frame_key=row.frame_key, hdu=index_or_none(row.hdu_idx),
+            plane=index_or_none(row.plane_idx), kind=row.kind, file_id=row.file_id, sha256=row.sha256,
+            raw_path=row.raw_path, archive=row.archive, archive_id=row.archive_id, obs_id=row.obs_id,
+            title=row.title, target=row.target, instrument=row.instrument,
+            filter="/".join(row.filters) if row.filters else None,
+            ra=row.ra if row.ra is not None else row.rec_ra, dec=row.dec if row.dec is not None else row.rec_dec,
+            date_obs=row.date_obs, credit=row.credit, license=row.license, source_url=row.url,
+            preview_url=row.preview_url, flags=flags.get(fid, []), metrics=metrics.get(fid, {}),
+            stretch=row.stretch, provenance=row.provenance or {}, decision=decision, products=products,
+            updated_at=row.updated_at, last_run_id=row.last_run_id))
+    return out
+
+
+# --- runs and stats -----------------------------------------------------------------------------
+
+def _run_info(row: Any) -> RunInfo:
+    return RunInfo(id=row.id, flow=row.flow, params=row.params or {}, status=row.status,
+                   started_at=row.started_at, finished_at=row.finished_at, counts=row.counts or {},
+                   error=row.error, host=row.host, pid=row.pid)
+
+
+def run_info(conn: Connection, run_id: str) -> RunInfo | None:
+    row = conn.execute(select(t.runs).where(t.runs.c.id == run_id)).first()
+    return None if row is None else _run_info(row)
+
+
+def recent_runs(conn: Connection, limit: int = 20) -> list[RunInfo]:
+    q = select(t.runs).order_by(t.runs.c.started_at.desc(), t.runs.c.id.desc()).limit(limit)
+    return [_run_info(row) for row in conn.execute(q)]
+
+
+def run_summary(conn: Connection, run_id: str, *, max_errors: int = 50) -> RunSummary | None:
+    info = run_info(conn, run_id)
+    if info is None:
+        return None
+    p = t.products
+    rows = list(conn.execute(select(p.c.status, p.c.operation, p.c.flags, p.c.frame_id, p.c.file_id,
+                                    p.c.tile_count, p.c.source_path, p.c.error)
+                             .where(p.c.run_id == run_id).order_by(p.c.id)))
+    flags: Counter[str] = Counter()
+    flagged_frames: set[tuple[int | None, str]] = set()
+    for row in rows:
+        for flag in row.flags or []:
+            name = flag.get("name") if isinstance(flag, Mapping) else str(flag)
+            if (row.frame_id, name) not in flagged_frames:
+                flagged_frames.add((row.frame_id, name))
+                flags[name] += 1
+    return RunSummary(
+        run=info,
+        products_by_status=dict(Counter(r.status for r in rows)),
+        products_by_operation=dict(Counter(r.operation for r in rows)),
+        flags=dict(flags),
+        frames=len({r.frame_id for r in rows if r.frame_id is not None}),
+        files=len({r.file_id for r in rows if r.file_id is not None}),
+        tiles=sum(r.tile_count or 0 for r in rows),
+        errors=[(r.source_path, r.error or "") for r in rows if r.status != "ok"][:max_errors],
+    )
+
+
+def stats(conn: Connection) -> dict[str, Any]:
+    """Row counts per table and the breakdowns an operator asks for first."""
+    def count(table: Any) -> int:
+        return int(conn.execute(select(func.count()).select_from(table)).scalar_one())
+
+    def grouped(col: Any) -> dict[str, int]:
+        return {str(k): int(v) for k, v in conn.execute(select(col, func.count()).group_by(col).order_by(col))}
+
+    cur = current_decisions()
+    return {
+        "records": count(t.archive_records),
+        "records_by_archive": grouped(t.archive_records.c.archive),
+        "files": count(t.files),
+        "bytes": int(conn.execute(select(func.coalesce(func.sum(t.files.c.size), 0))).scalar_one()),
+        "frames": count(t.frames),
+        "frames_flagged": int(conn.execute(select(func.count()).where(t.frames.c.flag_count > 0)).scalar_one()),
+        "flags": grouped(t.frame_flags.c.name),
+        "products": count(t.products),
+        "products_by_status": grouped(t.products.c.status),
+        "products_by_operation": grouped(t.products.c.operation),
+        "product_files": count(t.product_files),
+        "reviews": count(t.reviews),
+        "decisions": {str(k): int(v) for k, v in conn.execute(
+            select(cur.c.decision, func.count()).group_by(cur.c.decision).order_by(cur.c.decision))},
+        "runs": count(t.runs),
+        "runs_by_status": grouped(t.runs.c.status),
+    }

@@ -1,0 +1,71 @@
+"""Schema versioning: a ``schema_version`` table and explicit, numbered upgrade steps.
+
+A fresh database gets the current tables and is stamped ``LATEST``. An older one runs each
+step in ``UPGRADES`` above its version, in order, inside one locked transaction, so two
+processes opening the catalog at once never both migrate. A database newer than this code is
+refused (it may hold columns this code would silently ignore).
+
+To change the schema: edit ``tables.py``, bump ``LATEST``, and add ``UPGRADES[LATEST]``, a
+function that brings a ``LATEST - 1`` database to the new shape with explicit DDL.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from sqlalchemy import Connection, Engine, func, inspect, select, text
+
+from astro_pipeline.catalog import tables as t
+from astro_pipeline.catalog.db import CatalogError, is_sqlite, redact, run_write
+
+__all__ = ["LATEST", "UPGRADES", "current_version", "migrate"]
+
+#: The schema version this code writes.
+LATEST = 1
+
+#: version -> (description, step upgrading version-1 to version).
+UPGRADES: dict[int, tuple[str, Callable[[Connection], None]]] = {}
+
+_DESCRIPTION_FRESH = "initial catalog tables"
+
+
+def current_version(conn: Connection) -> int | None:
+    """The database's schema version, or None when it has no catalog yet."""
+    if not inspect(conn).has_table(t.schema_version.name):
+        return None
+    return conn.execute(select(func.max(t.schema_version.c.version))).scalar_one_or_none()
+
+
+def migrate(engine: Engine) -> int:
+    """Create or upgrade the catalog schema to ``LATEST``; returns the version now in force."""
+
+    def step(conn: Connection) -> int:
+        if not is_sqlite(engine):  # SQLite's BEGIN IMMEDIATE already serialises writers
+            conn.execute(text("SELECT pg_advisory_xact_lock(7341298347)"))
+        version = current_version(conn)
+        if version is None:
+            existing = set(inspect(conn).get_table_names()) & set(t.metadata.tables)
+            if existing:
+                raise CatalogError(
+                    f"catalog {redact(str(engine.url))}: tables {sorted(existing)} exist without a "
+                    "schema_version table; this is not an astro-pipeline catalog"
+                )
+            t.metadata.create_all(conn)
+            conn.execute(t.schema_version.insert().values(
+                version=LATEST, description=_DESCRIPTION_FRESH, applied_at=t.utcnow()))
+            return LATEST
+        if version > LATEST:
+            raise CatalogError(
+                f"catalog {redact(str(engine.url))} has schema version {version}, newer than this "
+                f"code's {LATEST}; upgrade astro-pipeline"
+            )
+        for target in range(version + 1, LATEST + 1):
+            if target not in UPGRADES:
+                raise CatalogError(f"no upgrade step to catalog schema version {target}")
+            description, upgrade = UPGRADES[target]
+            upgrade(conn)
+            conn.execute(t.schema_version.insert().values(
+                version=target, description=description, applied_at=t.utcnow()))
+        return LATEST
+
+    return run_write(engine, step)

@@ -1,0 +1,298 @@
+"""``Catalog``: the one object flows, the CLI, the review page and training use to read and write.
+
+It opens (and creates or upgrades) the database, and wraps each call in one transaction:
+writes retry lock conflicts, reads see one consistent snapshot.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Connection, select, update
+from sqlalchemy.engine import make_url
+
+from astro_pipeline.catalog import queries, reviews, writes
+from astro_pipeline.catalog import tables as t
+from astro_pipeline.catalog.db import CatalogError, make_engine, redact, run_read, run_write
+from astro_pipeline.catalog.keys import jsonable
+from astro_pipeline.catalog.reviews import NotFoundError
+from astro_pipeline.catalog.schema import migrate
+from astro_pipeline.catalog.views import (
+    Decision,
+    FrameFilter,
+    FrameView,
+    PendingInput,
+    ProductFileView,
+    ReviewEvent,
+    RunInfo,
+    RunSummary,
+)
+
+__all__ = ["RUN_STATUSES", "Catalog", "new_run_id"]
+
+#: Usual run statuses ("running" while it is going); any short word is accepted (flows may add their own).
+RUN_STATUSES: tuple[str, ...] = ("running", "ok", "completed", "completed_with_errors", "partial", "failed",
+                                 "cancelled")
+
+
+def new_run_id(flow: str = "run") -> str:
+    """A sortable, unique run id: ``<UTC time>-<flow>-<random>``."""
+    stamp = t.utcnow().strftime("%Y%m%dT%H%M%SZ")
+    slug = "".join(c if c.isalnum() else "-" for c in flow.lower()).strip("-")[:32] or "run"
+    return f"{stamp}-{slug}-{uuid.uuid4().hex[:6]}"
+
+
+class Catalog:
+    """The pipeline catalog (SQLite WAL at ``<output>/catalog.sqlite`` by default, or PostgreSQL).
+
+    ``create=False`` refuses to create a missing SQLite file (read-only CLI commands use it).
+    """
+
+    def __init__(self, url: str | None = None, *, settings: Any = None, create: bool = True) -> None:
+        if url is None:
+            if settings is None:
+                from astro_pipeline.config import get_settings
+
+                settings = get_settings()
+            url = settings.catalog_database_url
+        self.url: str = url
+        parsed = make_url(url)
+        if not create and parsed.get_backend_name() == "sqlite":
+            db = parsed.database or ""
+            if db and db != ":memory:" and not Path(db).is_file():
+                raise CatalogError(f"no catalog at {db} (nothing has run with this output folder yet)")
+        self.engine = make_engine(url)
+        try:
+            self.schema_version = migrate(self.engine)
+        except Exception:
+            self.engine.dispose()
+            raise
+
+    @classmethod
+    def for_output(cls, output_dir: str | Path, *, create: bool = True) -> Catalog:
+        """The default SQLite catalog of an output folder."""
+        return cls(f"sqlite:///{(Path(output_dir) / 'catalog.sqlite').resolve()}", create=create)
+
+    def __repr__(self) -> str:
+        return f"Catalog({redact(self.url)!r})"
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def __enter__(self) -> Catalog:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def write(self, fn: Any, **kw: Any) -> Any:
+        """Run ``fn(conn)`` in one write transaction (retried on lock conflicts)."""
+        return run_write(self.engine, fn, **kw)
+
+    def read(self, fn: Any) -> Any:
+        return run_read(self.engine, fn)
+
+    # --- runs ------------------------------------------------------------------------------------
+    def start_run(self, flow: str, params: Mapping[str, Any] | None = None, *, run_id: str | None = None) -> str:
+        """Record a run as started; returns its id (``run_id`` if given: starting twice is a no-op)."""
+        rid = run_id or new_run_id(flow)
+        values = {"id": rid, "flow": flow, "params": jsonable(dict(params or {})), "status": "running",
+                  "started_at": t.utcnow(), "counts": {}, "host": socket.gethostname(), "pid": os.getpid()}
+
+        def step(conn: Connection) -> None:
+            if conn.execute(select(t.runs.c.id).where(t.runs.c.id == rid)).first() is None:
+                conn.execute(t.runs.insert().values(**values))
+
+        self.write(step, retry_integrity=True)
+        return rid
+
+    def finish_run(self, run_id: str, status: str, counts: Mapping[str, Any] | None = None, *,
+                   error: str | None = None) -> None:
+        """Record how a run ended, with its counts (files, bytes, products...)."""
+        if not status or not status.replace("_", "").replace("-", "").isalnum() or len(status) > 32:
+            raise ValueError(f"bad run status {status!r}; use a short word such as {', '.join(RUN_STATUSES)}")
+
+        def step(conn: Connection) -> None:
+            result = conn.execute(update(t.runs).where(t.runs.c.id == run_id).values(
+                status=status, counts=jsonable(dict(counts or {})), error=error,
+                finished_at=None if status == "running" else t.utcnow()))
+            if result.rowcount == 0:
+                raise NotFoundError(f"no run {run_id!r} in catalog {redact(self.url)}")
+
+        self.write(step)
+
+    def recent_runs(self, limit: int = 20) -> list[RunInfo]:
+        return self.read(lambda c: queries.recent_runs(c, limit))
+
+    def run(self, run_id: str) -> RunInfo | None:
+        return self.read(lambda c: queries.run_info(c, run_id))
+
+    def run_summary(self, run_id: str) -> RunSummary:
+        summary = self.read(lambda c: queries.run_summary(c, run_id))
+        if summary is None:
+            raise NotFoundError(f"no run {run_id!r} in catalog {redact(self.url)}")
+        return summary
+
+    # --- archive records and files ---------------------------------------------------------------
+    def upsert_record(self, record: Any, *, run_id: str | None = None) -> int:
+        """Insert or refresh an ``ArchiveRecord`` (keyed by archive and id); returns its row id."""
+        return self.write(lambda c: writes.upsert_record(c, record, run_id=run_id))
+
+    def upsert_records(self, records: Iterable[Any], *, run_id: str | None = None) -> list[int]:
+        items = list(records)
+        return self.write(lambda c: [writes.upsert_record(c, r, run_id=run_id) for r in items])
+
+    def upsert_file(self, downloaded: Any, *, run_id: str | None = None, n_frames: int | None = None) -> int:
+        """Record a ``DownloadedFile`` and its record (keyed by content sha256); returns the file id."""
+
+        def step(conn: Connection) -> int:
+            record_id = writes.upsert_record(conn, downloaded.record, run_id=run_id)
+            return writes.upsert_file(conn, downloaded.sha256, path=downloaded.path, size=downloaded.size,
+                                      record_id=record_id, verified_against=downloaded.verified_against,
+                                      downloaded_at=downloaded.downloaded_at, n_frames=n_frames, run_id=run_id)
+
+        return self.write(step)
+
+    def upsert_input_file(self, path: str | Path, sha256: str, *, size: int | None = None,
+                          n_frames: int | None = None, run_id: str | None = None) -> int:
+        """Record a local input file that came from no archive (e.g. ``enhance`` on a folder)."""
+        return self.write(lambda c: writes.upsert_file(c, sha256, path=path, size=size, n_frames=n_frames,
+                                                       run_id=run_id))
+
+    def missing_records(self, records: Iterable[Any]) -> list[Any]:
+        """The records the catalog has no downloaded file for (what a sweep still has to fetch)."""
+        items = list(records)
+        have = self.read(lambda c: {(a, i) for a, i in c.execute(
+            select(t.archive_records.c.archive, t.archive_records.c.archive_id)
+            .join(t.files, t.files.c.record_id == t.archive_records.c.id))})
+        return [r for r in items if (r.archive, r.id) not in have]
+
+    def file_for_record(self, archive: str, archive_id: str) -> dict[str, Any] | None:
+        """``{"id","sha256","path","size"}`` of the file downloaded for a record, if any."""
+        def step(conn: Connection) -> dict[str, Any] | None:
+            row = conn.execute(select(t.files.c.id, t.files.c.sha256, t.files.c.path, t.files.c.size)
+                               .join(t.archive_records, t.files.c.record_id == t.archive_records.c.id)
+                               .where(t.archive_records.c.archive == archive,
+                                      t.archive_records.c.archive_id == archive_id)).first()
+            return None if row is None else dict(row._mapping)
+        return self.read(step)
+
+    # --- frames and products ---------------------------------------------------------------------
+    def upsert_frame(self, sha256: str, frame_key: str, hdu: int | None, plane: int | None,
+                     provenance: Mapping[str, Any] | None = None, quality: Any = None, *,
+                     stretch: Mapping[str, Any] | Any = None, kind: str | None = None,
+                     ra: float | None = None, dec: float | None = None, path: str | Path | None = None,
+                     n_frames: int | None = None, run_id: str | None = None) -> int:
+        """Insert or refresh a frame of the file with this sha256; a quality report replaces its flags.
+
+        The file must be known (``upsert_file``) unless ``path`` is given.
+        """
+        if stretch is not None and not isinstance(stretch, Mapping):
+            stretch = stretch.as_dict()
+
+        def step(conn: Connection) -> int:
+            file_id = conn.execute(select(t.files.c.id).where(t.files.c.sha256 == sha256)).scalar()
+            if file_id is None or n_frames is not None:
+                if file_id is None and path is None:
+                    raise NotFoundError(f"no file with sha256 {sha256} in the catalog (record it first, or pass path)")
+                file_id = writes.upsert_file(conn, sha256, path=path or "", n_frames=n_frames, run_id=run_id,
+                                             move_path=False)
+            return writes.upsert_frame(conn, file_id, frame_key=frame_key, hdu=hdu, plane=plane,
+                                       provenance=provenance, quality=quality, stretch=stretch, kind=kind,
+                                       ra=ra, dec=dec, run_id=run_id)
+
+        return self.write(step)
+
+    def record_product(self, product: Any, *, run_id: str | None = None) -> int:
+        """Record a ``Product`` with its frame, quality flags and files, atomically; returns its id."""
+        return self.write(lambda c: writes.record_product(c, product, run_id=run_id))
+
+    def record_products(self, products: Iterable[Any], *, run_id: str | None = None) -> list[int]:
+        items = list(products)
+        return self.write(lambda c: [writes.record_product(c, p, run_id=run_id) for p in items])
+
+    def is_done(self, input_sha256: str, model_versions: Any, params: Mapping[str, Any] | None, *,
+                operation: str | None = None) -> bool:
+        """True when every frame of this input has an ok product with these model versions and params.
+
+        ``model_versions``: ``{name: version}`` or a Product's ``models`` list.
+        """
+        return self.read(lambda c: queries.is_done(c, input_sha256, model_versions, params, operation))
+
+    def pending_inputs(self, model_versions: Any, params: Mapping[str, Any] | None = None, *,
+                       operation: str | None = None, archive: str | None = None,
+                       limit: int | None = None) -> list[PendingInput]:
+        """Known inputs that are new, or not yet processed with these model versions (and params)."""
+        return self.read(lambda c: queries.pending_inputs(c, model_versions, params, operation=operation,
+                                                          archive=archive, limit=limit))
+
+    def flagged_frames(self, filters: FrameFilter | None = None, **kw: Any) -> list[FrameView]:
+        """Flagged frames, newest first. Filters: flag, archive, run_id, ra/dec/radius_deg, decision, kind."""
+        flt = filters or FrameFilter(**kw)
+        return self.read(lambda c: queries.frame_views(c, queries.select_frames(c, flt)[0]))
+
+    def count_frames(self, filters: FrameFilter | None = None, **kw: Any) -> int:
+        """How many frames match (e.g. ``decision="undecided"``: what is left to review)."""
+        flt = filters or FrameFilter(**kw)
+        flt.limit, flt.offset = None, 0
+        return self.read(lambda c: queries.select_frames(c, flt)[1])
+
+    def frame(self, frame_id: int) -> FrameView | None:
+        views = self.read(lambda c: queries.frame_views(c, [frame_id]))
+        return views[0] if views else None
+
+    def product_file(self, product_file_id: int) -> ProductFileView | None:
+        """A product file by catalog id (the review page serves images only this way)."""
+        row = self.read(lambda c: c.execute(select(t.product_files).where(
+            t.product_files.c.id == product_file_id)).first())
+        return None if row is None else ProductFileView(id=row.id, kind=row.kind, path=row.path, sha256=row.sha256)
+
+    def approved_items(self, kind: str) -> list[FrameView]:
+        """Frames a curator approved, of kind ``"color"`` or ``"grey"``, for training (oldest first).
+
+        Each view has ``raw_path`` (the input file), ``hdu``/``plane``, metadata and product paths.
+        Rejected frames never appear (their current decision is not "approved").
+        """
+        flt = FrameFilter(flagged_only=False, decision="approved", kind=queries.normalize_kind(kind))
+        return self.read(lambda c: queries.frame_views(c, sorted(queries.select_frames(c, flt)[0])))
+
+    def rejected_inputs(self) -> set[tuple[str, int | None, int | None]]:
+        """(sha256, hdu, plane) of every frame whose current decision is "rejected" (exclude everywhere)."""
+        flt = FrameFilter(flagged_only=False, decision="rejected")
+
+        def step(conn: Connection) -> set[tuple[str, int | None, int | None]]:
+            return {(v.sha256, v.hdu, v.plane) for v in queries.frame_views(conn, queries.select_frames(conn, flt)[0])}
+
+        return self.read(step)
+
+    # --- reviews ---------------------------------------------------------------------------------
+    def add_review(self, frame_id: int, decision: str, note: str | None = None, reviewer: str = "") -> int:
+        """Append a decision (approved | rejected | needs_look) for a frame; returns the review id."""
+        return self.write(lambda c: reviews.add_reviews(c, [frame_id], decision, note, reviewer))[0]
+
+    def add_reviews(self, frame_ids: Sequence[int], decision: str, note: str | None = None,
+                    reviewer: str = "") -> list[int]:
+        """The same decision for many frames (a bulk action), all or none."""
+        return self.write(lambda c: reviews.add_reviews(c, frame_ids, decision, note, reviewer))
+
+    def undo_review(self, frame_id: int, reviewer: str) -> int | None:
+        """Reverse the frame's current decision (appends an undo); returns the undone review id or None."""
+        return self.write(lambda c: reviews.undo_review(c, frame_id, reviewer), retry_integrity=True)
+
+    def current_decision(self, frame_id: int) -> Decision | None:
+        return self.read(lambda c: reviews.current_decision(c, frame_id))
+
+    def review_history(self, frame_id: int) -> list[ReviewEvent]:
+        return self.read(lambda c: reviews.review_history(c, frame_id))
+
+    # --- overview --------------------------------------------------------------------------------
+    def stats(self) -> dict[str, Any]:
+        out = self.read(queries.stats)
+        out["schema_version"] = self.schema_version
+        out["url"] = redact(self.url)
+        return out

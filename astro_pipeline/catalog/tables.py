@@ -1,0 +1,255 @@
+"""The catalog's tables (SQLAlchemy Core): records, files, frames, quality, products, reviews, runs.
+
+Natural keys carry unique constraints so upserts are idempotent across processes:
+records by (archive, archive_id), files by content sha256, frames by (file, hdu, plane),
+products by a hash of (input sha256, frame, operation, model versions, parameters).
+``None`` hdu/plane are stored as -1 in the key columns because SQL unique constraints
+treat NULLs as distinct.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Column,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.types import TypeDecorator
+
+__all__ = [
+    "NO_INDEX",
+    "UtcDateTime",
+    "archive_records",
+    "files",
+    "frame_flags",
+    "frame_metrics",
+    "frames",
+    "metadata",
+    "product_files",
+    "products",
+    "reviews",
+    "runs",
+    "schema_version",
+    "utcnow",
+]
+
+#: Stored in ``hdu_idx``/``plane_idx`` when a frame has no HDU or plane number.
+NO_INDEX = -1
+
+
+def utcnow() -> datetime:
+    """Timezone-aware now in UTC."""
+    return datetime.now(UTC)
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """A timestamp that always comes back timezone-aware in UTC (SQLite drops the zone)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(column_0_label)s",
+        "uq": "uq_%(table_name)s_%(column_0_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+schema_version = Table(
+    "schema_version",
+    metadata,
+    Column("version", Integer, primary_key=True),
+    Column("description", Text, nullable=False),
+    Column("applied_at", UtcDateTime, nullable=False),
+)
+
+runs = Table(
+    "runs",
+    metadata,
+    Column("id", String(80), primary_key=True),
+    Column("flow", String(200), nullable=False),
+    Column("params", JSON(none_as_null=True), nullable=False),
+    Column("status", String(32), nullable=False),  # running | ok | partial | failed | cancelled
+    Column("started_at", UtcDateTime, nullable=False),
+    Column("finished_at", UtcDateTime),
+    Column("counts", JSON(none_as_null=True)),
+    Column("error", Text),
+    Column("host", String(255)),
+    Column("pid", Integer),
+    Index("ix_runs_started_at", "started_at"),
+)
+
+archive_records = Table(
+    "archive_records",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("archive", String(32), nullable=False),
+    Column("archive_id", String, nullable=False),
+    Column("obs_id", String),
+    Column("title", Text),
+    Column("target", String),
+    Column("ra", Float),
+    Column("dec", Float),
+    Column("instrument", String),
+    Column("filters", JSON(none_as_null=True)),
+    Column("exposure_s", Float),
+    Column("date_obs", String),
+    Column("url", Text, nullable=False),
+    Column("preview_url", Text),
+    Column("filename", String),
+    Column("size", BigInteger),
+    Column("published_sha256", String(64)),
+    Column("credit", Text),
+    Column("license", Text),
+    Column("release", String),
+    Column("kind", String(32), nullable=False),
+    Column("extra", JSON(none_as_null=True)),
+    Column("first_seen", UtcDateTime, nullable=False),
+    Column("last_seen", UtcDateTime, nullable=False),
+    Column("last_run_id", String(80)),
+    UniqueConstraint("archive", "archive_id", name="uq_archive_records_key"),
+)
+
+files = Table(
+    "files",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("sha256", String(64), nullable=False, unique=True),
+    Column("size", BigInteger),
+    Column("path", Text, nullable=False),  # latest known location; may be deleted by retention
+    Column("record_id", Integer, ForeignKey("archive_records.id")),
+    Column("verified_against", String(16)),
+    Column("downloaded_at", UtcDateTime),
+    Column("n_frames", Integer),  # frames in the file, when ingestion reported it
+    Column("first_seen", UtcDateTime, nullable=False),
+    Column("last_seen", UtcDateTime, nullable=False),
+    Column("last_run_id", String(80)),
+    Index("ix_files_record_id", "record_id"),
+)
+
+frames = Table(
+    "frames",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("file_id", Integer, ForeignKey("files.id"), nullable=False),
+    Column("hdu_idx", Integer, nullable=False),
+    Column("plane_idx", Integer, nullable=False),
+    Column("frame_key", Text, nullable=False),
+    Column("kind", String(16), nullable=False),  # grey | color
+    Column("ra", Float),
+    Column("dec", Float),
+    Column("provenance", JSON(none_as_null=True)),
+    Column("stretch", JSON(none_as_null=True)),
+    Column("flag_count", Integer, nullable=False),
+    Column("first_seen", UtcDateTime, nullable=False),
+    Column("updated_at", UtcDateTime, nullable=False),
+    Column("last_run_id", String(80)),
+    UniqueConstraint("file_id", "hdu_idx", "plane_idx", name="uq_frames_key"),
+    Index("ix_frames_flagged", "flag_count", "updated_at"),
+)
+
+frame_metrics = Table(
+    "frame_metrics",
+    metadata,
+    Column("frame_id", Integer, ForeignKey("frames.id", ondelete="CASCADE"), primary_key=True),
+    Column("name", String(64), primary_key=True),
+    Column("value", Float),
+)
+
+frame_flags = Table(
+    "frame_flags",
+    metadata,
+    Column("frame_id", Integer, ForeignKey("frames.id", ondelete="CASCADE"), primary_key=True),
+    Column("name", String(64), primary_key=True),
+    Column("value", Float),
+    Column("threshold", Float),
+    Column("comparison", String(4)),
+    Column("message", Text),
+    Index("ix_frame_flags_name", "name"),
+)
+
+products = Table(
+    "products",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("product_key", String(64), nullable=False, unique=True),
+    Column("run_id", String(80)),
+    Column("file_id", Integer, ForeignKey("files.id")),
+    Column("frame_id", Integer, ForeignKey("frames.id")),
+    Column("source_path", Text, nullable=False),
+    Column("source_sha256", String(64)),
+    Column("hdu_idx", Integer, nullable=False),
+    Column("plane_idx", Integer, nullable=False),
+    Column("frame_key", Text),
+    Column("operation", String(32), nullable=False),
+    Column("status", String(16), nullable=False),  # ok | error
+    Column("error", Text),
+    Column("models", JSON(none_as_null=True), nullable=False),  # [{"name","version","sha256","arch"}]
+    Column("models_hash", String(64), nullable=False),
+    Column("params", JSON(none_as_null=True), nullable=False),
+    Column("params_hash", String(64), nullable=False),
+    Column("provenance", JSON(none_as_null=True)),
+    Column("metrics", JSON(none_as_null=True)),
+    Column("flags", JSON(none_as_null=True)),
+    Column("stretch", JSON(none_as_null=True)),
+    Column("tile_count", Integer),
+    Column("attempts", Integer, nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("updated_at", UtcDateTime, nullable=False),
+    Index("ix_products_done", "source_sha256", "models_hash", "params_hash"),
+    Index("ix_products_run_id", "run_id"),
+    Index("ix_products_frame_id", "frame_id"),
+)
+
+product_files = Table(
+    "product_files",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("product_id", Integer, ForeignKey("products.id", ondelete="CASCADE"), nullable=False),
+    Column("kind", String(32), nullable=False),  # png | tif | fits | fits_flux | lupton | ...
+    Column("path", Text, nullable=False),
+    Column("sha256", String(64)),
+    UniqueConstraint("product_id", "kind", name="uq_product_files_kind"),
+)
+
+reviews = Table(
+    "reviews",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("frame_id", Integer, ForeignKey("frames.id"), nullable=False),
+    Column("action", String(16), nullable=False),  # decision | undo
+    Column("decision", String(16)),  # approved | rejected | needs_look (None for undo)
+    Column("note", Text),
+    Column("reviewer", String(200), nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("undoes_id", Integer, ForeignKey("reviews.id"), unique=True),  # one undo per decision
+    Index("ix_reviews_frame_id", "frame_id", "id"),
+)

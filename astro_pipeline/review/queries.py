@@ -1,0 +1,262 @@
+"""The review app's view of the catalog: the queue, decisions, and image files by catalog id.
+
+Everything goes through ``astro_pipeline.catalog``: frame selection, order and decision state
+come from its queries (``select_frames``/``frame_views``, the same ones behind
+``Catalog.flagged_frames``), decisions from ``add_review(s)``/``undo_review``/``current_decision``,
+images from ``Catalog.product_file`` (by id). The only thing added here is the "open" queue
+(no decision yet, or "needs another look"), built from two of the catalog's id queries.
+"""
+
+from __future__ import annotations
+
+import io
+import threading
+from collections import OrderedDict
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from astro_pipeline.catalog import FrameFilter, FrameView
+from astro_pipeline.catalog import queries as cq
+from astro_pipeline.review.views import (
+    DecisionView,
+    FlagView,
+    ImageView,
+    QueueFilters,
+    QueueItem,
+    QueuePage,
+)
+
+__all__ = ["IMAGE_MEDIA_TYPES", "ImageNotFound", "ReviewQueries"]
+
+#: File types the app serves to a browser, by suffix. Anything else is refused.
+IMAGE_MEDIA_TYPES: dict[str, str] = {
+    ".png": "image/png",
+    ".jpg": "image/jpeg",
+    ".jpeg": "image/jpeg",
+    ".webp": "image/webp",
+    ".gif": "image/gif",
+}
+#: Product file kinds that may hold a browser image, in order of preference for a preview.
+PREVIEW_KINDS: tuple[str, ...] = ("png", "preview", "jpeg", "jpg", "lupton")
+#: Longest side of a rendered input preview (pixels).
+PREVIEW_MAX_SIDE = 1024
+
+
+class ImageNotFound(LookupError):
+    """No image to serve for that catalog id; the message says why."""
+
+
+class ReviewQueries:
+    """Queue queries and decisions over an ``astro_pipeline.catalog.Catalog``."""
+
+    def __init__(self, catalog: Any, *, settings: Any = None) -> None:
+        self.catalog = catalog
+        self.settings = settings
+        self._preview_cache: OrderedDict[tuple[int, str], bytes] = OrderedDict()
+        self._cache_lock = threading.Lock()
+
+    # ---- the queue ----------------------------------------------------------------------------
+    def _frame_filter(self, filters: QueueFilters, decision: str | None) -> FrameFilter:
+        return FrameFilter(flag=filters.flag or None, archive=filters.archive or None, run_id=filters.run or None,
+                           ra=filters.ra, dec=filters.dec,
+                           radius_deg=filters.radius if filters.has_region else None,
+                           decision=decision, flagged_only=True)
+
+    def _scope(self, filters: QueueFilters) -> tuple[list[int], set[int]]:
+        """(ids matching the status filter, newest first; open ids in the flag/archive/run/region scope)."""
+
+        def step(conn: Any) -> tuple[list[int], set[int]]:
+            ids = lambda decision: cq.select_frames(conn, self._frame_filter(filters, decision))[0]  # noqa: E731
+            open_ids = set(ids("undecided")) | set(ids("needs_look"))
+            if filters.status == "open":
+                return [i for i in ids(None) if i in open_ids], open_ids
+            return ids(None if filters.status == "all" else filters.status), open_ids
+
+        if filters.has_region and filters.radius == 0:
+            return [], set()
+        return self.catalog.read(step)
+
+    def page(self, filters: QueueFilters, *, offset: int = 0, limit: int = 50) -> QueuePage:
+        """One page of the queue, newest first, with counts and filter choices."""
+        selected, open_ids = self._scope(filters)
+        chosen = selected[offset:offset + limit]
+        views: list[FrameView] = self.catalog.read(lambda c: cq.frame_views(c, chosen)) if chosen else []
+        return QueuePage(items=[_item(v) for v in views], total=len(selected), left=len(open_ids),
+                         offset=offset, limit=limit, facets=self.facets())
+
+    def facets(self) -> dict[str, list[str]]:
+        """Choices for the flag, archive and run filters."""
+        stats = self.catalog.stats()
+        return {
+            "flags": sorted(stats.get("flags", {})),
+            "archives": sorted(stats.get("records_by_archive", {})),
+            "runs": [r.id for r in self.catalog.recent_runs(50)],
+        }
+
+    def matching_ids(self, filters: QueueFilters) -> list[int]:
+        """Frame ids of every flagged frame passing ``filters`` (all pages), newest first."""
+        return self._scope(filters)[0]
+
+    def count_flagged(self) -> int:
+        return int(self.catalog.count_frames(FrameFilter(flagged_only=True)))
+
+    def count_open(self, filters: QueueFilters) -> int:
+        """Flagged frames in the filters' scope with no decision yet or "needs another look"."""
+        return len(self._scope(filters)[1])
+
+    def has_frame(self, frame_id: int) -> bool:
+        return self.catalog.frame(frame_id) is not None
+
+    # ---- decisions ----------------------------------------------------------------------------
+    def decide(self, frame_id: int, decision: str, note: str, reviewer: str) -> DecisionView | None:
+        """Append a decision to the catalog's review history; the decision now in force."""
+        self.catalog.add_review(frame_id, decision, note or None, reviewer)
+        return self.current(frame_id)
+
+    def decide_many(self, frame_ids: list[int], decision: str, note: str, reviewer: str) -> dict[int, DecisionView | None]:
+        """The same decision for many frames, all or none (the catalog's bulk write)."""
+        self.catalog.add_reviews(frame_ids, decision, note or None, reviewer)
+        return {fid: self.current(fid) for fid in frame_ids}
+
+    def undo(self, frame_id: int, reviewer: str) -> DecisionView | None:
+        """Undo the frame's latest decision (recorded as an undo entry); the decision now in force."""
+        self.catalog.undo_review(frame_id, reviewer)
+        return self.current(frame_id)
+
+    def current(self, frame_id: int) -> DecisionView | None:
+        return _decision_view(self.catalog.current_decision(frame_id))
+
+    # ---- images -------------------------------------------------------------------------------
+    def product_image(self, file_id: int, kind: str) -> tuple[Path, str]:
+        """The product file with catalog id ``file_id`` (of ``kind``), if it is a browser image."""
+        pf = self.catalog.product_file(file_id)
+        if pf is None or pf.kind != kind:
+            raise ImageNotFound(f"no {kind!r} product file with id {file_id} in the catalog")
+        path = Path(pf.path)
+        media = IMAGE_MEDIA_TYPES.get(path.suffix.lower())
+        if pf.kind not in PREVIEW_KINDS or media is None:
+            raise ImageNotFound(f"product file {file_id} ({kind}, {path.suffix or 'no suffix'}) is not a browser image")
+        if not path.is_file():
+            raise ImageNotFound(f"product file {file_id} ({kind}) is no longer on disk")
+        return path, media
+
+    def input_preview_png(self, frame_id: int) -> bytes:
+        """The frame's input as a PNG for the browser: display stretch, at most 1024 px a side."""
+        view = self.catalog.frame(frame_id)
+        if view is None:
+            raise ImageNotFound(f"no frame with id {frame_id} in the catalog")
+        key = (frame_id, view.sha256)
+        with self._cache_lock:
+            if key in self._preview_cache:
+                self._preview_cache.move_to_end(key)
+                return self._preview_cache[key]
+        path = Path(view.raw_path)
+        if not view.raw_path or not path.is_file():
+            raise ImageNotFound(f"frame {frame_id}: its input file is no longer on disk (retention may have removed it)")
+        png = _render_preview(path, view.hdu, view.plane, frame_id)
+        with self._cache_lock:
+            self._preview_cache[key] = png
+            while len(self._preview_cache) > 64:
+                self._preview_cache.popitem(last=False)
+        return png
+
+
+# ---- helpers ----------------------------------------------------------------------------------
+def _item(v: FrameView) -> QueueItem:
+    prov = v.provenance or {}
+    return QueueItem(
+        frame_id=v.frame_id, frame_key=v.frame_key, kind="color" if v.kind == "color" else "science",
+        archive=v.archive or "local", obs_id=v.obs_id or v.archive_id or str(prov.get("obs_id") or ""),
+        title=v.title or str(prov.get("title") or ""),
+        target=v.target or str(prov.get("target") or prov.get("object") or ""),
+        instrument=v.instrument or str(prov.get("instrument") or ""),
+        filter=v.filter or str(prov.get("filter") or ""),
+        ra=v.ra, dec=v.dec, date_obs=v.date_obs or str(prov.get("date_obs") or ""),
+        credit=v.credit or "", license=v.license or "", run_id=v.last_run_id or "",
+        flagged_at=_iso(v.updated_at),
+        flags=[FlagView(name=str(f.get("name")), value=f.get("value"), threshold=f.get("threshold"),
+                        comparison=str(f.get("comparison") or ""), message=str(f.get("message") or ""))
+               for f in v.flags],
+        images=_images(v), decision=_decision_view(v.decision),
+    )
+
+
+def _images(v: FrameView) -> list[ImageView]:
+    """Input, colorized and 4x previews for one frame (the newest ok product of each operation)."""
+    best: dict[str, tuple[Any, int, str]] = {}  # operation -> (rank, product file id, kind)
+    for p in v.products:
+        if p.status != "ok":
+            continue
+        for kind, f in p.files.items():
+            if kind not in PREVIEW_KINDS or Path(f.path).suffix.lower() not in IMAGE_MEDIA_TYPES:
+                continue
+            rank = (p.updated_at, p.id, -PREVIEW_KINDS.index(kind))
+            have = best.get(p.operation)
+            if have is None or rank > have[0]:
+                best[p.operation] = (rank, f.id, kind)
+
+    def url(op: str) -> str | None:
+        hit = best.get(op)
+        return f"/image/{hit[1]}/{hit[2]}" if hit else None
+
+    is_color = v.kind == "color"
+    images = [ImageView(role="input", label="Input (colour original)" if is_color else "Input (grey, stretched)",
+                        url=f"/frame/{v.frame_id}/input.png" if v.raw_path else None,
+                        note="input file not in the catalog")]
+    if is_color:
+        images.append(ImageView(role="color", label="Colorized", url=None, note="colour original: not colorized"))
+    else:
+        images.append(ImageView(role="color", label="Colorized", url=url("colorize"), note="no colorized product yet"))
+    images.append(ImageView(role="sr", label="4× super-resolution", url=url("enhance") or url("upscale"),
+                            note="no 4× product yet"))
+    return images
+
+
+def _decision_view(value: Any) -> DecisionView | None:
+    """The catalog's ``Decision`` (or None) as a view."""
+    if value is None:
+        return None
+    return DecisionView(decision=str(value.decision), note=str(value.note or ""), reviewer=str(value.reviewer or ""),
+                        at=_iso(value.at))
+
+
+def _iso(value: Any) -> str:
+    if isinstance(value, datetime):
+        return value.strftime("%Y-%m-%d %H:%M:%S UTC")
+    return str(value or "")
+
+
+def _render_preview(path: Path, hdu: int | None, plane: int | None, frame_id: int) -> bytes:
+    """Render one frame of ``path`` as a display PNG (browser images are passed through)."""
+    from PIL import Image
+
+    if path.suffix.lower() in (".png", ".jpg", ".jpeg"):
+        with Image.open(path) as im:
+            im.load()
+            img = im.convert("RGB") if im.mode not in ("L", "RGB") else im.copy()
+    else:
+        try:
+            import numpy as np
+
+            from astro_pipeline.ingest.readers import read_frames
+            from astro_pipeline.ingest.stretch import display_image
+        except ImportError as exc:  # ingestion not installed: say so instead of failing obscurely
+            raise ImageNotFound(f"frame {frame_id}: cannot render {path.suffix} input ({exc})") from None
+        from astro_pipeline.ingest.frame import IngestError
+
+        try:
+            frames = read_frames(path)
+        except IngestError as exc:
+            raise ImageNotFound(f"frame {frame_id}: {exc}") from None
+        match = [fr for fr in frames if fr.hdu == hdu and fr.plane == plane] or frames[:1]
+        if not match:
+            raise ImageNotFound(f"frame {frame_id}: {path.name} holds no image frames")
+        disp, _ = display_image(match[0])
+        arr = (np.clip(disp, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+        img = Image.fromarray(arr)
+    if max(img.size) > PREVIEW_MAX_SIDE:
+        img.thumbnail((PREVIEW_MAX_SIDE, PREVIEW_MAX_SIDE), Image.Resampling.LANCZOS)
+    buf = io.BytesIO()
+    img.save(buf, format="PNG", optimize=False)
+    return buf.getvalue()

@@ -1,0 +1,74 @@
+"""Screenshot of the review queue in real Chromium, with demo data (the README picture).
+
+``python -m astro_pipeline.review.screenshot docs/review_queue.png`` builds the demo catalog in a
+temporary folder, serves the review page on 127.0.0.1, signs in, and saves a PNG (atomically).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+__all__ = ["CHROMIUM_FLAGS", "chromium_path", "take_screenshot"]
+
+#: Launch flags measured to work with Debian's Chromium (../shared/docs/ENVIRONMENT.md); no outside DNS.
+CHROMIUM_FLAGS: tuple[str, ...] = (
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1 , EXCLUDE localhost",
+)
+
+
+def chromium_path(settings: object | None = None) -> Path | None:
+    """The Chromium executable from settings (default /usr/bin/chromium), if it exists."""
+    configured = getattr(settings, "chromium_path", None) or Path("/usr/bin/chromium")
+    path = Path(configured)
+    return path if path.is_file() and os.access(path, os.X_OK) else None
+
+
+def take_screenshot(out: Path, *, width: int = 1440, height: int = 1100) -> Path:
+    """Write a PNG of the signed-in queue page with demo data to ``out``; returns ``out``."""
+    from playwright.sync_api import sync_playwright
+
+    from astro_pipeline.config import Settings
+    from astro_pipeline.review.demo import build_demo_catalog
+    from astro_pipeline.review.server import ReviewServer
+
+    exe = chromium_path()
+    if exe is None:
+        raise RuntimeError("Chromium not found at /usr/bin/chromium (apt-get install chromium)")
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="review-shot-") as tmp:
+        demo = build_demo_catalog(Path(tmp))
+        settings = Settings(output_dir=Path(tmp), review_tokens={"demo-token": "curator"})
+        with ReviewServer(catalog=demo.catalog, settings=settings) as srv, sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=str(exe), args=list(CHROMIUM_FLAGS))
+            try:
+                page = browser.new_page(viewport={"width": width, "height": height})
+                page.goto(f"{srv.url}/login")
+                page.fill("#token", "demo-token")
+                page.click("#sign-in")
+                page.wait_for_selector("article.item")
+                page.wait_for_function(
+                    "Array.from(document.images).slice(0, 6).every(i => i.complete && i.naturalWidth > 0)")
+                fd, tmp_png = tempfile.mkstemp(prefix=".tmp-", suffix=".png", dir=out.parent)
+                os.close(fd)
+                page.screenshot(path=tmp_png)
+                os.replace(tmp_png, out)
+            finally:
+                browser.close()
+        demo.catalog.close()
+    return out
+
+
+if __name__ == "__main__":  # pragma: no cover - a developer command
+    target = Path(sys.argv[1]) if len(sys.argv) > 1 else Path("docs/review_queue.png")
+    print(take_screenshot(target))

@@ -154,9 +154,10 @@ def select_new(
 ) -> list[ItemPlan]:
     """Keep the records the catalog lacks; the catalog decides what is done.
 
-    A record whose archive publishes a sha256 is done when the catalog holds products for that
-    input with the current model versions and parameters. A record without a published checksum
-    is kept here and re-checked by content hash after its (cheap, skipped-if-verified) download.
+    A record is done when the catalog holds ok products of every frame of its input (by the
+    published sha256, or the sha256 of the file fetched for it before) made by this operation
+    with the current model versions. A record the catalog has never seen is kept, and is
+    re-checked by content hash after its (skipped-if-verified) download.
     Duplicates (same archive id) keep their first occurrence. ``force`` keeps everything.
     """
     seen: set[str] = set()
@@ -169,8 +170,12 @@ def select_new(
         if force:
             plans.append(ItemPlan(record=rec, region=region, operation=op, reason="force"))
             continue
-        if catalog is not None and rec.sha256 and models is not None:
-            if catalog.is_done(rec.sha256, models.versions_for(op), product_params(op)):
+        if catalog is not None and models is not None:
+            sha = rec.sha256
+            if not sha and hasattr(catalog, "file_for_record"):
+                known = catalog.file_for_record(rec.archive, rec.id)
+                sha = known["sha256"] if known else None
+            if sha and catalog.is_done(sha, models.versions_for(op), None, operation=op):
                 continue
         plans.append(ItemPlan(record=rec, region=region, operation=op, reason="new"))
     return plans
@@ -193,11 +198,6 @@ def plan_items(
             out.append(plan)
         seen.update(r.key for r in records)
     return out
-
-
-def product_params(operation: str) -> dict[str, Any]:
-    """The parameters that, with the input hash and model versions, identify a finished product."""
-    return {"operation": operation}
 
 
 # --------------------------------------------------------------------------------------------
@@ -317,13 +317,18 @@ class GuardedEngine:
             try:
                 return self.engine.run(image, *args, **kwargs)
             finally:
-                self._local.seconds = getattr(self._local, "seconds", 0.0) + time.perf_counter() - t0
+                loc = self._local
+                loc.seconds = getattr(loc, "seconds", 0.0) + time.perf_counter() - t0
+                stats = getattr(self.engine, "stats", None)
+                loc.model_seconds = getattr(loc, "model_seconds", 0.0) + float(getattr(stats, "model_seconds", 0.0))
+                loc.tiles = getattr(loc, "tiles", 0) + int(getattr(stats, "tiles", 0))
 
-    def take_seconds(self) -> float:
-        """Seconds this thread spent in ``run`` since the last call (and reset)."""
-        s = float(getattr(self._local, "seconds", 0.0))
-        self._local.seconds = 0.0
-        return s
+    def take_seconds(self) -> tuple[float, float, int]:
+        """(seconds in ``run``, of which in the model's forward, tiles) for this thread since the last call."""
+        loc = self._local
+        out = (float(getattr(loc, "seconds", 0.0)), float(getattr(loc, "model_seconds", 0.0)), int(getattr(loc, "tiles", 0)))
+        loc.seconds, loc.model_seconds, loc.tiles = 0.0, 0.0, 0
+        return out
 
 
 @dataclass
@@ -346,8 +351,10 @@ class LoadedModels:
             metas=self.metas,
         )
 
-    def take_inference_seconds(self) -> float:
-        return sum(e.take_seconds() for e in (self.colorizer, self.upscaler) if isinstance(e, GuardedEngine))
+    def take_inference_seconds(self) -> tuple[float, float, int]:
+        """(engine seconds, model-forward seconds, tiles) this thread spent since the last call."""
+        parts = [e.take_seconds() for e in (self.colorizer, self.upscaler) if isinstance(e, GuardedEngine)]
+        return (sum(p[0] for p in parts), sum(p[1] for p in parts), sum(p[2] for p in parts))
 
 
 def _unwrap(engine: Any) -> Any:
@@ -359,8 +366,10 @@ _MODELS_CACHE: dict[tuple[Any, ...], LoadedModels] = {}
 
 
 def load_models(settings: Settings, *, colorizer: str = "colorizer", upscaler: str = "superres") -> LoadedModels:
-    """Load the default weights once per process (cached by weights dir, names and device)."""
-    key = (str(settings.weights_dir), colorizer, upscaler, settings.device, settings.precision, settings.batch_size)
+    """Load the default weights once per thread (engines are not thread-safe; cached by weights
+    dir, names, device and thread)."""
+    key = (str(settings.weights_dir), colorizer, upscaler, settings.device, settings.precision, settings.batch_size,
+           threading.get_ident())
     with _MODELS_LOCK:
         cached = _MODELS_CACHE.get(key)
         if cached is not None:
@@ -425,6 +434,7 @@ class ItemResult:
     products: list[Any] = field(default_factory=list)  # astro_pipeline.products.Product
     flags: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
+    tiles: int = 0
 
     @classmethod
     def from_plan(cls, plan: ItemPlan, status: str, error: str | None = None) -> ItemResult:
@@ -501,12 +511,12 @@ def process_item(
     result.raw_path = str(downloaded.path)
     result.sha256 = downloaded.sha256
     result.size = downloaded.size
-    params = product_params(plan.operation)
     if catalog is not None:
         with timer("catalog"):
-            catalog.upsert_record(plan.record)
-            catalog.upsert_file(downloaded)
-            done = (not force) and catalog.is_done(downloaded.sha256, models.versions_for(plan.operation), params)
+            catalog.upsert_file(downloaded, run_id=run_id)
+            done = (not force) and catalog.is_done(
+                downloaded.sha256, models.versions_for(plan.operation), None, operation=plan.operation
+            )
         if done:
             result.status = "skipped_done"
             result.timings = timer.seconds
@@ -529,11 +539,14 @@ def process_item(
         colorizer=colorizer,
         upscaler=upscaler,
         settings=settings,
+        run_id=run_id,
     )
     total = time.perf_counter() - t0
-    inference = models.take_inference_seconds()
-    timer.add("inference", inference)
-    timer.add("ingest+tiles+write", max(0.0, total - inference))
+    engine_s, model_s, tiles = models.take_inference_seconds()
+    timer.add("model", model_s)
+    timer.add("tiling", max(0.0, engine_s - model_s))
+    timer.add("ingest+write", max(0.0, total - engine_s))
+    result.tiles = tiles
     for product in products:
         if getattr(product, "run_id", None) is None:
             product.run_id = run_id
@@ -548,25 +561,10 @@ def process_item(
         result.error = "; ".join(str(p.error) for p in products if p.error)
     if catalog is not None:
         with timer("catalog"):
-            record_products(catalog, downloaded, products)
+            # frames, quality flags, products and files, idempotently (keyed by content and models)
+            catalog.record_products(products, run_id=run_id)
     result.timings = timer.seconds
     return result
-
-
-def record_products(catalog: Any, downloaded: DownloadedFile, products: Iterable[Any]) -> None:
-    """Write frames (with their quality) and products into the catalog, idempotently."""
-    from astro_pipeline.ingest.frame import Flag, QualityReport
-
-    for product in products:
-        quality = QualityReport(
-            metrics=dict(product.metrics.get("quality", product.metrics) if product.metrics else {}),
-            flags=[Flag(**{k: f[k] for k in ("name", "value", "threshold", "comparison", "message") if k in f})
-                   for f in (product.flags or [])],
-        )
-        catalog.upsert_frame(
-            downloaded.sha256, product.frame_key, product.hdu, product.plane, product.provenance, quality
-        )
-        catalog.record_product(product)
 
 
 def verify_products(result: ItemResult) -> bool:
@@ -730,31 +728,25 @@ def finalize_run(
     report = summarise(run_id, items, settings, dry_run=dry_run, wall=wall)
     if dry_run:
         return report
-    from astro_pipeline.manifest import write_run_manifest
-
     products = [p for it in items for p in it.products]
     out = Path(settings.output_dir)
     t0 = time.perf_counter()
-    parquet, csv = write_run_manifest(products, output_dir=out, run_id=run_id, extra=manifest_extra(items))
-    report.manifest_parquet, report.manifest_csv = str(parquet), str(csv)
     if catalog is not None:
-        report.all_manifest = _write_all_manifest(catalog, out)
+        # the catalog's export extends the per-run manifest with archive, record and review columns
+        from astro_pipeline.catalog import export_cumulative_manifest, export_run_manifest
+
+        parquet, csv = export_run_manifest(catalog, run_id, output_dir=out)
+        report.all_manifest = str(export_cumulative_manifest(catalog, output_dir=out))
+    else:
+        from astro_pipeline.manifest import write_run_manifest
+
+        parquet, csv = write_run_manifest(products, output_dir=out, run_id=run_id, extra=manifest_extra(items))
+    report.manifest_parquet, report.manifest_csv = str(parquet), str(csv)
     sheet = Path(parquet).with_name(f"{run_id}_contact.png")
     if write_contact_sheet(products, sheet, max_items=contact_sheet_max):
         report.contact_sheet = str(sheet)
     report.stage_seconds["manifests"] = time.perf_counter() - t0
     return report
-
-
-def _write_all_manifest(catalog: Any, output_dir: Path) -> str | None:
-    """Rebuild ``manifests/all.parquet`` from the catalog (the manifest module owns the format)."""
-    import astro_pipeline.manifest as manifest
-
-    for name in ("write_all_manifest", "write_cumulative_manifest", "export_all"):
-        fn = getattr(manifest, name, None)
-        if fn is not None:
-            return str(fn(catalog, output_dir=output_dir))
-    return None
 
 
 def write_contact_sheet(products: list[Any], path: Path, *, max_items: int = 12, thumb: int = 192) -> bool:

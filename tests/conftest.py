@@ -54,3 +54,69 @@ def _fresh_settings(monkeypatch: pytest.MonkeyPatch):
     get_settings.cache_clear()
     yield
     get_settings.cache_clear()
+
+
+# ---- sweep fixtures (flows helper): the replica with the mini sample, tiny weights, env ----------
+
+
+@pytest.fixture(scope="session")
+def sweep_weights_dir(session_tmp: Path) -> Path:
+    """Tiny random ``colorizer``/``superres`` weights in a temp folder (fast; real models not needed)."""
+    import torch
+
+    from astro_pipeline.models.registry import random_weights, save_weights
+
+    torch.set_num_threads(1)
+    folder = session_tmp / "sweep-weights"
+    folder.mkdir(exist_ok=True)
+    for task, name in (("colorize", "colorizer"), ("superres", "superres")):
+        if not (folder / f"{name}.safetensors").is_file():
+            model, meta = random_weights(task, tiny=True, seed=0)
+            save_weights(model, folder / f"{name}.safetensors", meta)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def sweep_replica():
+    """The archive replica serving the mini sample on 127.0.0.1 for the whole session."""
+    from astro_pipeline.archives.replica.server import ReplicaServer
+
+    with ReplicaServer(mini=True) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def sweep_env(sweep_replica, sweep_weights_dir: Path) -> dict[str, str]:
+    """``ASTRO_PIPELINE_*`` variables pointing every archive at the replica, plus a test region.
+
+    ``ASTRO_TEST_REGION`` is JSON (name, ra, dec, radius_deg) of the sample field with the most
+    MAST items.
+    """
+    import json
+
+    from astro_pipeline.pipeline import sample_watch_list
+    from astro_pipeline.sample import load_sample
+
+    index = load_sample(sweep_replica.state.sample_root)
+    regions = sample_watch_list(index)
+    mast_counts = {f: sum(1 for i in items if i.archive == "mast") for f, items in index.fields().items()}
+    best = max(regions, key=lambda r: mast_counts.get(r.name, 0))
+    url = sweep_replica.url
+    return {
+        "ASTRO_PIPELINE_MAST_URL": url,
+        "ASTRO_PIPELINE_HLA_URL": url,
+        "ASTRO_PIPELINE_ESAHUBBLE_URL": url,
+        "ASTRO_PIPELINE_WEIGHTS_DIR": str(sweep_weights_dir),
+        "ASTRO_PIPELINE_MIN_FREE_DISK_BYTES": str(10 * 1024**2),
+        "ASTRO_PIPELINE_DOWNLOAD__MIN_INTERVAL_S": "0",
+        "ASTRO_TEST_REGION": json.dumps(best.model_dump(mode="json")),
+    }
+
+
+@pytest.fixture(scope="session")
+def prefect_harness():
+    """One temporary Prefect API (SQLite) for every flow test in the session (~17 s to start)."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield

@@ -1,0 +1,149 @@
+"""The sweep flows against the replica (real HTTP on 127.0.0.1, real Chromium for HLA/ESA, real
+SQLite catalog, real Prefect API from the test harness), plus the library pieces they compose."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from astro_pipeline import pipeline
+from astro_pipeline.archives.records import ArchiveRecord
+from astro_pipeline.config import Region
+
+
+def _record(i: int, *, size: int | None = 100, kind: str = "science", ra: float = 10.0, dec: float = 20.0) -> ArchiveRecord:
+    return ArchiveRecord(archive="mast", id=f"mast:HST/product/x{i}_drz.fits", url=f"http://127.0.0.1:1/x{i}",
+                         size=size, kind=kind, ra=ra, dec=dec)
+
+
+# ---------------------------------------------------------------------------------- library
+
+
+def test_angular_distance_and_region_membership() -> None:
+    assert pipeline.angular_distance_deg(10, 20, 10, 20) == pytest.approx(0.0)
+    assert pipeline.angular_distance_deg(0, 89.9, 180, 89.9) == pytest.approx(0.2, abs=1e-9)
+    assert pipeline.angular_distance_deg(359.95, 0, 0.05, 0) == pytest.approx(0.1, abs=1e-9)
+    region = Region(name="r", ra=359.99, dec=0.0, radius_deg=0.05)
+    assert pipeline.in_region(_record(1, ra=0.02, dec=0.0), region)
+    assert not pipeline.in_region(_record(2, ra=0.2, dec=0.0), region)
+
+
+def test_select_new_dedupes_and_chooses_operation() -> None:
+    recs = [_record(1), _record(1), _record(2, kind="color")]
+    plans = pipeline.select_new(recs, None, region="r")
+    assert [p.key for p in plans] == [recs[0].key, recs[2].key]
+    assert [p.operation for p in plans] == ["enhance", "upscale"]
+    listings = [("a", [_record(1), _record(2)]), ("b", [_record(2), _record(3)])]
+    plans = pipeline.plan_items(listings, None, models=None)
+    assert [(p.region, p.record.id[-11:]) for p in plans] == [("a", "x1_drz.fits"), ("a", "x2_drz.fits"),
+                                                             ("b", "x3_drz.fits")]
+
+
+def test_run_budget_caps_files_bytes_and_disk(tmp_path: Path) -> None:
+    b = pipeline.RunBudget(max_files=2, path=tmp_path)
+    assert [b.admit(_record(i)).admitted for i in range(3)] == [True, True, False]
+    b = pipeline.RunBudget(max_bytes=250, path=tmp_path)
+    decisions = [b.admit(_record(i, size=100)) for i in range(3)]
+    assert [d.admitted for d in decisions] == [True, True, False]
+    assert decisions[2].status == "over_budget" and "max_bytes_per_run=250" in decisions[2].reason
+    assert pipeline.RunBudget(min_free_bytes=0, path=tmp_path / "not" / "yet").disk_ok().admitted
+    low = pipeline.RunBudget(min_free_bytes=10**18, path=tmp_path).disk_ok()
+    assert not low.admitted and low.status == "low_disk" and "min_free_disk_bytes" in low.reason
+    import pickle
+
+    clone = pickle.loads(pickle.dumps(b))  # tasks on Dask workers get a copy
+    assert clone.bytes == 200 and clone.admit(_record(9, size=10)).admitted
+
+
+# ---------------------------------------------------------------------------------- flows
+
+
+@pytest.fixture()
+def env(sweep_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    for k, v in sweep_env.items():
+        monkeypatch.setenv(k, v)
+    return sweep_env
+
+
+@pytest.mark.slow
+def test_archive_sweep_end_to_end_then_rerun_skips(prefect_harness: None, env: dict[str, str], tmp_path: Path,
+                                                   sweep_replica) -> None:
+    from prefect.client.orchestration import get_client
+
+    from astro_pipeline.catalog import Catalog
+    from astro_pipeline.sample import load_sample
+    from flows.common import inference_limit_name
+    from flows.sweep import archive_sweep
+
+    index = load_sample(sweep_replica.state.sample_root)
+    regions = pipeline.sample_watch_list(index)
+    out = tmp_path / "out"
+    report = archive_sweep(regions=regions, overrides={"output_dir": str(out)})
+
+    assert report.counts.get("ok", 0) >= 3, report.summary_rows()
+    assert not report.counts.get("error") and not report.counts.get("download_failed"), report.summary_rows()
+    archives = {it.archive for it in report.items if it.status == "ok"}
+    assert archives == {"mast", "hla", "esahubble"}
+    # manifests: per run and cumulative, readable by pandas; contact sheet next to them
+    run_df = pd.read_parquet(report.manifest_parquet)
+    assert len(run_df) == report.n_products > 0
+    assert Path(report.manifest_csv).is_file()
+    all_df = pd.read_parquet(out / "manifests" / "all.parquet")
+    assert len(all_df) == len(run_df)
+    sheet = Path(report.contact_sheet)
+    assert sheet.parent == out / "manifests" and sheet.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # expected quality flags from the sample's truth show up as flags
+    flagged = {f for it in report.items for f in it.flags}
+    expected = {f for i in index.items for f in i.expected_flags}
+    assert flagged & expected, (flagged, expected)
+    # catalog records the run as finished with its counts
+    cat = Catalog.for_output(out, create=False)
+    info = cat.run(report.run_id)
+    assert info is not None and info.status == "completed"
+
+    with get_client(sync_client=True) as client:
+        limit = client.read_global_concurrency_limit_by_name(inference_limit_name())
+        assert limit.limit == 1
+        keys = {a.key for a in client.read_artifacts()}
+    assert {"sweep-manifest", "sweep-summary"} <= keys
+    assert "contact" in report.markdown() and "| ok |" in report.markdown()
+
+    # a rerun: the catalog says everything is done, so nothing is fetched or made again
+    again = archive_sweep(regions=regions, overrides={"output_dir": str(out)})
+    assert again.n_products == 0 and set(again.counts) <= {"skipped_done"}, again.counts
+    assert len(pd.read_parquet(out / "manifests" / "all.parquet")) == len(all_df)
+
+    # dry runs: nothing is new; with --force everything would be redone
+    dry = archive_sweep(regions=regions, dry_run=True, overrides={"output_dir": str(out)})
+    assert dry.items == [] and dry.dry_run
+    forced = archive_sweep(regions=regions, dry_run=True, force=True, overrides={"output_dir": str(out)})
+    assert forced.counts == {"planned": report.counts["ok"] + report.counts.get("partial", 0)}
+
+
+@pytest.mark.slow
+def test_reprocess_region_caps_retention_and_disk_guard(prefect_harness: None, env: dict[str, str],
+                                                        tmp_path: Path) -> None:
+    from flows.sweep import reprocess_region
+
+    region = json.loads(env["ASTRO_TEST_REGION"])
+    args = {"ra": region["ra"], "dec": region["dec"], "radius_deg": region["radius_deg"], "archives": ["mast"]}
+    out = tmp_path / "capped"
+    report = reprocess_region(**args, overrides={"output_dir": str(out), "max_files_per_run": 1, "keep_raw": False})
+    assert report.counts.get("ok") == 1 and report.counts.get("over_budget", 0) >= 1, report.counts
+    done = next(it for it in report.items if it.status == "ok")
+    assert done.raw_deleted and not Path(done.raw_path).exists()  # deleted after products were verified
+    for product in done.products:
+        assert all(Path(f.path).is_file() for f in product.files.values())
+    df = pd.read_parquet(report.manifest_parquet)
+    assert "raw_path" in df.columns and df["raw_path"].astype(str).str.len().gt(0).all()
+
+    # the free-disk guard stops cleanly: nothing fetched, the flow still completes
+    full = reprocess_region(**args, overrides={"output_dir": str(tmp_path / "full"), "min_free_disk_bytes": 10**18})
+    assert set(full.counts) == {"low_disk"} and full.n_products == 0
+    assert not list((tmp_path / "full" / "raw").rglob("*.fits"))
+
+    with pytest.raises(ValueError, match="unknown archive"):
+        reprocess_region(**{**args, "archives": ["skyview"]})

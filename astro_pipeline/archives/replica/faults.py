@@ -146,6 +146,17 @@ class FaultPlan:
             return rule, attempt
         return None
 
+    def load(self, spec: str | None, seed: int | None = None) -> FaultPlan:
+        """Replace the rules of this (possibly running) plan from a spec; counters and events reset."""
+        rules = FaultPlan.parse(spec).rules
+        with self._lock:
+            self.rules[:] = rules
+            if seed is not None:
+                self.seed = seed
+            self._attempts.clear()
+            self.events.clear()
+        return self
+
     def reset(self) -> None:
         with self._lock:
             self._attempts.clear()

@@ -1,0 +1,116 @@
+"""``astro-pipeline fetch mast``: query a sky region on MAST and download its products, verified."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import typer
+
+from astro_pipeline.cli._app import fetch_app
+from astro_pipeline.cli._common import console, progress
+
+
+@fetch_app.command("mast")
+def fetch_mast(
+    ra: float | None = typer.Option(None, "--ra", help="Right ascension of the centre, degrees (ICRS)."),
+    dec: float | None = typer.Option(None, "--dec", help="Declination of the centre, degrees (ICRS)."),
+    target: str | None = typer.Option(None, "--target", help="A target name resolved via mast_resolver_url (e.g. M101)."),
+    radius: float = typer.Option(..., "--radius", help="Search radius, degrees."),
+    instrument: list[str] = typer.Option([], "--instrument", help="Instrument, e.g. ACS/WFC (repeatable)."),
+    filter_: list[str] = typer.Option([], "--filter", help="Filter, e.g. F814W (repeatable)."),
+    calib_level: int = typer.Option(3, "--calib-level", help="CAOM calibration level (3: science products)."),
+    product_type: list[str] = typer.Option(["DRZ", "DRC"], "--product-type", help="Product subgroups to fetch."),
+    output: Path = typer.Option(..., "--output", help="Folder for the downloaded files."),
+    mast_url: str | None = typer.Option(None, "--mast-url", help="Override Settings.mast_url (e.g. a replica)."),
+    replica: bool = typer.Option(False, "--replica", help="Start the local replica (built-in sample) and fetch from it."),
+    faults: str = typer.Option("", "--faults", help="With --replica: a fault spec to inject."),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON on stdout."),
+) -> None:
+    """Find HST images around a position (or a named target) and download their products."""
+    by_position = ra is not None and dec is not None
+    if (target is None and not by_position) or (target is not None and (ra is not None or dec is not None)):
+        console.print("[red]give either --ra and --dec, or --target NAME[/red]")
+        raise typer.Exit(2)
+    if radius <= 0:
+        console.print("[red]--radius must be > 0 (degrees)[/red]")
+        raise typer.Exit(2)
+    from astro_pipeline.archives.download import DownloadError
+    from astro_pipeline.archives.mast import MastClient, MastError
+    from astro_pipeline.config import get_settings
+
+    settings = get_settings()
+    server = None
+    if replica:
+        from astro_pipeline.archives.replica.faults import FaultPlan, FaultSpecError
+        from astro_pipeline.archives.replica.server import ReplicaServer
+
+        try:
+            plan = FaultPlan.parse(faults)
+        except FaultSpecError as exc:
+            console.print(f"[red]--faults: {exc}[/red]")
+            raise typer.Exit(2) from exc
+        with console.status("starting the local replica..."):
+            server = ReplicaServer(None, faults=plan).start()
+        mast_url = server.url
+        settings = settings.with_overrides(mast_resolver_url=f"{server.url}/Santa-war/query")
+        console.print(f"replica on {server.url} (faults: {plan.describe()})")
+    if mast_url:
+        settings = settings.with_overrides(mast_url=mast_url)
+    t0 = time.monotonic()
+    try:
+        with MastClient(settings) as client:
+            try:
+                if target is not None:
+                    ra, dec = client.resolve(target)
+                    console.print(f"{target} -> ra {ra:.5f}, dec {dec:.5f}")
+                assert ra is not None and dec is not None
+                with console.status("querying MAST..."):
+                    records = client.query_region(ra, dec, radius, instruments=instrument, filters=filter_,
+                                                  calib_level=calib_level, product_types=product_type)
+            except MastError as exc:
+                console.print(f"[red]MAST query failed: {exc}[/red]")
+                raise typer.Exit(1) from exc
+            t_query = time.monotonic() - t0
+            console.print(f"{len(records)} product(s) in {t_query:.2f} s")
+            with progress() as bar:
+                task = bar.add_task("downloading", total=len(records))
+                results = client.fetch(records, output, on_done=lambda rec, res: bar.advance(task))
+    finally:
+        if server is not None:
+            server.stop()
+    elapsed = time.monotonic() - t0
+    _summary(results, elapsed, as_json)
+    if any(isinstance(r, DownloadError) for r in results):
+        raise typer.Exit(1)
+
+
+def _summary(results: list, elapsed: float, as_json: bool) -> None:
+    from rich.table import Table
+
+    from astro_pipeline.archives.download import DownloadError
+
+    rows = []
+    for res in results:
+        if isinstance(res, DownloadError):
+            rec = res.record
+            rows.append({"file": (rec.filename if rec else None) or res.url, "obs_id": rec.obs_id if rec else None,
+                         "status": "failed", "size": None, "sha256": None, "detail": res.reason})
+        else:
+            rows.append({"file": str(res.path), "obs_id": res.record.obs_id,
+                         "status": "skipped" if res.skipped else "ok", "size": res.size, "sha256": res.sha256,
+                         "detail": f"verified: {res.verified_against}"})
+    if as_json:
+        typer.echo(json.dumps({"elapsed_s": round(elapsed, 3), "files": rows}))
+    table = Table(title=f"MAST fetch: {len(rows)} file(s) in {elapsed:.2f} s")
+    for col in ("file", "obs_id", "status", "size", "detail"):
+        table.add_column(col)
+    for row in rows:
+        style = {"failed": "red", "skipped": "dim"}.get(row["status"], "")
+        table.add_row(Path(row["file"]).name, row["obs_id"] or "", row["status"],
+                      "" if row["size"] is None else f"{row['size']:,}", row["detail"], style=style)
+    console.print(table)
+    ok = sum(r["status"] == "ok" for r in rows)
+    skipped = sum(r["status"] == "skipped" for r in rows)
+    console.print(f"downloaded {ok}, already verified {skipped}, failed {len(rows) - ok - skipped}")

@@ -47,12 +47,12 @@ def shared_dir() -> Path:
 class QualityThresholds(BaseModel):
     """Thresholds that turn quality metrics into named flags (each flag records value and threshold)."""
 
-    noisy_snr_min: float = 3.0  # flag `noisy` when the SNR estimate is below this
-    low_signal_dynamic_range_min: float = 5.0  # flag `low_signal` when (p99.5 - bkg)/noise < this
+    noisy_snr_min: float = 3.0  # flag `noisy` when (p99.5 of 4x4-binned - bkg) / pixel noise is below this
+    low_signal_dynamic_range_min: float = 5.0  # flag `low_signal` when that structure / binned noise < this
     mostly_blank_max: float = 0.5  # flag `mostly_blank` when the invalid/blank fraction exceeds this
     saturated_max: float = 0.01  # flag `saturated` when the saturated fraction exceeds this
     cosmic_rays_max: float = 0.001  # flag `cosmic_rays` when the hot-pixel/CR fraction exceeds this
-    cosmic_ray_sigma: float = 8.0  # detector threshold (sigma above local median)
+    cosmic_ray_sigma: float = 8.0  # detector threshold (sigma above the 3x3 median)
 
 
 class DownloadSettings(BaseModel):

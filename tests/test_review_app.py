@@ -331,3 +331,46 @@ def test_cli_review_serve_help() -> None:
     for opt in ("--host", "--port", "--output", "--catalog"):
         assert opt in result.output
     assert "127.0.0.1" in result.output
+
+
+def test_input_preview_of_a_fits_frame_is_rendered_by_catalog_id(tmp_path: Path) -> None:
+    """A grey FITS input goes through ingestion's display stretch; big frames are shrunk to 1024 px."""
+    import hashlib
+    from io import BytesIO
+    from types import SimpleNamespace
+
+    import numpy as np
+    from astropy.io import fits
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    data = rng.normal(100.0, 5.0, (1200, 600)).astype(np.float32)
+    data[300:320, 200:220] += 400.0
+    src = tmp_path / "frame_drz.fits"
+    fits.HDUList([fits.PrimaryHDU(), fits.ImageHDU(data, name="SCI")]).writeto(src)
+    sha = hashlib.sha256(src.read_bytes()).hexdigest()
+    cat = Catalog(f"sqlite:///{tmp_path / 'fits.sqlite'}")
+    try:
+        cat.upsert_input_file(src, sha, size=src.stat().st_size)
+        cat.record_product(SimpleNamespace(
+            run_id=None, source_path=str(src), source_sha256=sha, hdu=1, plane=None, frame_key=f"{src}[1]",
+            operation="colorize", status="error", error="no weights", provenance={}, metrics={},
+            flags=[{"name": "noisy", "value": 2.0, "threshold": 3.0, "comparison": "<", "message": ""}],
+            stretch=None, models=[], params={}, tile_count=0, files={}))
+        [view] = cat.flagged_frames()
+        with ReviewServer(catalog=cat, settings=_settings(tmp_path)) as srv, \
+                httpx.Client(base_url=srv.url, timeout=30) as client:
+            resp = client.get(f"/frame/{view.frame_id}/input.png")
+            assert resp.status_code == 200 and resp.headers["content-type"] == "image/png"
+            with Image.open(BytesIO(resp.content)) as im:
+                assert im.size == (512, 1024) and im.mode == "L"  # (width, height), aspect kept
+                arr = np.asarray(im)
+            assert arr[int(310 * 1024 / 1200), int(210 * 1024 / 1200)] > arr.mean() + 50  # the bright patch
+            html = client.get("/").text
+            assert "no colorized product yet" in html and "no 4× product yet" in html  # failed product: no image
+        src.unlink()  # retention removed the raw file: a fresh app answers a clear 404, not a traceback
+        with ReviewServer(catalog=cat, settings=_settings(tmp_path)) as srv2:
+            gone = httpx.get(f"{srv2.url}/frame/{view.frame_id}/input.png", timeout=10)
+            assert gone.status_code == 404 and "no longer on disk" in gone.text
+    finally:
+        cat.close()

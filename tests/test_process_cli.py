@@ -1,0 +1,130 @@
+"""``astro-pipeline colorize | upscale | enhance``: flat folders, per-file errors, exit codes, manifests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import tifffile
+import torch
+from PIL import Image
+from typer.testing import CliRunner
+
+from astro_pipeline.cli import app
+from astro_pipeline.models.registry import random_weights, save_weights
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory) -> dict[str, Path]:
+    d = tmp_path_factory.mktemp("weights")
+    out = {}
+    for task in ("colorize", "superres"):
+        model, meta = random_weights(task, tiny=True, seed=5)
+        out[task] = save_weights(model, d / f"tiny-{task}.safetensors", meta)
+    return out
+
+
+@pytest.fixture()
+def flat_dir(tmp_path) -> Path:
+    d = tmp_path / "in"
+    d.mkdir()
+    rng = np.random.default_rng(0)
+    Image.fromarray((rng.random((20, 28, 3)) * 255).astype(np.uint8)).save(d / "colour.png")
+    Image.fromarray((rng.random((18, 22)) * 255).astype(np.uint8)).save(d / "grey.jpg", quality=95)
+    tifffile.imwrite(d / "deep.tif", (rng.random((16, 24)) * 65535).astype(np.uint16))
+    return d
+
+
+def _invoke(args: list[str]):
+    return CliRunner().invoke(app, args, catch_exceptions=False)
+
+
+def test_colorize_flat_directory_same_size(flat_dir, tmp_path, weights):
+    out = tmp_path / "out"
+    res = _invoke(["colorize", str(flat_dir), "--output", str(out), "--weights", str(weights["colorize"]),
+                   "--device", "cpu", "--batch-size", "2", "--run-id", "c1"])
+    assert res.exit_code == 0, res.output
+    for name, size in [("colour", (28, 20)), ("grey", (22, 18)), ("deep", (24, 16))]:
+        im = Image.open(out / f"{name}.png")
+        assert im.size == size and im.mode == "RGB"
+        assert (out / f"{name}.tif").is_file()
+    df = pd.read_parquet(out / "manifests" / "c1.parquet")
+    assert sorted(Path(p).name for p in df["source_path"]) == ["colour.png", "deep.tif", "grey.jpg"]
+    assert set(df["status"]) == {"ok"} and set(df["png_path"]) == {"colour.png", "grey.png", "deep.png"}
+    assert (out / "manifests" / "c1.csv").is_file()
+    assert (df["metric_lightness_max_abs_error"] < 0.5).all()
+
+
+def test_upscale_4x_with_bad_file_carries_on(flat_dir, tmp_path, weights):
+    (flat_dir / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 20)
+    out = tmp_path / "out"
+    res = _invoke(["upscale", str(flat_dir), "--output", str(out), "--weights", str(weights["superres"]),
+                   "--tile-size", "16", "--run-id", "u1"])
+    assert res.exit_code == 1
+    assert "broken.png" in res.output and "Traceback" not in res.output
+    assert Image.open(out / "colour.png").size == (112, 80)
+    assert Image.open(out / "grey.png").size == (88, 72)
+    df = pd.read_parquet(out / "manifests" / "u1.parquet")
+    assert len(df) == 4 and (df["status"] == "error").sum() == 1
+    bad = df[df["status"] == "error"].iloc[0]
+    assert "broken.png" in bad["error"] and pd.isna(bad["png_path"])
+    assert set(df.loc[df["status"] == "ok", "params"].map(lambda s: '"tile_size":16' in s)) == {True}
+
+
+def test_enhance_colorizes_then_upscales_and_skips_own_outputs(flat_dir, weights):
+    out = flat_dir / "products"  # output inside the input folder: a re-run must not eat its own products
+    args = ["enhance", str(flat_dir), "--output", str(out), "--colorizer", str(weights["colorize"]),
+            "--upscaler", str(weights["superres"]), "--run-id", "e1"]
+    assert _invoke(args).exit_code == 0
+    assert Image.open(out / "grey.png").size == (88, 72)
+    args[-1] = "e2"
+    res = _invoke(args)
+    assert res.exit_code == 0, res.output
+    assert len(pd.read_parquet(out / "manifests" / "e2.parquet")) == 3
+    df = pd.read_parquet(out / "manifests" / "e1.parquet")
+    assert set(df["model_names"]) == {"random-colorize;random-superres"}
+
+
+def test_missing_default_weights_names_the_option(flat_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("ASTRO_PIPELINE_WEIGHTS_DIR", str(tmp_path / "no-weights"))
+    res = _invoke(["colorize", str(flat_dir), "--output", str(tmp_path / "o")])
+    assert res.exit_code == 2
+    assert "--weights" in res.output and "Traceback" not in res.output
+    res = _invoke(["enhance", str(flat_dir), "--output", str(tmp_path / "o")])
+    assert res.exit_code == 2 and "--colorizer" in res.output
+
+
+def test_wrong_task_weights_and_no_inputs(flat_dir, tmp_path, weights):
+    res = _invoke(["upscale", str(flat_dir), "--output", str(tmp_path / "o"), "--weights", str(weights["colorize"])])
+    assert res.exit_code == 2 and "superres" in res.output
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    res = _invoke(["colorize", str(empty), "--output", str(tmp_path / "o"), "--weights", str(weights["colorize"])])
+    assert res.exit_code == 2 and "no input files" in res.output
+
+
+def test_fits_inputs_keep_relative_paths(tmp_path, weights):
+    from astropy.io import fits
+
+    src = tmp_path / "raw" / "m101"
+    src.mkdir(parents=True)
+    data = np.random.default_rng(1).normal(10, 1, (20, 20)).astype(np.float32)
+    fits.PrimaryHDU(data).writeto(src / "a_drz.fits")
+    out = tmp_path / "out"
+    res = _invoke(["upscale", str(tmp_path / "raw"), "--output", str(out), "--weights", str(weights["superres"]),
+                   "--run-id", "f1"])
+    assert res.exit_code == 0, res.output
+    for name in ("a_drz.png", "a_drz.tif", "a_drz.fits", "a_drz_flux.fits"):
+        assert (out / "m101" / name).is_file(), name
+    df = pd.read_parquet(out / "manifests" / "f1.parquet")
+    assert df.loc[0, "fits_flux_path"] == "m101/a_drz_flux.fits"

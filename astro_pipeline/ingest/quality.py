@@ -12,9 +12,10 @@ Metrics (all on valid pixels unless said otherwise):
     ``invalid_fraction``      pixels masked (NaN/inf, zero weight, saturated),
     ``blank_fraction``        pixels with no data (NaN/inf/zero weight, or exactly 0.0 in science frames),
     ``saturated_fraction``    DQ saturation (256/2048), or a flat plateau at the maximum value,
-    ``cosmic_ray_fraction``   sharp single-pixel outliers: pixel minus its 3x3 median above
-                              ``cosmic_ray_sigma`` noise *and* most of the pixel's own signal
-                              (a PSF-sampled star keeps about half its peak in that median).
+    ``cosmic_ray_fraction``   sharp outliers: pixel minus its 3x3 median above ``cosmic_ray_sigma``
+                              noise *and* most of the pixel's own signal (a PSF-sampled star keeps
+                              about half its peak in that median), peaking locally (plus the
+                              neighbours of such a peak that pass the same test: short tracks).
 Flags: ``low_signal`` (dynamic range below threshold), ``noisy`` (structure is detected, but the
 snr is below threshold; a frame with no signal is ``low_signal``, not also ``noisy``),
 ``mostly_blank``, ``saturated`` and ``cosmic_rays`` (science frames only).
@@ -84,7 +85,7 @@ def _bin(data: np.ndarray, mask: np.ndarray, factor: int) -> tuple[np.ndarray, n
 
 def _cosmic_ray_count(data: np.ndarray, mask: np.ndarray, background: float, noise: float,
                       k_sigma: float) -> int:
-    from scipy.ndimage import median_filter
+    from scipy.ndimage import binary_dilation, maximum_filter, median_filter
 
     valid = data[mask]
     fill = float(valid.max()) if valid.size else 0.0
@@ -93,7 +94,11 @@ def _cosmic_ray_count(data: np.ndarray, mask: np.ndarray, background: float, noi
     resid = filled - med
     above = filled - np.float32(background)
     cand = mask & (resid > k_sigma * noise) & (resid > _SHARPNESS * above)
-    return int(cand.sum())
+    if not cand.any():
+        return 0
+    # A hit peaks locally (a star's wing pixel beside its core does not); short tracks grow from the peak.
+    seeds = cand & (filled >= maximum_filter(filled, size=3, mode="nearest"))
+    return int((cand & binary_dilation(seeds, structure=np.ones((3, 3), bool))).sum())
 
 
 def compute_metrics(frame: Frame, thresholds: QualityThresholds | None = None) -> dict[str, float | None]:

@@ -268,6 +268,13 @@ def test_bulk_actions_on_a_filtered_selection_feed_training(alice: tuple[httpx.C
                                           "filters": {"flag": "noisy"}}, headers=h)
     assert resp.status_code == 200 and resp.json()["count"] == len(noisy)
     assert {v.frame_id for v in catalog.approved_items("grey")} == noisy
+    # "left" counts the open frames in the view the change came from (its filters ride in the query string)
+    target = next(f.frame_id for f in demo_template.frames if "cosmic_rays" in f.flags and f.frame_id not in noisy)
+    open_cr = _queue(client, flag="cosmic_rays")["left"]
+    resp = client.post(f"/api/frames/{target}/decision", params={"flag": "cosmic_rays", "offset": "0"},
+                       json={"decision": "approved"}, headers=h)
+    assert resp.json()["left"] == open_cr - 1 == _queue(client, flag="cosmic_rays")["left"]
+    client.post(f"/api/frames/{target}/undo", headers=h)
     others = [f.frame_id for f in demo_template.frames if f.flags and f.frame_id not in noisy][:2]
     resp = client.post("/api/bulk", json={"decision": "rejected", "frame_ids": others}, headers=h)
     assert resp.status_code == 200 and resp.json()["count"] == 2

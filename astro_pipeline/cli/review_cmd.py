@@ -41,3 +41,5 @@ def serve(
         server.serve_forever()
     except KeyboardInterrupt:
         pass
+    finally:
+        catalog.close()

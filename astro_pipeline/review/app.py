@@ -192,8 +192,13 @@ def create_review_app(*, catalog: Any, settings: Any) -> FastAPI:
             raise ReviewError(404, f"no frame with id {frame_id} in the catalog")
         return frame_id
 
-    def remaining(filters: QueueFilters | None = None) -> int:
-        return queries.count_open(filters or QueueFilters())
+    def remaining(request: Request) -> int:
+        """Open frames in the scope of the page's filters (sent as the query string of a change)."""
+        try:
+            filters = filters_from_mapping(request.query_params.get, where="queue filter")
+        except ReviewError:
+            filters = QueueFilters()
+        return queries.count_open(filters)
 
     # ---- errors ------------------------------------------------------------------------------
     @app.exception_handler(NotFoundError)
@@ -313,14 +318,14 @@ def create_review_app(*, catalog: Any, settings: Any) -> FastAPI:
         fid = frame_id_of(frame_id)
         decision, note = decision_and_note(body)
         current = queries.decide(fid, decision, note, session.reviewer)
-        return {"frame_id": fid, "decision": current.as_dict() if current else None, "left": remaining()}
+        return {"frame_id": fid, "decision": current.as_dict() if current else None, "left": remaining(request)}
 
     @app.post("/api/frames/{frame_id}/undo")
     async def api_undo(frame_id: str, request: Request) -> dict[str, Any]:
         session = require_change_rights(request)
         fid = frame_id_of(frame_id)
         current = queries.undo(fid, session.reviewer)
-        return {"frame_id": fid, "decision": current.as_dict() if current else None, "left": remaining()}
+        return {"frame_id": fid, "decision": current.as_dict() if current else None, "left": remaining(request)}
 
     @app.post("/api/bulk")
     async def api_bulk(request: Request) -> dict[str, Any]:
@@ -342,10 +347,10 @@ def create_review_app(*, catalog: Any, settings: Any) -> FastAPI:
         else:
             raise ReviewError(400, "send either frame_ids (a list) or filters (an object) to select frames")
         if not ids:
-            return {"count": 0, "decisions": {}, "left": remaining()}
+            return {"count": 0, "decisions": {}, "left": remaining(request)}
         done = queries.decide_many(list(dict.fromkeys(ids)), decision, note, session.reviewer)
         results = {str(fid): (d.as_dict() if d else None) for fid, d in done.items()}
-        return {"count": len(results), "decisions": results, "left": remaining()}
+        return {"count": len(results), "decisions": results, "left": remaining(request)}
 
     # ---- images by catalog id ----------------------------------------------------------------
     @app.get("/image/{file_id}/{kind}")
@@ -369,7 +374,7 @@ def create_review_app(*, catalog: Any, settings: Any) -> FastAPI:
 
     @app.get("/healthz")
     def healthz() -> dict[str, Any]:
-        return {"status": "ok", "flagged": queries.count_flagged(), "left": remaining()}
+        return {"status": "ok", "flagged": queries.count_flagged(), "left": queries.count_open(QueueFilters())}
 
     return app
 

@@ -57,7 +57,8 @@
     }
     let resp;
     try {
-      resp = await fetch(url, {
+      // the page's filters ride along so the server counts what is left in this view
+      resp = await fetch(url + window.location.search, {
         method: "POST",
         credentials: "same-origin",
         headers: { "Content-Type": "application/json", "X-CSRF-Token": csrf, "Accept": "application/json" },

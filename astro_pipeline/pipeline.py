@@ -54,7 +54,7 @@ ARCHIVES: tuple[str, ...] = ("mast", "hla", "esahubble")
 
 #: Item statuses, in the order the summary reports them.
 STATUSES: tuple[str, ...] = (
-    "ok", "partial", "error", "download_failed", "skipped_done", "over_budget", "low_disk", "planned",
+    "ok", "partial", "error", "download_failed", "already_done", "skipped_done", "over_budget", "low_disk", "planned",
 )
 
 
@@ -151,6 +151,7 @@ def select_new(
     models: LoadedModels | None = None,
     force: bool = False,
     region: str = "",
+    done: list[ItemPlan] | None = None,
 ) -> list[ItemPlan]:
     """Keep the records the catalog lacks; the catalog decides what is done.
 
@@ -159,6 +160,7 @@ def select_new(
     with the current model versions. A record the catalog has never seen is kept, and is
     re-checked by content hash after its (skipped-if-verified) download.
     Duplicates (same archive id) keep their first occurrence. ``force`` keeps everything.
+    Records found done are appended to ``done`` when given (reason ``"done"``).
     """
     seen: set[str] = set()
     plans: list[ItemPlan] = []
@@ -176,6 +178,8 @@ def select_new(
                 known = catalog.file_for_record(rec.archive, rec.id)
                 sha = known["sha256"] if known else None
             if sha and catalog.is_done(sha, models.versions_for(op), None, operation=op):
+                if done is not None:
+                    done.append(ItemPlan(record=rec, region=region, operation=op, reason="done"))
                 continue
         plans.append(ItemPlan(record=rec, region=region, operation=op, reason="new"))
     return plans
@@ -187,13 +191,14 @@ def plan_items(
     *,
     models: LoadedModels | None,
     force: bool = False,
+    done: list[ItemPlan] | None = None,
 ) -> list[ItemPlan]:
     """Select across regions: each (region name, records) listing in turn, deduplicated by key."""
     out: list[ItemPlan] = []
     seen: set[str] = set()
     for region_name, records in listings:
         fresh = [r for r in records if r.key not in seen]
-        for plan in select_new(fresh, catalog, models=models, force=force, region=region_name):
+        for plan in select_new(fresh, catalog, models=models, force=force, region=region_name, done=done):
             seen.add(plan.key)
             out.append(plan)
         seen.update(r.key for r in records)
@@ -620,6 +625,7 @@ class RunReport:
     flag_counts: dict[str, int]
     stage_seconds: dict[str, float]
     wall_seconds: float = 0.0
+    work_seconds: float = 0.0  # wall time of the fetch+process phase only (steady state, no start-up)
     manifest_parquet: str | None = None
     manifest_csv: str | None = None
     all_manifest: str | None = None
@@ -632,7 +638,7 @@ class RunReport:
         rows = []
         for it in self.items:
             rows.append({
-                "item": it.key,
+                "item": f"{it.archive}:{short_id(it.record_id)}",
                 "region": it.region,
                 "operation": it.operation,
                 "status": it.status,
@@ -661,6 +667,12 @@ class RunReport:
             uri = Path(self.contact_sheet).resolve().as_uri()
             lines += [f"Before/after contact sheet: [{Path(self.contact_sheet).name}]({uri})"]
         return "\n".join(lines) + "\n"
+
+
+def short_id(record_id: str) -> str:
+    """A readable item id: the last path part of a URI-like archive id."""
+    tail = record_id.rsplit("/", 1)[-1]
+    return tail or record_id
 
 
 def summarise(run_id: str, items: list[ItemResult], settings: Settings, *, dry_run: bool, wall: float) -> RunReport:

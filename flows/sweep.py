@@ -149,8 +149,11 @@ def run_sweep(
             got = list_futures[key].result()
             records.extend(r for r in got if archive != "esahubble" or pipeline.in_region(r, region))
         listings.append((region.name, records))
-    plans = pipeline.plan_items(listings, catalog, models=models, force=force)
-    logger.info("%d item(s) to fetch and process across %d region(s)", len(plans), len(regions))
+    done: list[pipeline.ItemPlan] = []
+    plans = pipeline.plan_items(listings, catalog, models=models, force=force, done=done)
+    items.extend(pipeline.ItemResult.from_plan(p, "already_done") for p in done)
+    logger.info("%d item(s) to fetch and process across %d region(s); %d already done",
+                len(plans), len(regions), len(done))
 
     # 2. operator caps: files and bytes per run (declared sizes), then the free-disk guard per item.
     budget = pipeline.RunBudget.from_settings(settings)
@@ -171,16 +174,16 @@ def run_sweep(
     # 3. fetch and process: downloads run ahead, each file is processed as soon as it lands.
     if admitted:
         ensure_inference_limit(limit_name)
+    work_started = time.perf_counter()
     by_future = {download_task.submit(p, settings, budget): p for p in admitted}
     process_futures = []
     for fut in as_completed(list(by_future)):
         plan = by_future[fut]
-        state = fut.state
-        if not state.is_completed():
-            err = state.result(raise_on_failure=False)
-            items.append(pipeline.ItemResult.from_plan(plan, "download_failed", str(err)))
+        try:
+            got = fut.result()
+        except Exception as exc:  # noqa: BLE001 - retries exhausted: record the failure, go on
+            items.append(pipeline.ItemResult.from_plan(plan, "download_failed", _describe(exc)))
             continue
-        got = fut.result()
         if isinstance(got, pipeline.ItemResult):
             items.append(got)
             continue
@@ -188,21 +191,25 @@ def run_sweep(
             (plan, process_task.submit(plan, got, settings, run_id, force, budget, limit_name))
         )
     for plan, fut in process_futures:
-        fut.wait()
-        if fut.state.is_completed():
+        try:
             items.append(fut.result())
-        else:
-            err = fut.state.result(raise_on_failure=False)
-            items.append(pipeline.ItemResult.from_plan(plan, "error", f"{plan.record.url}: {err}"))
+        except Exception as exc:  # noqa: BLE001 - one bad item never stops the sweep
+            items.append(pipeline.ItemResult.from_plan(plan, "error", f"{plan.record.url}: {_describe(exc)}"))
+    work_seconds = time.perf_counter() - work_started
 
     # 4. manifests, contact sheet, catalog run record, artifacts.
     order = {p.key: i for i, p in enumerate(plans)}
     items.sort(key=lambda it: order.get(it.key, len(order)))
     report = pipeline.finalize_run(items, settings, run_id=run_id, catalog=catalog, started=started)
+    report.work_seconds = work_seconds
     failed = sum(report.counts.get(s, 0) for s in ("error", "download_failed"))
     catalog.finish_run(run_id, "completed" if not failed else "completed_with_errors", dict(report.counts))
     _publish(report, settings)
     return report
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"
 
 
 def _models_for_planning(settings: Settings, *, dry_run: bool) -> pipeline.LoadedModels | None:

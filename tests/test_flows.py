@@ -113,12 +113,13 @@ def test_archive_sweep_end_to_end_then_rerun_skips(prefect_harness: None, env: d
 
     # a rerun: the catalog says everything is done, so nothing is fetched or made again
     again = archive_sweep(regions=regions, overrides={"output_dir": str(out)})
-    assert again.n_products == 0 and set(again.counts) <= {"skipped_done"}, again.counts
+    assert again.n_products == 0 and set(again.counts) <= {"already_done", "skipped_done"}, again.counts
+    assert sum(again.counts.values()) == len(report.items)
     assert len(pd.read_parquet(out / "manifests" / "all.parquet")) == len(all_df)
 
     # dry runs: nothing is new; with --force everything would be redone
     dry = archive_sweep(regions=regions, dry_run=True, overrides={"output_dir": str(out)})
-    assert dry.items == [] and dry.dry_run
+    assert dry.dry_run and "planned" not in dry.counts and dry.counts.get("already_done", 0) >= 3
     forced = archive_sweep(regions=regions, dry_run=True, force=True, overrides={"output_dir": str(out)})
     assert forced.counts == {"planned": report.counts["ok"] + report.counts.get("partial", 0)}
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +44,7 @@ def _print_report(report: Any) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    out = Console()
+    out = Console() if sys.stdout.isatty() else Console(width=150)
     table = Table(title=f"sweep {report.run_id}" + (" (dry run)" if report.dry_run else ""), show_lines=False)
     for col in ("item", "operation", "status", "flags", "products", "seconds"):
         table.add_column(col, overflow="fold")

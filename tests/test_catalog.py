@@ -390,6 +390,42 @@ def test_cumulative_manifest_read_by_pandas_and_duckdb(cat: Catalog, tmp_path: P
     con.close()
 
 
+def test_real_product_roundtrip_and_run_manifest_columns_are_a_superset(cat: Catalog, tmp_path: Path) -> None:
+    """A real ``products.Product`` records as-is, and the catalog's rows extend ``manifest.manifest_frame``."""
+    from astro_pipeline.catalog import export_run_manifest
+    from astro_pipeline.manifest import manifest_frame
+    from astro_pipeline.products import Product as RealProduct
+    from astro_pipeline.products import ProductFile as RealProductFile
+
+    dl = downloaded(tmp_path, record(1), 1)
+    cat.upsert_file(dl)
+    png = tmp_path / "out" / "products" / "a.png"
+    png.parent.mkdir(parents=True)
+    png.write_bytes(b"png")
+    real = RealProduct(
+        run_id="r1", source_path=str(dl.path), source_sha256=dl.sha256, hdu=1, plane=None,
+        frame_key=f"{dl.path}[1]", operation="colorize", status="ok",
+        provenance={"target": "HEADER-TARGET", "filter": "F814W", "ra": 210.81, "dec": 54.36},
+        metrics={"quality_snr": 2.0, "quality_saturated_fraction": 0.0, "inference_seconds": 0.1},
+        flags=[Flag("noisy", 2.0, 3.0, "<").as_dict()], stretch={"method": "zscale+asinh", "vmin": 0, "vmax": 1},
+        models=MODELS_V1[:1], params={"operation": "colorize"}, tile_count=2,
+        files={"png": RealProductFile(path=png, sha256="ab" * 32)})
+    cat.record_product(real)
+    frame = cat.flagged_frames()[0]
+    assert frame.metrics == {"snr": 2.0, "saturated_fraction": 0.0} and frame.ra == 210.81
+    assert cat.is_done(dl.sha256, {"colorizer": "v1"}, None, operation="colorize")
+    parquet, _ = export_run_manifest(cat, "r1", output_dir=tmp_path / "out")
+    import pandas as pd
+
+    ours = pd.read_parquet(parquet)
+    theirs = manifest_frame([real], output_dir=tmp_path / "out")
+    assert [c for c in theirs.columns if c not in ours.columns] == []
+    assert list(ours.columns[:len(theirs.columns[:19])]) == list(theirs.columns[:19])  # same leading columns
+    row = ours.iloc[0]
+    assert row.png_path == "products/a.png" and row.target == "M101" and row["filter"] == "F814W"
+    assert row.metric_quality_snr == 2.0 and row.archive == "mast"
+
+
 def test_empty_catalog_exports_a_readable_manifest(cat: Catalog, tmp_path: Path) -> None:
     import duckdb
     import pandas as pd

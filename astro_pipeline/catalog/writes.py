@@ -151,7 +151,14 @@ def _file_entry(value: Any) -> tuple[str, str | None]:
 
 
 def _quality_metrics(metrics: Mapping[str, Any]) -> dict[str, Any]:
-    """The frame's quality metrics inside a product's metrics (``metrics["quality"]`` or the numeric ones)."""
+    """The frame's quality metrics inside a product's metrics.
+
+    ``products.process_file`` stores them as ``quality_<name>``; a nested ``metrics["quality"]``
+    dict is accepted too; otherwise every numeric metric counts.
+    """
+    prefixed = {k[len("quality_"):]: v for k, v in metrics.items() if k.startswith("quality_")}
+    if prefixed:
+        return prefixed
     nested = metrics.get("quality")
     if isinstance(nested, Mapping):
         return dict(nested)

@@ -123,6 +123,8 @@ class MastClient:
                 last = f"HTTP {code}"
                 if code < 500 and code not in (408, 429):
                     raise MastError(f"{what}: {last} from {self.base_url}") from exc
+            except requests.JSONDecodeError as exc:  # before RequestException: it is one too
+                last = f"malformed reply (JSONDecodeError: {str(exc)[:120]})"
             except (requests.Timeout, requests.ConnectionError) as exc:
                 last = f"{type(exc).__name__} (no complete reply within {cfg.read_timeout_s:g} s)"
             except requests.RequestException as exc:

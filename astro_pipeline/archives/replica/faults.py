@@ -33,7 +33,8 @@ Examples: ``503:/api/v0/invoke:3`` (first 3 tries of each query answer 503),
 ``truncate:/api/v0.1/Download/file:1`` (each file's first GET is cut short),
 ``slow:/api/v0/invoke:1:delay=3``, ``503:/Download/file:p=0.4``, ``error:/api/v0/invoke:2:msg=busy``.
 
-The first matching rule wins. ``FaultPlan.events`` records each injected fault for reports/tests.
+Rules are tried in order; the first one that matches *and fires* (its burst not yet over, its
+``p`` draw taken) applies, so rules can be layered on one pattern. ``FaultPlan.events`` records each injected fault for reports/tests.
 """
 
 from __future__ import annotations
@@ -138,9 +139,9 @@ class FaultPlan:
                 attempt = self._attempts.get((index, key), 0) + 1
                 self._attempts[(index, key)] = attempt
             if rule.count is not None and attempt > rule.count:
-                return None
+                continue
             if rule.p < 1.0 and _unit_hash(self.seed, index, key, attempt) >= rule.p:
-                return None
+                continue
             with self._lock:
                 self.events.append(FaultEvent(rule.label, method.upper(), target, attempt, index))
             return rule, attempt

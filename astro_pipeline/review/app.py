@@ -92,7 +92,7 @@ def filters_from_mapping(get: Any, *, where: str) -> QueueFilters:
         value = get(name)
         if value is None:
             return ""
-        if not isinstance(value, (str, int, float)):
+        if not isinstance(value, str | int | float):
             raise ReviewError(400, f"{where}: {name!r} must be text")
         return str(value).strip()[:200]
 

@@ -107,7 +107,7 @@ class SessionSigner:
         if not isinstance(payload, dict):
             return None
         reviewer, csrf, issued = payload.get("r"), payload.get("c"), payload.get("t")
-        if not isinstance(reviewer, str) or not isinstance(csrf, str) or not isinstance(issued, (int, float)):
+        if not isinstance(reviewer, str) or not isinstance(csrf, str) or not isinstance(issued, int | float):
             return None
         if time.time() - float(issued) > self.max_age_s:
             return None

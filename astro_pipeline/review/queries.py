@@ -114,7 +114,8 @@ class ReviewQueries:
         self.catalog.add_review(frame_id, decision, note or None, reviewer)
         return self.current(frame_id)
 
-    def decide_many(self, frame_ids: list[int], decision: str, note: str, reviewer: str) -> dict[int, DecisionView | None]:
+    def decide_many(self, frame_ids: list[int], decision: str, note: str,
+                    reviewer: str) -> dict[int, DecisionView | None]:
         """The same decision for many frames, all or none (the catalog's bulk write)."""
         self.catalog.add_reviews(frame_ids, decision, note or None, reviewer)
         return {fid: self.current(fid) for fid in frame_ids}
@@ -153,7 +154,8 @@ class ReviewQueries:
                 return self._preview_cache[key]
         path = Path(view.raw_path)
         if not view.raw_path or not path.is_file():
-            raise ImageNotFound(f"frame {frame_id}: its input file is no longer on disk (retention may have removed it)")
+            raise ImageNotFound(
+                f"frame {frame_id}: its input file is no longer on disk (retention may have removed it)")
         png = _render_preview(path, view.hdu, view.plane, frame_id)
         with self._cache_lock:
             self._preview_cache[key] = png

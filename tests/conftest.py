@@ -56,6 +56,42 @@ def _fresh_settings(monkeypatch: pytest.MonkeyPatch):
     get_settings.cache_clear()
 
 
+# --- PostgreSQL for the catalog (CATALOG helper) -------------------------------------------------
+from collections.abc import Iterator  # noqa: E402
+
+
+@pytest.fixture()
+def postgres_url() -> Iterator[str]:
+    """A fresh, empty PostgreSQL database for one test, dropped afterwards.
+
+    The server comes from ``ASTRO_PIPELINE_TEST_POSTGRES_URL`` (``.ci/run`` starts one with
+    ``scripts/start_postgres.sh``); the role needs CREATEDB. Skips with the reason otherwise.
+    """
+    import uuid
+
+    url = os.environ.get("ASTRO_PIPELINE_TEST_POSTGRES_URL")
+    if not url:
+        pytest.skip("no PostgreSQL server: set ASTRO_PIPELINE_TEST_POSTGRES_URL (scripts/start_postgres.sh prints one)")
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    admin = create_engine(url, isolation_level="AUTOCOMMIT")
+    name = f"astro_test_{uuid.uuid4().hex[:10]}"
+    try:
+        with admin.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+    except Exception as exc:  # unreachable server or no CREATEDB privilege
+        admin.dispose()
+        pytest.skip(f"PostgreSQL at {make_url(url).render_as_string(hide_password=True)} unusable: "
+                    f"{type(exc).__name__}: {str(exc).splitlines()[0]}")
+    try:
+        yield make_url(url).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
 # ---- sweep fixtures (flows helper): the replica with the mini sample, tiny weights, env ----------
 
 

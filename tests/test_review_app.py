@@ -381,3 +381,20 @@ def test_input_preview_of_a_fits_frame_is_rendered_by_catalog_id(tmp_path: Path)
             assert gone.status_code == 404 and "no longer on disk" in gone.text
     finally:
         cat.close()
+
+
+def test_cli_review_demo_writes_a_catalog_the_page_can_serve(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from astro_pipeline.cli import app
+
+    out = tmp_path / "demo"
+    result = CliRunner().invoke(app, ["review", "demo", "--output", str(out)])
+    assert result.exit_code == 0, result.output
+    cat = Catalog(f"sqlite:///{out / 'catalog.sqlite'}")
+    try:
+        assert cat.count_frames(flagged_only=True) == 6
+    finally:
+        cat.close()
+    again = CliRunner().invoke(app, ["review", "demo", "--output", str(out)])
+    assert again.exit_code == 2 and "exists" in again.output

@@ -43,3 +43,20 @@ def serve(
         pass
     finally:
         catalog.close()
+
+
+@review_app.command("demo")
+def demo(
+    output: Path = typer.Option(..., "--output", "-o", help="Folder for the demo catalog.sqlite and images."),
+) -> None:
+    """Write a small demo catalog of flagged frames (Hubble Deep Field crops) to try the review page."""
+    from astro_pipeline.review.demo import build_demo_catalog
+
+    if (output / "catalog.sqlite").exists():
+        console.print(f"[red]error:[/] {output / 'catalog.sqlite'} exists; choose an empty --output folder")
+        raise typer.Exit(2)
+    built = build_demo_catalog(output)
+    built.catalog.close()
+    flagged = sum(1 for f in built.frames if f.flags)
+    console.print(f"demo catalog with {flagged} flagged frames in {output}; next: "
+                  f"ASTRO_PIPELINE_REVIEW_TOKENS='{{\"demo\": \"curator\"}}' astro-pipeline review serve --output {output}")

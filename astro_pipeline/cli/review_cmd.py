@@ -58,5 +58,6 @@ def demo(
     built = build_demo_catalog(output)
     built.catalog.close()
     flagged = sum(1 for f in built.frames if f.flags)
+    tokens = "ASTRO_PIPELINE_REVIEW_TOKENS='{\"demo\": \"curator\"}'"
     console.print(f"demo catalog with {flagged} flagged frames in {output}; next: "
-                  f"ASTRO_PIPELINE_REVIEW_TOKENS='{{\"demo\": \"curator\"}}' astro-pipeline review serve --output {output}")
+                  f"{tokens} astro-pipeline review serve --output {output}")

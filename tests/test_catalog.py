@@ -479,3 +479,24 @@ def test_atomic_manifest_write_leaves_old_file_on_failure(cat: Catalog, tmp_path
     with pytest.raises(OSError, match="disk full"):
         export_cumulative_manifest(cat, output_dir=tmp_path)
     assert path.read_bytes() == before and os.listdir(path.parent) == ["all.parquet"]
+
+
+def test_recording_run_counts_downloads_and_products_and_records_failures(tmp_path: Path) -> None:
+    from astro_pipeline.archives.download import DownloadError
+    from astro_pipeline.catalog import recording_run
+
+    url = f"sqlite:///{tmp_path / 'catalog.sqlite'}"
+    dl = downloaded(tmp_path, record(1), 1)
+    with recording_run("fetch-mast", {"ra": 210.8}, url=url) as run:
+        run.records([record(1), record(2)])
+        run.downloads([dl, DownloadError("http://127.0.0.1:9/x", "HTTP 503 after 5 attempts")])
+        run.products([product_for(tmp_path, dl)])
+    with pytest.raises(RuntimeError, match="boom"), recording_run("enhance", {}, url=url) as failing:
+        raise RuntimeError("boom")
+    with Catalog(url) as cat:
+        done = cat.run(run.run_id)
+        assert done is not None and done.status == "completed_with_errors"
+        assert done.counts == {"listed": 2, "downloaded": 1, "bytes": 2, "download_failed": 1, "products_ok": 1}
+        assert cat.run_summary(run.run_id).products_by_status == {"ok": 1}  # products took the run's id
+        failed = cat.run(failing.run_id)
+        assert failed is not None and failed.status == "failed" and failed.error == "RuntimeError: boom"

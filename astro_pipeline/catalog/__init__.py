@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from astro_pipeline.catalog.db import CatalogError
 from astro_pipeline.catalog.export import catalog_manifest, export_cumulative_manifest, export_run_manifest
+from astro_pipeline.catalog.recording import RunRecorder, recording_run
 from astro_pipeline.catalog.reviews import NotFoundError
 from astro_pipeline.catalog.store import RUN_STATUSES, Catalog, new_run_id
 from astro_pipeline.catalog.views import (
@@ -39,9 +40,11 @@ __all__ = [
     "ProductView",
     "ReviewEvent",
     "RunInfo",
+    "RunRecorder",
     "RunSummary",
     "catalog_manifest",
     "export_cumulative_manifest",
     "export_run_manifest",
     "new_run_id",
+    "recording_run",
 ]

@@ -183,16 +183,20 @@ def test_tiff_depths(tmp_path: Path, dtype, rgb: bool, display: bool) -> None:
         np.testing.assert_array_equal(f.data, arr)
 
 
-def test_large_tiff_memory_mapped(tmp_path: Path) -> None:
+def test_large_tiff_memory_mapped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import tifffile
 
-    arr = np.zeros((3000, 3000, 3), np.uint8)  # 27 MB, > 64 MiB as float? no: memmap threshold is on bytes
+    from astro_pipeline.ingest import readers
+
+    arr = np.zeros((600, 500, 3), np.uint8)
     arr[::7] = 200
     p = tmp_path / "big.tif"
     tifffile.imwrite(p, arr, photometric="rgb")
-    frames = read_frames(p, max_image_pixels=10**9)
-    assert frames[0].data.shape == (3000, 3000, 3)
-    assert frames[0].data[7, 0, 0] == pytest.approx(200 / 255)
+    monkeypatch.setattr(readers, "_MEMMAP_MIN_BYTES", 1024)  # treat it as big
+    (f,) = read_frames(p)
+    assert "read via memory map" in f.notes
+    assert f.data.shape == (600, 500, 3) and f.data[7, 0, 0] == pytest.approx(200 / 255)
+    assert f.data.flags.writeable and f.data.flags.c_contiguous  # a float copy, not the read-only map
 
 
 def test_multipage_tiff_planes(tmp_path: Path) -> None:

@@ -44,6 +44,7 @@ _AUX_EXTNAMES = {
     "ERR", "DQ", "WHT", "CTX", "CON", "SAMP", "TIME", "VAR", "WGT", "RMS", "EXP", "HDRTAB",
     "D2IMARR", "WCSDVARR", "SIPARR", "MASK", "BPM",
 }
+_MEMMAP_MIN_BYTES = 64 << 20  # TIFFs larger than this are read through a memory map when uncompressed
 _SATURATION_BITS = 256 | 2048  # DQ full-well and A-to-D saturation (ACS/WFC3)
 _NICE_KIND = {"fits": "FITS", "gzip": "gzip", "bzip2": "bzip2", "png": "PNG", "jpeg": "JPEG", "tiff": "TIFF"}
 
@@ -649,7 +650,7 @@ def _read_tiff(path: Path, sha: str, limit: int) -> list[Frame]:
             )
         notes: list[str] = []
         arr = None
-        if series.dataoffset is not None and npix * series.dtype.itemsize > (64 << 20):
+        if series.dataoffset is not None and npix * series.dtype.itemsize > _MEMMAP_MIN_BYTES:
             try:
                 arr = tifffile.memmap(path, series=0, mode="r")
                 notes.append("read via memory map")

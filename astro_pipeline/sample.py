@@ -424,7 +424,6 @@ class _Builder:
         from astro_pipeline.color import srgb_to_linear
 
         rgb = hubble_deep_field()
-        self.hdf_rgb = rgb
         size = self.size
         y0, x0 = (rgb.shape[0] - size) // 2, (rgb.shape[1] - size) // 2
         from scipy.ndimage import gaussian_filter

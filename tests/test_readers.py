@@ -245,3 +245,16 @@ def test_every_shared_file_reads_or_fails_cleanly(shared_data: Path) -> None:
     assert ok >= 18
     # the two header-only HST files are the expected clean errors
     assert errors == 2
+
+
+def test_integer_blank_and_degenerate_axes(tmp_path: Path) -> None:
+    raw = np.arange(12 * 10, dtype=np.int16).reshape(1, 12, 10)  # NAXIS3 = 1: a 2-D image
+    raw[0, 0, :3] = -32768
+    hdu = fits.PrimaryHDU(raw)
+    hdu.header["BLANK"] = -32768
+    p = tmp_path / "blank.fits"
+    hdu.writeto(p)
+    (f,) = read_frames(p)
+    assert f.shape == (12, 10) and f.plane is None
+    assert not f.mask[0, :3].any() and f.mask[0, 3:].all() and f.mask[1:].all()
+    assert f.data[5, 5] == 55.0

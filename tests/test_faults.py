@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from urllib.parse import quote
 
 import pytest
@@ -112,3 +113,7 @@ def test_slow_reply_passes_client_timeout(replica, faults) -> None:  # noqa: F81
     with pytest.raises(requests.exceptions.ReadTimeout):
         requests.get(file_url(replica), timeout=(2, 0.3))
     assert requests.get(file_url(replica), timeout=5).status_code == 200
+    faults.load("slow:/api/v0.1/Download/file:1:delay=0.6")  # a patient client gets the reply, late
+    t0 = time.monotonic()
+    assert requests.get(file_url(replica), timeout=5).status_code == 200
+    assert time.monotonic() - t0 >= 0.6

@@ -12,7 +12,7 @@ import pytest
 import requests
 from astropy import units as u
 from astropy.coordinates import SkyCoord
-from mast_fixtures import client_settings, faults, mast_index, replica  # noqa: F401
+from mast_fixtures import client_settings, mast_index, replica  # noqa: F401
 
 from astro_pipeline.archives.mast import MastClient
 from astro_pipeline.archives.replica.content import (

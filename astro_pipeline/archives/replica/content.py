@@ -281,7 +281,8 @@ def build_mast_content(index: Any) -> MastContent:
     for item in index.items:
         if getattr(item, "archive", "") == "mast" and getattr(item, "kind", "science") == "science":
             groups.setdefault(item.id, []).append(item)
-    by_target: dict[str, list[Any]] = {}
+    by_target: dict[str, list[dict[str, Any]]] = {}
+    by_field: dict[str, list[dict[str, Any]]] = {}
     for obs_id in sorted(groups):
         items = sorted(groups[obs_id], key=lambda it: it.path)
         first = items[0]
@@ -333,14 +334,18 @@ def build_mast_content(index: Any) -> MastContent:
             "_selected_": None,
         }
         content.observations.append(row)
-        for name in {first.target, getattr(first, "field", "")}:
-            if name:
-                by_target.setdefault(name, []).append(row)
-    for name, rows in by_target.items():
+        if first.target:
+            by_target.setdefault(first.target, []).append(row)
+        for fld in sorted({getattr(it, "field", "") for it in items} - {""}):
+            by_field.setdefault(fld, []).append(row)
+    names = {_norm_name(t): (t, rows) for t, rows in sorted(by_target.items())}
+    for fld, rows in sorted(by_field.items()):  # field names resolve too, unless a target has that name
+        names.setdefault(_norm_name(fld), (fld, rows))
+    for key, (name, rows) in names.items():
         ra, dec = _mean_position([(r["s_ra"], r["s_dec"]) for r in rows])
         radius = max(angular_distance_deg(ra, dec, r["s_ra"], r["s_dec"]) for r in rows) + 0.01
-        content.targets[_norm_name(name)] = {
-            "canonicalName": rows[0]["target_name"] or name, "ra": ra, "decl": dec,
+        content.targets[key] = {
+            "canonicalName": name, "ra": ra, "decl": dec,
             "radius": round(radius, 4), "objectType": "G",
         }
     return content

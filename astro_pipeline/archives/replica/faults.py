@@ -184,6 +184,7 @@ class FaultMiddleware:
         method = scope.get("method", "GET")
         query = scope.get("query_string", b"").decode("latin-1")
         target = scope.get("path", "") + (("?" + unquote(query)) if query else "")
+        raw_receive = receive
         body, receive = await _buffer_body(receive)
         decision = self.plan.decide(method, target, body)
         if decision is None:
@@ -203,7 +204,12 @@ class FaultMiddleware:
             await _send_simple(send, 200, payload, "application/json", method)
             return
         if rule.mode == "slow":
-            await asyncio.sleep(rule.delay)
+            try:  # wait out the delay, unless the client gives up first (then answer nothing)
+                message = await asyncio.wait_for(raw_receive(), timeout=rule.delay)
+                if message.get("type") == "http.disconnect":
+                    return
+            except TimeoutError:
+                pass
             await self.app(scope, receive, send)
             return
         # the remaining modes alter the app's reply: capture it, then send the altered form

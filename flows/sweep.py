@@ -269,7 +269,9 @@ def _jsonable(value: Any) -> Any:
 
 # ---------------------------------------------------------------------------------- flows
 
-_RUNNER = build_task_runner(get_settings())
+# Deployments pick the runner from the worker's settings at import (env/TOML); the CLI and tests
+# choose per call with ``flow.with_options(task_runner=...)``. Settings() here keeps the cache clean.
+_RUNNER = build_task_runner(Settings())
 
 
 @flow(name="archive-sweep", task_runner=_RUNNER, log_prints=True)

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from astro_pipeline.tiles import StitchAccumulator, TileGrid
+from astro_pipeline.tiles import StitchAccumulator, TileGrid, release_rows
 
 __all__ = [
     "Engine",
@@ -285,6 +285,10 @@ class Engine:
             raise ValueError("order must be a permutation of the tile indices")
         acc: StitchAccumulator | None = None
         stats = self.stats = EngineStats(precision=self.precision, device=str(self.device), batch_size=self.batch_size)
+        # input rows above every remaining tile are never read again: a memmapped input lets them go
+        ys = [grid.tile_at(i).y0 for i in indices]
+        rest_min = np.minimum.accumulate(np.asarray(ys[::-1] or [0]))[::-1]
+        released = 0
         pos = 0
         while pos < len(indices):
             chunk = [grid.tile_at(i) for i in indices[pos : pos + self.batch_size]]
@@ -299,6 +303,9 @@ class Engine:
                 acc.add(t, values)
             stats.tiles += len(chunk)
             stats.batches += 1
+            if isinstance(image, np.memmap) and pos < len(indices) and rest_min[pos] > released:
+                release_rows(image, released, int(rest_min[pos]))
+                released = int(rest_min[pos])
             if on_tiles is not None:
                 on_tiles(len(chunk))
         assert acc is not None

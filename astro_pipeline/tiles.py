@@ -27,9 +27,12 @@ __all__ = [
     "feather_ramp",
     "open_output_memmap",
     "pad_indices",
+    "release_rows",
 ]
 
 PAD_MODES = ("reflect", "symmetric", "edge")
+#: Integer outputs are quantised this many elements at a time (bounds temporaries for wide bands).
+QUANTISE_CHUNK_ELEMENTS = 1 << 22
 
 
 @dataclass(frozen=True)
@@ -178,8 +181,11 @@ def open_output_memmap(path: str | Path, shape: tuple[int, ...], dtype: np.dtype
     return np.lib.format.open_memmap(str(path), mode="w+", dtype=np.dtype(dtype), shape=tuple(shape))
 
 
-def _release_rows(out: np.ndarray, y0: int, y1: int) -> None:
-    """Write rows [y0, y1) of a memmap back and drop their pages from this process's memory."""
+def release_rows(out: np.ndarray, y0: int, y1: int) -> None:
+    """Write rows [y0, y1) of a memmap back and drop their pages from this process's memory.
+
+    No-op for plain arrays and views; for read-only maps the pages are simply re-read if needed.
+    """
     if not isinstance(out, np.memmap) or not isinstance(out.base, mmap.mmap):
         return
     mm = out.base
@@ -319,11 +325,16 @@ class StitchAccumulator:
 
     def _write(self, a: int, b: int, band: np.ndarray) -> None:
         dt = self.out.dtype
-        if np.issubdtype(dt, np.integer):
-            top = np.iinfo(dt).max
-            band = np.rint(np.clip(band, 0.0, 1.0) * top).astype(dt)
-        self.out[a:b] = band
-        _release_rows(self.out, a, b)
+        if np.issubdtype(dt, np.integer):  # quantise a few rows at a time: no band-sized temporaries
+            top = np.float32(np.iinfo(dt).max)
+            step = max(1, QUANTISE_CHUNK_ELEMENTS // max(1, band[0].size))
+            for r in range(0, b - a, step):
+                chunk = np.clip(band[r : r + step], 0.0, 1.0)
+                chunk *= top
+                self.out[a + r : a + r + len(chunk)] = np.rint(chunk, out=chunk)
+        else:
+            self.out[a:b] = band
+        release_rows(self.out, a, b)
 
     def finish(self) -> np.ndarray:
         """The stitched output; raises if tiles are missing."""

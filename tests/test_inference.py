@@ -108,9 +108,12 @@ def test_upscale_shapes_tiny_and_odd_images_and_memmap(tmp_path):
         assert out.min() >= 0 and out.max() <= 1
     img = _grey(40, 52)
     mm = np.lib.format.open_memmap(tmp_path / "o.npy", mode="w+", dtype=np.float32, shape=(160, 208, 3))
-    res = upscale_display(eng, img, out=mm)
+    np.save(tmp_path / "i.npy", img)
+    src = np.load(tmp_path / "i.npy", mmap_mode="r")  # read-only memmapped input, pages released as rows finish
+    res = upscale_display(eng, src, out=mm)
     assert res is mm
     np.testing.assert_allclose(np.load(tmp_path / "o.npy"), upscale_display(eng, img), atol=1e-6)
+    assert np.array_equal(np.asarray(src), img)
 
 
 def test_upscale_roughly_follows_input():

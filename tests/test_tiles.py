@@ -140,6 +140,16 @@ def test_memmap_output_band_flush_and_memory(tmp_path):
     np.testing.assert_allclose(back[::4, ::4], img, atol=1e-6)
 
 
+def test_integer_output_in_small_chunks(monkeypatch):
+    import astro_pipeline.tiles as tiles_mod
+
+    monkeypatch.setattr(tiles_mod, "QUANTISE_CHUNK_ELEMENTS", 50)  # a few rows per chunk
+    img = np.random.default_rng(6).random((37, 23)).astype(np.float32)
+    grid = TileGrid(37, 23, tile=16, overlap=4)
+    _, res = _stitch(img, grid, out=np.zeros((37, 23), np.uint16))
+    assert np.max(np.abs(res.astype(int) - np.rint(img * 65535).astype(int))) <= 1
+
+
 def test_integer_output_and_errors():
     img = np.random.default_rng(5).random((20, 20, 3)).astype(np.float32)
     grid = TileGrid(20, 20, tile=16, overlap=4)

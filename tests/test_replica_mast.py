@@ -16,11 +16,13 @@ from mast_fixtures import client_settings, mast_index, replica  # noqa: F401
 
 from astro_pipeline.archives.mast import MastClient
 from astro_pipeline.archives.replica.content import (
+    InvokeError,
     angular_distance_deg,
     columns_config,
     envelope,
     filter_rows,
     parse_invoke_body,
+    row_matches,
 )
 
 M101 = SkyCoord(210.80243, 54.34875, unit="deg")
@@ -71,6 +73,24 @@ def test_criteria_filters_and_counts(obs_api, mast_index) -> None:  # noqa: F811
     assert obs_api.query_criteria_count(obs_collection="HST") == len(mast)
     assert obs_api.query_region_count(M101, radius=0.05 * u.deg) == 4
     assert obs_api.query_criteria_count(proposal_id=["10004", "10005"]) == 2
+
+
+def test_filter_semantics() -> None:
+    row = {"filters": "F606W;F814W", "instrument_name": "ACS/WFC", "t_exptime": 1200.0, "calib_level": 3,
+           "obs_title": None}
+    assert row_matches(row, {"paramName": "filters", "values": ["f814w", "F555W"]})  # any token, OR, no case
+    assert not row_matches(row, {"paramName": "filters", "values": ["F555W"]})
+    assert row_matches(row, {"paramName": "instrument_name", "values": [], "freeText": "%wfc"})
+    assert not row_matches(row, {"paramName": "instrument_name", "values": [], "freeText": "WFC%"})
+    assert row_matches(row, {"paramName": "t_exptime", "values": [{"min": 1200, "max": 5000}]})  # inclusive
+    assert not row_matches(row, {"paramName": "t_exptime", "values": [{"min": 1201, "max": 5000}]})
+    assert row_matches(row, {"paramName": "calib_level", "values": ["3"]})
+    assert not row_matches(row, {"paramName": "obs_title", "values": ["x"]})
+    rows = [row, {**row, "filters": "F435W"}]
+    both = [{"paramName": "filters", "values": ["F435W", "F606W"]}, {"paramName": "calib_level", "values": ["2"]}]
+    assert filter_rows(rows, both[:1], set(row)) == rows and filter_rows(rows, both, set(row)) == []  # AND
+    with pytest.raises(InvokeError, match="Invalid column name 'nope'"):
+        filter_rows(rows, [{"paramName": "nope", "values": ["1"]}], set(row))
 
 
 def test_paging_envelope_and_empty_result(obs_api, replica) -> None:  # noqa: F811

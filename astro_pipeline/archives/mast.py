@@ -123,6 +123,10 @@ class MastClient:
                 last = f"HTTP {code}"
                 if code < 500 and code not in (408, 429):
                     raise MastError(f"{what}: {last} from {self.base_url}") from exc
+            except NoResultsWarning:  # raised, not warned, where another thread's filters say "error"
+                from astropy.table import Table
+
+                return Table()  # type: ignore[return-value]  # zero rows
             except requests.JSONDecodeError as exc:  # before RequestException: it is one too
                 last = f"malformed reply (JSONDecodeError: {str(exc)[:120]})"
             except (requests.Timeout, requests.ConnectionError) as exc:

@@ -6,6 +6,7 @@ writes retry lock conflicts, reads see one consistent snapshot.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import socket
 import uuid
@@ -38,6 +39,12 @@ __all__ = ["RUN_STATUSES", "Catalog", "new_run_id"]
 #: Usual run statuses ("running" while it is going); any short word is accepted (flows may add their own).
 RUN_STATUSES: tuple[str, ...] = ("running", "ok", "completed", "completed_with_errors", "partial", "failed",
                                  "cancelled")
+
+
+def _filter(filters: FrameFilter | None, kw: dict[str, Any]) -> FrameFilter:
+    if filters is not None and kw:
+        raise TypeError("pass either a FrameFilter or filter keywords, not both")
+    return filters if filters is not None else FrameFilter(**kw)
 
 
 def new_run_id(flow: str = "run") -> str:
@@ -233,13 +240,12 @@ class Catalog:
 
     def flagged_frames(self, filters: FrameFilter | None = None, **kw: Any) -> list[FrameView]:
         """Flagged frames, newest first. Filters: flag, archive, run_id, ra/dec/radius_deg, decision, kind."""
-        flt = filters or FrameFilter(**kw)
+        flt = _filter(filters, kw)
         return self.read(lambda c: queries.frame_views(c, queries.select_frames(c, flt)[0]))
 
     def count_frames(self, filters: FrameFilter | None = None, **kw: Any) -> int:
         """How many frames match (e.g. ``decision="undecided"``: what is left to review)."""
-        flt = filters or FrameFilter(**kw)
-        flt.limit, flt.offset = None, 0
+        flt = dataclasses.replace(_filter(filters, kw), limit=None, offset=0)
         return self.read(lambda c: queries.select_frames(c, flt)[1])
 
     def frame(self, frame_id: int) -> FrameView | None:

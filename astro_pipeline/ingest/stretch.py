@@ -61,7 +61,11 @@ def apply_stretch(data: np.ndarray, params: StretchParams) -> np.ndarray:
         transform = AsinhStretch(a=params.asinh_a) + ManualInterval(params.vmin, params.vmax)
         with np.errstate(invalid="ignore", over="ignore"):
             out = transform(arr, clip=True)
-    return np.nan_to_num(np.asarray(out, dtype=np.float32), nan=0.0, posinf=1.0, neginf=0.0)
+    out = np.asarray(out, dtype=np.float32)
+    bad = ~np.isfinite(out)  # NaN input; clipping leaves no infinities
+    if bad.any():
+        out = np.where(bad, np.float32(0.0), out)
+    return out
 
 
 def display_image(frame: Frame, method: str = "zscale+asinh") -> tuple[np.ndarray, StretchParams]:

@@ -261,7 +261,7 @@ def test_flagged_frames_filters(cat: Catalog, tmp_path: Path) -> None:
 
 def test_approved_items_by_kind_exclude_rejected_and_undone(cat: Catalog, tmp_path: Path) -> None:
     grey = [downloaded(tmp_path, record(n), n) for n in range(3)]
-    color = downloaded(tmp_path, record(9, archive="esahubble", kind="color"), 9)
+    color = downloaded(tmp_path, record(9, archive="esahubble", kind="color", release="heic0506"), 9)
     ids = []
     for dl in [*grey, color]:
         cat.upsert_file(dl)
@@ -271,10 +271,10 @@ def test_approved_items_by_kind_exclude_rejected_and_undone(cat: Catalog, tmp_pa
     cat.undo_review(ids[2], "ann")
     grey_items = cat.approved_items("grey")
     assert [v.frame_id for v in grey_items] == [ids[0]]
-    assert grey_items[0].raw_path == str(grey[0].path) and grey_items[0].raw_exists
+    assert grey_items[0].raw_path == grey_items[0].path == str(grey[0].path) and grey_items[0].raw_exists
     assert grey_items[0].instrument == "ACS/WFC" and grey_items[0].filter == "F814W"
     colour = cat.approved_items("colour")
-    assert [(v.frame_id, v.kind, v.archive) for v in colour] == [(ids[3], "color", "esahubble")]
+    assert [(v.frame_id, v.kind, v.archive, v.release) for v in colour] == [(ids[3], "color", "esahubble", "heic0506")]
     assert cat.rejected_inputs() == {(grey[1].sha256, None, None)}
     with pytest.raises(ValueError, match="unknown image kind"):
         cat.approved_items("infrared")

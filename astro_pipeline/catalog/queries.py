@@ -213,7 +213,7 @@ def frame_views(conn: Connection, frame_ids: Sequence[int]) -> list[FrameView]:
         q = (select(fr, fi.c.sha256, fi.c.path.label("raw_path"),
                     rec.c.archive, rec.c.archive_id, rec.c.obs_id, rec.c.title, rec.c.target,
                     rec.c.instrument, rec.c.filters, rec.c.ra.label("rec_ra"), rec.c.dec.label("rec_dec"),
-                    rec.c.date_obs, rec.c.credit, rec.c.license, rec.c.url, rec.c.preview_url,
+                    rec.c.date_obs, rec.c.credit, rec.c.license, rec.c.url, rec.c.preview_url, rec.c.release,
                     cur.c.review_id, cur.c.decision, cur.c.note, cur.c.reviewer, cur.c.created_at.label("reviewed_at"))
              .select_from(fr.join(fi, fi.c.id == fr.c.file_id).outerjoin(rec, rec.c.id == fi.c.record_id)
                           .outerjoin(cur, cur.c.frame_id == fr.c.id))
@@ -256,7 +256,7 @@ def frame_views(conn: Connection, frame_ids: Sequence[int]) -> list[FrameView]:
             date_obs=row.date_obs, credit=row.credit, license=row.license, source_url=row.url,
             preview_url=row.preview_url, flags=flags.get(fid, []), metrics=metrics.get(fid, {}),
             stretch=row.stretch, provenance=row.provenance or {}, decision=decision, products=products,
-            updated_at=row.updated_at, last_run_id=row.last_run_id))
+            updated_at=row.updated_at, last_run_id=row.last_run_id, release=row.release))
     return out
 
 

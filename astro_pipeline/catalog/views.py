@@ -110,6 +110,12 @@ class FrameView:
     products: list[ProductView]
     updated_at: datetime
     last_run_id: str | None
+    release: str | None = None  # ESA/Hubble release id of colour images (a natural training group)
+
+    @property
+    def path(self) -> str:
+        """The input file (``raw_path``): what training reads."""
+        return self.raw_path
 
     @property
     def flag_names(self) -> list[str]:

@@ -241,3 +241,17 @@ def test_unreadable_file(tmp_path: Path) -> None:
         _expect(p, r"permission denied")
     finally:
         p.chmod(0o644)
+
+
+def test_tile_compressed_truncated_and_huge(tmp_path: Path) -> None:
+    data = np.random.default_rng(2).random((256, 256)).astype(np.float32)
+    good = tmp_path / "c.fits.fz"
+    fits.HDUList([fits.PrimaryHDU(), fits.CompImageHDU(data, name="SCI")]).writeto(good)
+    raw = good.read_bytes()
+    cut = tmp_path / "cut.fits.fz"
+    cut.write_bytes(raw[: len(raw) // 2])
+    _expect(cut, r"truncated FITS: HDU 1 data needs bytes up to [\d,]+ but the file has [\d,]+ bytes")
+    huge = tmp_path / "huge.fits.fz"
+    huge.write_bytes(raw.replace(b"ZNAXIS1 =                  256", b"ZNAXIS1 =               100000")
+                     .replace(b"ZNAXIS2 =                  256", b"ZNAXIS2 =               100000"))
+    _expect(huge, r"HDU 1 header claims 100000x100000 = 10,000,000,000 pixels")

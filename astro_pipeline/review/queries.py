@@ -38,7 +38,7 @@ IMAGE_MEDIA_TYPES: dict[str, str] = {
     ".gif": "image/gif",
 }
 #: Product file kinds that may hold a browser image, in order of preference for a preview.
-PREVIEW_KINDS: tuple[str, ...] = ("png", "preview", "jpeg", "jpg", "lupton")
+PREVIEW_KINDS: tuple[str, ...] = ("png", "preview", "jpeg", "jpg", "lupton", "colorized")
 #: Longest side of a rendered input preview (pixels).
 PREVIEW_MAX_SIDE = 1024
 
@@ -191,7 +191,7 @@ def _images(v: FrameView) -> list[ImageView]:
         if p.status != "ok":
             continue
         for kind, f in p.files.items():
-            if kind not in PREVIEW_KINDS or Path(f.path).suffix.lower() not in IMAGE_MEDIA_TYPES:
+            if kind not in PREVIEW_KINDS or kind == "colorized" or Path(f.path).suffix.lower() not in IMAGE_MEDIA_TYPES:
                 continue
             rank = (p.updated_at, p.id, -PREVIEW_KINDS.index(kind))
             have = best.get(p.operation)
@@ -202,6 +202,16 @@ def _images(v: FrameView) -> list[ImageView]:
         hit = best.get(op)
         return f"/image/{hit[1]}/{hit[2]}" if hit else None
 
+    def colorized_url() -> str | None:
+        """A colorize product, else a same-size colorized file kept beside an enhance (colorize + 4x) product."""
+        if "colorize" in best:
+            return url("colorize")
+        for p in sorted(v.products, key=lambda p: (p.updated_at, p.id), reverse=True):
+            f = p.files.get("colorized")
+            if p.status == "ok" and f is not None and Path(f.path).suffix.lower() in IMAGE_MEDIA_TYPES:
+                return f"/image/{f.id}/colorized"
+        return None
+
     is_color = v.kind == "color"
     images = [ImageView(role="input", label="Input (colour original)" if is_color else "Input (grey, stretched)",
                         url=f"/frame/{v.frame_id}/input.png" if v.raw_path else None,
@@ -209,7 +219,9 @@ def _images(v: FrameView) -> list[ImageView]:
     if is_color:
         images.append(ImageView(role="color", label="Colorized", url=None, note="colour original: not colorized"))
     else:
-        images.append(ImageView(role="color", label="Colorized", url=url("colorize"), note="no colorized product yet"))
+        note = ("made in one step with the 4× product (enhance); no same-size colorized file"
+                if "enhance" in best else "no colorized product yet")
+        images.append(ImageView(role="color", label="Colorized", url=colorized_url(), note=note))
     images.append(ImageView(role="sr", label="4× super-resolution", url=url("enhance") or url("upscale"),
                             note="no 4× product yet"))
     return images

@@ -9,9 +9,11 @@ from __future__ import annotations
 import os
 import sys
 import tempfile
+import time
 from pathlib import Path
+from typing import Any
 
-__all__ = ["CHROMIUM_FLAGS", "chromium_path", "take_screenshot"]
+__all__ = ["CHROMIUM_FLAGS", "chromium_path", "take_screenshot", "wait_for_images"]
 
 #: Launch flags measured to work with Debian's Chromium (../shared/docs/ENVIRONMENT.md); no outside DNS.
 CHROMIUM_FLAGS: tuple[str, ...] = (
@@ -31,6 +33,16 @@ def chromium_path(settings: object | None = None) -> Path | None:
     configured = getattr(settings, "chromium_path", None) or Path("/usr/bin/chromium")
     path = Path(configured)
     return path if path.is_file() and os.access(path, os.X_OK) else None
+
+
+def wait_for_images(page: Any, n: int, timeout_s: float = 60.0) -> None:
+    """Wait until the first ``n`` images have loaded (polled from Python: the page's CSP forbids eval)."""
+    deadline = time.monotonic() + timeout_s
+    check = f"() => Array.from(document.images).slice(0, {int(n)}).every(i => i.complete && i.naturalWidth > 0)"
+    while not page.evaluate(check):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"images did not load within {timeout_s:g} s")
+        page.wait_for_timeout(100)
 
 
 def take_screenshot(out: Path, *, width: int = 1440, height: int = 1100) -> Path:
@@ -57,8 +69,7 @@ def take_screenshot(out: Path, *, width: int = 1440, height: int = 1100) -> Path
                 page.fill("#token", "demo-token")
                 page.click("#sign-in")
                 page.wait_for_selector("article.item")
-                page.wait_for_function(
-                    "Array.from(document.images).slice(0, 6).every(i => i.complete && i.naturalWidth > 0)")
+                wait_for_images(page, 6)
                 fd, tmp_png = tempfile.mkstemp(prefix=".tmp-", suffix=".png", dir=out.parent)
                 os.close(fd)
                 page.screenshot(path=tmp_png)

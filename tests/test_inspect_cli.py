@@ -58,7 +58,7 @@ def test_json_records_and_exit_1_with_errors(tree: Path) -> None:
     errs = {Path(r["path"]).name: r for r in recs if r["status"] == "error"}
     assert errs["empty.fits"]["error"].endswith("empty file (0 bytes)")
     assert "content is a PNG file but the name says FITS" in errs["renamed.fits"]["error"]
-    assert all(r["metrics"] is None and r["shape"] is None for r in errs.values())
+    assert all(r["metrics"] is None and r["shape"] is None and r["format"] == "fits" for r in errs.values())
     assert "Traceback" not in res.output
 
 

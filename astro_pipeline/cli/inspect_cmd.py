@@ -41,10 +41,10 @@ def inspect_file(path: Path, extra: dict[str, Any] | None = None) -> list[dict[s
     """Records for every frame of one file (or one error record). Never raises for a bad file."""
     from astro_pipeline.ingest.frame import IngestError
     from astro_pipeline.ingest.quality import assess
-    from astro_pipeline.ingest.readers import read_frames
+    from astro_pipeline.ingest.readers import format_from_name, read_frames
 
     base = {"path": str(path), "hdu": None, "plane": None, "frame": str(path), "status": "error", "error": None,
-            "format": None, "shape": None, "is_display": None, "provenance": None, "metrics": None, "flags": [],
+            "format": format_from_name(path), "shape": None, "is_display": None, "provenance": None, "metrics": None, "flags": [],
             "notes": []}
     if extra:
         base.update(extra)

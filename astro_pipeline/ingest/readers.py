@@ -28,6 +28,7 @@ __all__ = [
     "IMAGE_SUFFIXES",
     "detect_content",
     "file_sha256",
+    "format_from_name",
     "is_image_name",
     "iter_input_files",
     "read_frames",
@@ -136,6 +137,11 @@ def _kind_from_name(path: Path) -> tuple[str | None, str | None]:
         ".tif": "tiff", ".tiff": "tiff", ".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg",
     }.get(suffix)
     return kind, comp
+
+
+def format_from_name(path: Path | str) -> str | None:
+    """The image format a file name promises ("fits", "tiff", "png", "jpeg"), or None."""
+    return _kind_from_name(Path(path))[0]
 
 
 def _describe(kind: str | None) -> str:

@@ -37,6 +37,10 @@ def serve(
     from astro_pipeline.catalog.db import redact
 
     console.print(f"review page: {server.url}/  (catalog {redact(settings.catalog_database_url)})")
+    flagged = catalog.count_frames(flagged_only=True)
+    undecided = catalog.count_frames(flagged_only=True, decision="undecided")
+    console.print(f"{flagged} flagged frame(s), {undecided} without a decision"
+                  + ("" if flagged else ": nothing to review yet (run a sweep, or `review demo`)"))
     try:
         server.serve_forever()
     except KeyboardInterrupt:

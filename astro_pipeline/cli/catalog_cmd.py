@@ -75,8 +75,10 @@ def runs_cmd(
         console.print("No runs in this catalog yet.")
         return
     table = Table(title=f"Recent runs ({len(runs)})")
-    for col in ("run", "flow", "status", "started (UTC)", "took", "ok", "error", "flags", "counts"):
-        table.add_column(col, overflow="fold")
+    for col in ("run", "flow", "status", "started (UTC)", "took", "ok", "error"):
+        table.add_column(col, no_wrap=True, justify="right" if col in ("took", "ok", "error") else "left")
+    table.add_column("flags", overflow="fold")
+    table.add_column("counts", overflow="fold")
     for r in runs:
         s = summaries[r.id]
         status = r.display_status

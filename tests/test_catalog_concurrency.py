@@ -231,3 +231,20 @@ def test_writer_killed_between_commits_loses_only_uncommitted_work(tmp_path: Pat
     db = sqlite3.connect(tmp_path / "catalog.sqlite")
     assert db.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
     db.close()
+
+
+def test_threads_share_one_catalog(tmp_path: Path) -> None:
+    """Prefect's thread task runner shares one Catalog: concurrent writes from threads all land once."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with Catalog(f"sqlite:///{tmp_path / 'catalog.sqlite'}") as cat:
+        def work(i: int) -> int:
+            sha = f"{i % 10:064x}"  # ten distinct inputs, each written by four threads
+            cat.upsert_input_file(f"/nonexistent/{i % 10}.fits", sha)
+            return cat.upsert_frame(sha, "k", None, None, {}, {"metrics": {"snr": 1.0}, "flags": [
+                {"name": "noisy", "value": 1.0, "threshold": 3.0, "comparison": "<"}]})
+
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            ids = list(pool.map(work, range(40)))
+        assert len(set(ids)) == 10 and cat.count_frames() == 10
+        assert cat.stats()["files"] == 10

@@ -24,7 +24,7 @@ pytestmark = pytest.mark.slow
 PREFECT = [sys.executable, "-m", "prefect"]
 
 
-def _wait_health(api: str, proc: subprocess.Popen[bytes], timeout: float = 60.0) -> None:
+def _wait_health(api: str, proc: subprocess.Popen[bytes], timeout: float = 180.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:

@@ -207,6 +207,12 @@ def test_sign_in_sets_httponly_samesite_strict_cookie(anon: httpx.Client) -> Non
     assert cookie.startswith(COOKIE_NAME + "=")
     assert "HttpOnly" in cookie and "SameSite=strict" in cookie and "Path=/" in cookie
     assert anon.get("/api/session").json() == {"signed_in": True, "reviewer": "bob"}
+    # signing out is a change too: it needs the CSRF token
+    assert anon.post("/logout", data={}).status_code == 403
+    csrf = re.search(r'name="csrf_token" value="([^"]+)"', anon.get("/").text).group(1)  # type: ignore[union-attr]
+    out = anon.post("/logout", data={"csrf_token": csrf})
+    assert out.status_code == 303 and 'Max-Age=0' in out.headers["set-cookie"]
+    assert anon.get("/api/session").json() == {"signed_in": False, "reviewer": None}
 
 
 def test_changes_need_the_csrf_token(alice: tuple[httpx.Client, str], catalog: Catalog,

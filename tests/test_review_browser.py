@@ -164,6 +164,18 @@ def test_approve_and_reject_by_click_and_keyboard_then_undo(page: Any, server: R
     _wait_status(page, f4, "rejected by alice")
     assert catalog.current_decision(f4).decision == "rejected"  # type: ignore[union-attr]
 
+    # bulk over the whole filter asks first; dismissing the question changes nothing
+    page.once("dialog", lambda d: d.dismiss())
+    page.click("#bulk-filter")
+    page.wait_for_timeout(300)
+    assert catalog.current_decision(f2).decision == "rejected"  # type: ignore[union-attr]
+    page.select_option("#bulk-decision", "needs_look")
+    page.once("dialog", lambda d: d.accept())
+    page.click("#bulk-filter")  # the page shows open frames: f5 (needs another look) and f6 (undecided)
+    expect(page.locator("#bulk-result")).to_have_text("2 frames: needs another look.")
+    assert catalog.count_frames(flagged_only=True, decision="needs_look") == 2
+    assert catalog.count_frames(flagged_only=True, decision="rejected") == 4
+
     # zoom on click, Escape closes
     page.click(f"#frame-{f1} figure.preview-sr img")
     expect(page.locator("#zoom")).to_be_visible()

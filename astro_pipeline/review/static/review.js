@@ -112,6 +112,8 @@
     const result = document.getElementById("bulk-result");
     let body;
     if (useFilter) {
+      if (!window.confirm("Record \u201c" + LABELS[decision] + "\u201d for every frame matching this " +
+                          "page's filter, on all pages?")) return;
       body = { decision: decision, note: note, filters: JSON.parse(document.getElementById("bulk").dataset.filters || "{}") };
     } else {
       const ids = items().filter((a) => { const c = a.querySelector("input.pick"); return c && c.checked; })
@@ -125,7 +127,7 @@
       const a = document.getElementById("frame-" + id);
       if (a) showDecision(a, dec);
     }
-    if (result) result.textContent = data.count + " frame" + (data.count === 1 ? "" : "s") + " " + LABELS[decision] + ".";
+    if (result) result.textContent = data.count + " frame" + (data.count === 1 ? "" : "s") + ": " + LABELS[decision] + ".";
     say(data.count + " frames: " + LABELS[decision] + ".");
   }
 

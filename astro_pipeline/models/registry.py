@@ -214,6 +214,7 @@ def save_weights(model: nn.Module, path: str | Path, meta: WeightsMeta, *, dtype
     os.close(fd)
     try:
         save_file(state, tmp, metadata=meta.to_header())
+        os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

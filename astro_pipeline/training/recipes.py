@@ -1,0 +1,83 @@
+"""Training recipes: the seeds' settings (pix2pix, SRResNet + SRGAN), sized for a 2-core CPU.
+
+A recipe is plain data; it goes into the training-data hash, so two weights files trained on the
+same images with different recipes hash differently.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+__all__ = ["Recipe", "RECIPES", "get_recipe", "MODEL_NAMES"]
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """Everything that defines a training run except data, steps and seed."""
+
+    model: str  # weights name: colorizer | superres | superres-gan
+    task: str  # colorize | superres
+    phase: str  # pix2pix | l1 | srgan
+    arch: str
+    arch_kwargs: dict[str, Any]
+    disc_arch: str | None = None
+    disc_kwargs: dict[str, Any] = field(default_factory=dict)
+    crop: int = 128  # training crop (HR crop for SR)
+    tile_size: int = 128  # inference tile written to the weights metadata (input px)
+    batch_size: int = 16
+    lr: float = 2e-4
+    betas: tuple[float, float] = (0.9, 0.99)
+    lambda_l1: float = 1.0
+    lambda_adv: float = 0.0
+    lambda_percep: float = 0.0
+    perceptual_layer: str = "relu3_3"
+    degrade_fraction: float = 0.0
+    ema: float = 0.0  # exponential moving average of generator weights (0 = off); EMA weights ship
+    decay_from: float = 0.8  # LR decays linearly to 0 from this fraction of the planned steps
+    val_fraction: float = 0.12
+    checkpoint_every: int = 50
+    log_every: int = 5
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def with_overrides(self, overrides: dict[str, Any] | None) -> Recipe:
+        return replace(self, **(overrides or {}))
+
+
+RECIPES: dict[str, Recipe] = {
+    # pix2pix (Isola et al.): Adam 2e-4, beta1 0.5, lambda_L1 = 100, 70x70 PatchGAN.
+    "colorizer": Recipe(
+        model="colorizer", task="colorize", phase="pix2pix", arch="UNetColorizer",
+        arch_kwargs={"base_channels": 16, "depth": 5, "chroma_scale": 4, "global_context": True},
+        disc_arch="PatchDiscriminator", disc_kwargs={"in_channels": 3, "base_channels": 16, "n_layers": 3},
+        crop=128, tile_size=256, batch_size=16, lr=2e-4, betas=(0.5, 0.999),
+        lambda_l1=100.0, lambda_adv=1.0, ema=0.999,
+    ),
+    # SRResNet pre-training on L1 (BasicSR MSRResNet style, no BN), half the batch degraded.
+    "superres": Recipe(
+        model="superres", task="superres", phase="l1", arch="SRResNet",
+        arch_kwargs={"channels": 32, "blocks": 8, "scale": 4},
+        crop=96, tile_size=64, batch_size=16, lr=2e-4, betas=(0.9, 0.99),
+        lambda_l1=1.0, degrade_fraction=0.5, ema=0.999,
+    ),
+    # SRGAN fine-tune from the L1 model: VGG16 relu3_3 perceptual + 1e-3 adversarial (+ a small L1
+    # anchor, as BasicSR's ESRGAN recipe, to keep colours from drifting).
+    "superres-gan": Recipe(
+        model="superres-gan", task="superres", phase="srgan", arch="SRResNet",
+        arch_kwargs={"channels": 32, "blocks": 8, "scale": 4},
+        disc_arch="SRDiscriminator", disc_kwargs={"in_channels": 3, "base_channels": 32, "n_stages": 4},
+        crop=96, tile_size=64, batch_size=8, lr=1e-4, betas=(0.9, 0.99),
+        lambda_l1=0.01, lambda_adv=1e-3, lambda_percep=1.0, degrade_fraction=0.5, ema=0.999,
+        checkpoint_every=25,
+    ),
+}
+MODEL_NAMES = tuple(RECIPES)
+
+
+def get_recipe(model: str, overrides: dict[str, Any] | None = None) -> Recipe:
+    """The recipe for a weights name, with optional field overrides (tests use tiny ones)."""
+    if model not in RECIPES:
+        raise ValueError(f"unknown model {model!r}; choose one of {', '.join(MODEL_NAMES)}")
+    return RECIPES[model].with_overrides(overrides)

@@ -1,0 +1,131 @@
+"""Evaluation: metric sanity, baselines on the same crops, report files, targets, promotion gate, CLI."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+import torch
+
+from astro_pipeline.models.registry import load_weights, random_weights, read_meta, save_weights
+from astro_pipeline.training import metrics as M
+from astro_pipeline.training.evaluate import evaluate_models, horseshoe_check
+from astro_pipeline.training.promote import gate, promote_candidate
+from test_training import make_folder
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    return make_folder(tmp_path_factory.mktemp("evcolour") / "train", n_releases=6, per_release=1, size=96)
+
+
+def test_metrics_behave():
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(2, 3, 32, 32, generator=g)
+    assert M.psnr(x, x).min() > 100 and float(M.ciede76(x, x).max()) < 1e-6
+    noisy = (x + 0.05 * torch.randn(x.shape, generator=g)).clamp(0, 1)
+    assert 20 < float(M.psnr(noisy, x).mean()) < 35
+    assert float(M.ssim(x, x).mean()) == pytest.approx(1.0) and float(M.ssim(noisy, x).mean()) < 0.99
+    grey = x.mean(1, keepdim=True).expand_as(x)
+    assert M.chroma_ratio(grey, x) < 0.01 and M.chroma_ratio(x, x) == pytest.approx(1.0)
+    lr = torch.nn.functional.avg_pool2d(x, 4)
+    assert float(M.lr_consistency_rmse(x, lr).mean()) < 0.05
+
+
+def test_evaluate_writes_report_with_baselines_on_same_crops(folder, tmp_path):
+    col = random_weights("colorize", seed=1)
+    sr = random_weights("superres", seed=2)
+    logdir = tmp_path / "logs" / "superres"
+    logdir.mkdir(parents=True)
+    (logdir / "log.jsonl").write_text("".join(json.dumps({"step": i, "lr": 1e-4, "seconds": i, "l1": 1 / i}) + "\n" for i in range(1, 6)))
+    report = evaluate_models(colorizer=col, superres=sr, superres_gan=None, sources=[f"folder:{folder}"],
+                             crop=64, val_fraction=0.5, use_lpips=False, horseshoe=False, output_dir=tmp_path / "ev",
+                             log_dirs={"superres": logdir})
+    methods = {(r["protocol"], r["method"]) for r in report.table}
+    assert {("colorize", "baseline-grey"), ("colorize", "colorizer"), ("sr-clean", "baseline-bicubic"), ("sr-clean", "superres"),
+            ("sr-degraded", "baseline-bicubic"), ("sr-degraded", "superres"), ("enhance", "baseline-bicubic-grey"), ("enhance", "enhance")} <= methods
+    assert all(r["n"] == report.n_crops > 0 for r in report.table)
+    grey = report.row("colorize", "baseline-grey")
+    assert grey["chroma_ratio"] < 0.01  # grey-as-colour really is grey
+    clean, deg = report.row("sr-clean", "baseline-bicubic"), report.row("sr-degraded", "baseline-bicubic")
+    assert deg["psnr_rgb"] < clean["psnr_rgb"]  # degraded LR is harder
+    assert clean["lr_rmse"] is not None and grey["lr_rmse"] is None
+    out = tmp_path / "ev"
+    rows = list(csv.DictReader(open(out / "report.csv")))
+    assert len(rows) == len(report.table) and rows[0]["protocol"] == "colorize"
+    md = (out / "report.md").read_text()
+    assert "baseline-bicubic" in md and "Targets" in md and "| superres | PSNR(RGB) gain" in md
+    assert (out / "contact_sheet.png").stat().st_size > 1000 and (out / "loss_superres.png").is_file()
+    assert {t["model"] for t in report.targets} >= {"colorizer", "superres", "enhance"}
+    m = report.metrics_for("superres")
+    assert "sr-clean" in m and "sr-clean:baseline-bicubic" in m and "colorize" not in m
+
+
+def test_horseshoe_real_data_check(shared_data):
+    model, _ = random_weights("colorize", seed=0)
+    res = horseshoe_check(model, data_dir=shared_data / "fits" / "hst")
+    assert res["size"] == [500, 500]
+    assert res["baseline-grey"]["chroma_ratio"] < 0.01  # Lupton composite has colour, grey has none
+    assert res["baseline-grey"]["ab_error"] > 1.0
+    assert res["images"]["lupton"].shape == (1, 3, 500, 500)
+
+
+def _metrics(ciede, psnr, lpips, base_ciede=10.0):
+    return {"colorize": {"ciede76": ciede, "psnr_rgb": psnr, "lpips": lpips, "chroma_ratio": 0.7},
+            "colorize:baseline-grey": {"ciede76": base_ciede, "psnr_rgb": 26.0}}
+
+
+def test_gate_rules():
+    assert gate("colorizer", _metrics(8.0, 27.0, 0.3), None).promote  # beats grey, nothing installed
+    assert not gate("colorizer", _metrics(11.0, 27.0, 0.3), None).promote  # worse than grey
+    cur = _metrics(8.0, 27.0, 0.30)
+    better = gate("colorizer", _metrics(7.5, 27.0, 0.30), cur)
+    assert better.promote and "improves" in better.reason
+    assert not gate("colorizer", _metrics(8.5, 28.0, 0.2), cur).promote  # primary worse
+    worse_other = gate("colorizer", _metrics(7.5, 27.0, 0.32), cur)  # LPIPS 6.7% worse
+    assert not worse_other.promote and "colorize/lpips" in worse_other.worsened[0]
+    assert gate("colorizer", _metrics(7.5, 26.7, 0.305), cur).promote  # within 2%
+
+
+def test_promote_candidate_installs_and_writes_card(tmp_path):
+    model, meta = random_weights("superres", seed=0)
+    meta.name = "superres"
+    cand = save_weights(model, tmp_path / "cand.safetensors", meta)
+    wdir = tmp_path / "weights"
+    mets = {"sr-clean": {"psnr_rgb": 30.0, "lpips": 0.2}, "sr-clean:baseline-bicubic": {"psnr_rgb": 29.0, "lpips": 0.25}}
+    d1 = promote_candidate(cand, name="superres", metrics=mets, weights_dir=wdir, targets=[{"model": "superres", "check": "x", "value": 1.0, "threshold": 1.5, "met": False}])
+    assert d1.promote and read_meta(wdir / "superres.safetensors").metrics["sr-clean"]["psnr_rgb"] == 30.0
+    card = (wdir / "superres.md").read_text()
+    assert "promoted" in card and "sr-clean:baseline-bicubic" in card and "NO" in card
+    worse = {"sr-clean": {"psnr_rgb": 29.5, "lpips": 0.2}}
+    d2 = promote_candidate(cand, name="superres", metrics=worse, weights_dir=wdir)
+    assert not d2.promote
+    assert read_meta(wdir / "superres.safetensors").metrics["sr-clean"]["psnr_rgb"] == 30.0  # kept
+    card2 = (wdir / "superres.md").read_text()
+    assert "not promoted" in card2 and "29.5000" in card2 and "30.0000" in card2  # both sets of metrics
+    loaded, _ = load_weights(wdir / "superres.safetensors")
+    assert loaded(torch.rand(1, 3, 8, 8)).shape == (1, 3, 32, 32)
+
+
+def test_cli_train_then_evaluate_tiny(folder, tmp_path):
+    from typer.testing import CliRunner
+
+    from astro_pipeline.cli import app
+
+    recipe = json.dumps({"arch_kwargs": {"channels": 4, "blocks": 1, "scale": 4}, "crop": 32, "batch_size": 2,
+                         "checkpoint_every": 2, "log_every": 1, "val_fraction": 0.5})
+    res = CliRunner().invoke(app, ["train", "--model", "superres", "--steps", "2", "--source", f"folder:{folder}",
+                                   "--output", str(tmp_path), "--recipe-json", recipe, "--threads", "1", "--eval-crop", "64",
+                                   "--promote"], env={"ASTRO_PIPELINE_WEIGHTS_DIR": str(tmp_path / "w")})
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "superres" / "superres.safetensors").is_file()
+    assert (tmp_path / "superres" / "evaluation" / "report.md").is_file()
+    assert (tmp_path / "w" / "superres.md").is_file()  # the gate always writes the card
+    bad = CliRunner().invoke(app, ["train", "--model", "nope", "--steps", "1", "--output", str(tmp_path)])
+    assert bad.exit_code == 2 and "unknown model" in bad.output

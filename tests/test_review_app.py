@@ -385,6 +385,7 @@ def test_input_preview_of_a_fits_frame_is_rendered_by_catalog_id(tmp_path: Path)
         with ReviewServer(catalog=cat, settings=_settings(tmp_path)) as srv2:
             gone = httpx.get(f"{srv2.url}/frame/{view.frame_id}/input.png", timeout=10)
             assert gone.status_code == 404 and "no longer on disk" in gone.text
+            assert "input file no longer on disk (retention)" in httpx.get(srv2.url + "/", timeout=10).text
     finally:
         cat.close()
 

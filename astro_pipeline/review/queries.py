@@ -214,8 +214,8 @@ def _images(v: FrameView) -> list[ImageView]:
 
     is_color = v.kind == "color"
     images = [ImageView(role="input", label="Input (colour original)" if is_color else "Input (grey, stretched)",
-                        url=f"/frame/{v.frame_id}/input.png" if v.raw_path else None,
-                        note="input file not in the catalog")]
+                        url=f"/frame/{v.frame_id}/input.png" if v.raw_path and v.raw_exists else None,
+                        note="input file no longer on disk (retention)" if v.raw_path else "no input file recorded")]
     if is_color:
         images.append(ImageView(role="color", label="Colorized", url=None, note="colour original: not colorized"))
     else:

@@ -177,7 +177,7 @@ class EsaHubbleClient:
                 raise ScrapeError(url, "pagination loops back to a page already read", selector=NEXT_SELECTOR)
             seen_pages.add(url)
             t0 = time.perf_counter()
-            session.goto(page, url)
+            session.goto(page, url, wait_until="domcontentloaded")  # the inline script has run by then
             body_text = page.evaluate("() => document.body ? document.body.innerText : ''") or ""
             if _EMPTY_TEXT in body_text:
                 break

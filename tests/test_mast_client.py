@@ -142,6 +142,16 @@ def test_cli_fetch_by_target(replica, mast_index, tmp_path: Path, monkeypatch: p
     payload = json.loads(result.stdout.strip().splitlines()[-1])
     assert [Path(f["file"]).name for f in payload["files"]] == ["im51b_drz.fits"]
     assert (out / "im51b_drz.fits").read_bytes() == sample_bytes(mast_index, "im51b_drz.fits")
+    # the fetch is recorded as a run in the catalog under --output
+    from astro_pipeline.catalog import Catalog
+
+    cat = Catalog.for_output(out)
+    try:
+        runs = cat.recent_runs(5)
+        assert [r.flow for r in runs] == ["fetch-mast"] and runs[0].status == "completed"
+        assert runs[0].counts.get("downloaded") == 1
+    finally:
+        cat.close()
     bad = CliRunner().invoke(app, ["fetch", "mast", "--ra", "1", "--radius", "0.1", "--output", str(out)])
     assert bad.exit_code == 2 and "--target" in bad.output
 

@@ -40,7 +40,9 @@ def fetch_mast(
     from astro_pipeline.archives.mast import MastClient, MastError
     from astro_pipeline.config import get_settings
 
-    settings = get_settings()
+    from astro_pipeline.catalog.recording import recording_run
+
+    settings = get_settings().with_overrides(output_dir=output)  # the catalog lives under --output
     server = None
     if replica:
         from astro_pipeline.archives.replica.faults import FaultPlan, FaultSpecError
@@ -74,9 +76,13 @@ def fetch_mast(
                 raise typer.Exit(1) from exc
             t_query = time.monotonic() - t0
             console.print(f"{len(records)} product(s) in {t_query:.2f} s")
-            with progress() as bar:
+            params = {"ra": ra, "dec": dec, "radius_deg": radius, "target": target, "instruments": instrument,
+                      "filters": filter_, "calib_level": calib_level, "product_types": product_type}
+            with recording_run("fetch-mast", params, settings=settings) as run, progress() as bar:
+                run.records(records)
                 task = bar.add_task("downloading", total=len(records))
-                results = client.fetch(records, output, on_done=lambda rec, res: bar.advance(task))
+                results = run.downloads(client.fetch(records, output, on_done=lambda rec, res: bar.advance(task)))
+                console.print(f"catalog run {run.run_id}")
     finally:
         if server is not None:
             server.stop()

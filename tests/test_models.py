@@ -116,3 +116,17 @@ def test_sr_discriminator_any_size():
     d = SRDiscriminator(base_channels=8)
     assert d(torch.rand(2, 3, 64, 64)).shape == (2, 1)
     assert d(torch.rand(1, 3, 96, 80)).shape == (1, 1)
+
+
+def test_colorizer_at_reduced_input_scale_keeps_full_size_output():
+    torch.manual_seed(0)
+    model = UNetColorizer(base_channels=8, depth=2, chroma_scale=2, input_scale=4).eval()
+    for h, w in [(64, 64), (70, 45)]:
+        out = model(torch.rand(3, 1, h, w) * 2 - 1)
+        assert out.shape == (3, 2, h, w)
+    with pytest.raises(ValueError, match="input_scale"):
+        UNetColorizer(input_scale=0)
+    # batch independence holds for the reduced-resolution path too
+    x = torch.rand(4, 1, 64, 64)
+    with torch.inference_mode():
+        torch.testing.assert_close(model(x)[2:3], model(x[2:3]), atol=1e-5, rtol=1e-4)

@@ -230,7 +230,7 @@ _TINY = {
 }
 #: Shipping configurations (what `astro-pipeline train` builds by default).
 _FULL = {
-    "colorize": ("UNetColorizer", {"base_channels": 32, "depth": 5, "chroma_scale": 4}, 128),
+    "colorize": ("UNetColorizer", {"base_channels": 32, "depth": 4, "chroma_scale": 1, "input_scale": 4}, 256),
     "superres": ("SRResNet", {"channels": 32, "blocks": 8, "scale": 4}, 64),
 }
 

@@ -283,17 +283,21 @@ def _make_step(
         scaler.step(opt)
         scaler.update()
 
+    def _pool(x: torch.Tensor) -> torch.Tensor:
+        return F.avg_pool2d(x, recipe.disc_scale) if recipe.disc_scale > 1 else x
+
     def pix2pix(lightness: torch.Tensor, ab: torch.Tensor) -> dict[str, float]:
         assert disc is not None and opt_d is not None
         with prec.autocast():
             fake = gen(lightness)
-            d_real = disc(torch.cat([lightness, ab], 1))
-            d_fake = disc(torch.cat([lightness, fake.detach()], 1))
+            small_l = _pool(lightness)
+            d_real = disc(torch.cat([small_l, _pool(ab)], 1))
+            d_fake = disc(torch.cat([small_l, _pool(fake.detach())], 1))
             loss_d = 0.5 * (gan_loss(d_real.float(), real=True) + gan_loss(d_fake.float(), real=False))
         _opt_step(loss_d, opt_d)
         disc.requires_grad_(False)
         with prec.autocast():
-            g_adv = gan_loss(disc(torch.cat([lightness, fake], 1)).float(), real=True)
+            g_adv = gan_loss(disc(torch.cat([small_l, _pool(fake)], 1)).float(), real=True)
             g_l1 = F.l1_loss(fake.float(), ab)
             loss_g = recipe.lambda_adv * g_adv + recipe.lambda_l1 * g_l1
         _opt_step(loss_g, opt_g)

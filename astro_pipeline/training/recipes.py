@@ -33,6 +33,7 @@ class Recipe:
     lambda_percep: float = 0.0
     perceptual_layer: str = "relu3_3"
     degrade_fraction: float = 0.0
+    disc_scale: int = 1  # pix2pix: the PatchGAN sees (L, ab) average-pooled by this factor
     ema: float = 0.0  # exponential moving average of generator weights (0 = off); EMA weights ship
     decay_from: float = 0.8  # LR decays linearly to 0 from this fraction of the planned steps
     val_fraction: float = 0.12
@@ -50,9 +51,9 @@ RECIPES: dict[str, Recipe] = {
     # pix2pix (Isola et al.): Adam 2e-4, beta1 0.5, lambda_L1 = 100, 70x70 PatchGAN.
     "colorizer": Recipe(
         model="colorizer", task="colorize", phase="pix2pix", arch="UNetColorizer",
-        arch_kwargs={"base_channels": 16, "depth": 5, "chroma_scale": 4, "global_context": True},
-        disc_arch="PatchDiscriminator", disc_kwargs={"in_channels": 3, "base_channels": 16, "n_layers": 3},
-        crop=128, tile_size=256, batch_size=16, lr=2e-4, betas=(0.5, 0.999),
+        arch_kwargs={"base_channels": 24, "depth": 4, "chroma_scale": 2, "input_scale": 4, "global_context": True},
+        disc_arch="PatchDiscriminator", disc_kwargs={"in_channels": 3, "base_channels": 32, "n_layers": 3},
+        crop=256, tile_size=256, batch_size=16, lr=2e-4, betas=(0.5, 0.999), disc_scale=4,
         lambda_l1=100.0, lambda_adv=1.0, ema=0.999,
     ),
     # SRResNet pre-training on L1 (BasicSR MSRResNet style, no BN), half the batch degraded.

@@ -57,7 +57,7 @@ def _colour_items(server: ReplicaServer) -> list:
 
 
 def _visible(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if not p.name.startswith(".")) if folder.exists() else []
+    return sorted(p for p in folder.iterdir() if not p.name.startswith(".") and not p.name.startswith("catalog.sqlite")) if folder.exists() else []
 
 
 def test_release_date_parsing() -> None:
@@ -152,8 +152,22 @@ def test_cli_fetch_esahubble_end_to_end(replica: ReplicaServer, tmp_path: Path) 
     assert report["records"] == len({i.release for i in items})
     assert all(f["status"] == "ok" and f["detail"] == "verified: sha256" and f["credit"] for f in report["files"])
     assert len(_visible(out)) == report["records"]
+    _assert_recorded(out, "fetch-esahubble", report["records"])
     print("ESA CLI timing:", report["timing"])  # noqa: T201 - the measured figures, shown with -s
     limited = subprocess.run([*CLI, "fetch", "esahubble", "--output", str(tmp_path / "one"), "--max", "1",
                               "--esahubble-url", replica.url], capture_output=True, text=True, env=env, timeout=300)
     assert limited.returncode == 0, limited.stderr[-2000:]
     assert len(_visible(tmp_path / "one")) == 1
+
+
+def _assert_recorded(out: Path, flow: str, n_files: int) -> None:
+    """The fetch is a catalog run under --output, with each verified download recorded."""
+    from astro_pipeline.catalog import Catalog
+
+    cat = Catalog.for_output(out)
+    try:
+        runs = cat.recent_runs(5)
+        assert [r.flow for r in runs] == [flow] and runs[0].status == "completed"
+        assert runs[0].counts.get("downloaded") == n_files
+    finally:
+        cat.close()

@@ -65,7 +65,7 @@ def _expected_names(server: ReplicaServer, radius: float) -> list[str]:
 
 
 def _visible(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if not p.name.startswith("."))
+    return sorted(p for p in folder.iterdir() if not p.name.startswith(".") and not p.name.startswith("catalog.sqlite"))
 
 
 # ------------------------------------------------------------------------------ no browser
@@ -189,5 +189,19 @@ def test_cli_fetch_hla_collects_the_region_end_to_end(replica: ReplicaServer, tm
     assert sorted(Path(f["file"]).stem for f in report["files"]) == expected
     assert all(f["status"] == "ok" for f in report["files"])
     assert len(_visible(out)) == len(expected)
+    _assert_recorded(out, "fetch-hla", len(expected))
     assert report["timing"]["per_page_s"] > 0 and report["timing"]["per_download_s"] > 0
     print("HLA CLI timing:", report["timing"])  # noqa: T201 - the measured figures, shown with -s
+
+
+def _assert_recorded(out: Path, flow: str, n_files: int) -> None:
+    """The fetch is a catalog run under --output, with each verified download recorded."""
+    from astro_pipeline.catalog import Catalog
+
+    cat = Catalog.for_output(out)
+    try:
+        runs = cat.recent_runs(5)
+        assert [r.flow for r in runs] == [flow] and runs[0].status == "completed"
+        assert runs[0].counts.get("downloaded") == n_files
+    finally:
+        cat.close()

@@ -93,6 +93,13 @@ def _report(archive: str, records: list, results: list, stats: Any, as_json: boo
     return failed
 
 
+def _recording(flow: str, params: dict, settings, output: Path):
+    """A catalog run under ``--output`` (the catalog lives with the downloads)."""
+    from astro_pipeline.catalog.recording import recording_run
+
+    return recording_run(flow, params, settings=settings.with_overrides(output_dir=output))
+
+
 def _scrape_failed(exc: Exception) -> typer.Exit:
     console.print(f"[red]scrape failed: {exc}[/red]")
     return typer.Exit(1)
@@ -130,7 +137,10 @@ def fetch_hla(
         except (ScrapeError, BrowserNotFoundError) as exc:
             raise _scrape_failed(exc) from exc
         console.print(f"{len(records)} dataset(s) on {len(client.stats.page_s)} results page(s)")
-        results = client.fetch(records, output, previews=previews)
+        params = {"ra": ra, "dec": dec, "radius_deg": radius, "cutout_px": cutout_px, "max_pages": max_pages}
+        with _recording("fetch-hla", params, settings, output) as run:
+            run.records(records)
+            results = run.downloads(client.fetch(records, output, previews=previews))
     if _report("hla", records, results, client.stats, as_json):
         raise typer.Exit(1)
 
@@ -162,6 +172,8 @@ def fetch_esahubble(
         except (ScrapeError, BrowserNotFoundError) as exc:
             raise _scrape_failed(exc) from exc
         console.print(f"{len(records)} image(s) (one per release) from {len(client.stats.page_s)} list page(s)")
-        results = client.fetch(records, output)
+        with _recording("fetch-esahubble", {"max": max_items, "search": search}, settings, output) as run:
+            run.records(records)
+            results = run.downloads(client.fetch(records, output))
     if _report("esahubble", records, results, client.stats, as_json):
         raise typer.Exit(1)

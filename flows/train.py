@@ -1,96 +1,104 @@
 """Prefect flow ``train_models``: train, evaluate and (through the promotion gate) ship weights.
 
-Thin wrapper of :mod:`astro_pipeline.training` (``run_training`` / ``evaluate_models``), the same
-functions ``astro-pipeline train`` and ``astro-pipeline evaluate`` call without Prefect. The
-evaluation table is published as a Prefect table artifact.
+Thin wrapper of :mod:`astro_pipeline.training` (``run_training``, ``evaluate_models``,
+``promote_candidate``): the same steps ``astro-pipeline train --promote`` runs without Prefect.
+Each model is trained (resuming from its last checkpoint), evaluated next to its baseline on the
+validation split, and promoted into ``weights/`` only when the gate passes. The evaluation table
+and the gate decisions are published as artifacts.
 """
 
 from __future__ import annotations
 
-import inspect
-from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from astro_pipeline.config import Settings, get_settings
-
-__all__ = ["train_models"]
+__all__ = ["MODELS", "train_models"]
 
 MODELS: tuple[str, ...] = ("colorizer", "superres", "superres-gan")
 
 
-def _call(fn: Callable[..., Any], **kwargs: Any) -> Any:
-    """Call ``fn`` with the keyword arguments it accepts (the training API owns its signature)."""
-    sig = inspect.signature(fn)
-    if any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values()):
-        return fn(**{k: v for k, v in kwargs.items() if v is not None})
-    return fn(**{k: v for k, v in kwargs.items() if k in sig.parameters and v is not None})
-
-
 @task(name="train", cache_policy=NO_CACHE)
-def train_task(model: str, steps: int | None, sources: list[str] | None, settings: Settings,
-               options: dict[str, Any]) -> Any:
-    """Train one model (resumes from its last checkpoint)."""
+def train_task(model: str, steps: int, sources: list[str], output_dir: str, seed: int,
+               time_limit_s: float | None, recipe: dict[str, Any]) -> Any:
+    """Train one model; a killed run resumes from its checkpoint in ``output_dir/<model>``."""
     from astro_pipeline.training import run_training
 
-    return _call(run_training, model=model, steps=steps, sources=sources, settings=settings, **options)
+    result = run_training(model=model, steps=steps, sources=list(sources), output_dir=output_dir, seed=seed,
+                          resume=True, overrides=dict(recipe), time_limit_s=time_limit_s)
+    for note in result.notes:
+        get_run_logger().info("%s: %s", model, note)
+    return result
 
 
 @task(name="evaluate", cache_policy=NO_CACHE)
-def evaluate_task(models: list[str], settings: Settings, options: dict[str, Any]) -> Any:
-    """Evaluate models against their baselines (grey-as-colour, bicubic) on validation crops."""
-    from astro_pipeline.training import evaluate_models
+def evaluate_task(result: Any, sources: list[str], output_dir: str, crop: int) -> Any:
+    """Evaluate a candidate next to its baseline (grey-as-colour or bicubic) on validation crops."""
+    from astro_pipeline.training.evaluate import evaluate_models
 
-    return _call(evaluate_models, models=models, settings=settings, **options)
+    spec: dict[str, Any] = {"colorizer": None, "superres": None, "superres_gan": None}
+    spec[result.model.replace("-", "_")] = result.weights_path
+    return evaluate_models(**spec, sources=list(sources), crop=crop,
+                           output_dir=Path(output_dir) / result.model / "evaluation",
+                           log_dirs={result.model: Path(result.weights_path).parent})
 
 
-def _table(evaluation: Any) -> list[dict[str, Any]]:
-    """The evaluation result as table rows (a DataFrame, a list of dicts, or an object with ``rows``)."""
-    if evaluation is None:
-        return []
-    if hasattr(evaluation, "to_dict"):
-        try:
-            return list(evaluation.to_dict(orient="records"))
-        except TypeError:
-            pass
-    rows = getattr(evaluation, "rows", evaluation)
-    if isinstance(rows, dict):
-        rows = [{"metric": k, **(v if isinstance(v, dict) else {"value": v})} for k, v in rows.items()]
-    return [dict(r) if not isinstance(r, dict) else r for r in rows] if isinstance(rows, list) else []
+@task(name="promote", cache_policy=NO_CACHE)
+def promote_task(result: Any, report: Any) -> Any:
+    """The promotion gate: install the candidate only if its primary metric improves."""
+    from astro_pipeline.training.promote import promote_candidate
+
+    return promote_candidate(result.weights_path, name=result.model, metrics=report.metrics_for(result.model),
+                             targets=report.targets, notes=result.notes)
 
 
 @flow(name="train-models", log_prints=True)
 def train_models(
     models: list[str] | None = None,
-    steps: int | None = None,
+    steps: int = 1000,
     sources: list[str] | None = None,
+    output_dir: str = "training_runs",
+    seed: int = 0,
+    time_limit_s: float | None = None,
     evaluate: bool = True,
-    options: dict[str, Any] | None = None,
-    overrides: dict[str, Any] | None = None,
+    promote: bool = True,
+    eval_crop: int = 256,
+    recipe: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Train the named models (default: all three), then evaluate them and publish the table.
+    """Train the named models (default: all three, colorizer first, SRGAN after SRResNet).
 
-    ``sources``: training data sources, e.g. a folder of colour images or ``approved`` (the
-    curator-approved catalog items); ``options``: passed through to the training API.
+    ``sources``: ``hubble`` (the shared colour images), ``folder:PATH`` or ``approved`` (curator-
+    approved catalog items); ``recipe``: recipe field overrides passed to the trainer.
     """
-    from prefect.artifacts import create_table_artifact
+    from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
-    base = get_settings()
-    settings = base.with_overrides(**overrides) if overrides else base
     chosen = list(models or MODELS)
     unknown = sorted(set(chosen) - set(MODELS))
     if unknown:
         raise ValueError(f"unknown model(s) {unknown}; expected some of {list(MODELS)}")
-    opts = dict(options or {})
-    trained = {m: train_task(m, steps, sources, settings, opts) for m in chosen}
-    result: dict[str, Any] = {"trained": {m: str(v) for m, v in trained.items()}}
-    if evaluate:
-        evaluation = evaluate_task(chosen, settings, opts)
-        rows = _table(evaluation)
-        if rows:
-            create_table_artifact(table=rows, key="model-evaluation", description="Validation metrics vs baselines")
-        result["evaluation"] = rows
-    get_run_logger().info("trained %s", ", ".join(chosen))
-    return result
+    srcs = list(sources or ["hubble"])
+    summary: dict[str, Any] = {}
+    rows: list[dict[str, Any]] = []
+    decisions: list[str] = []
+    for name in [m for m in MODELS if m in chosen]:  # superres-gan starts from the superres candidate
+        result = train_task(name, steps, srcs, output_dir, seed, time_limit_s, dict(recipe or {}))
+        entry: dict[str, Any] = {"weights": str(result.weights_path), "steps": result.steps}
+        if evaluate:
+            report = evaluate_task(result, srcs, output_dir, eval_crop)
+            rows.extend({"model": name, **{k: v for k, v in r.items() if not isinstance(v, dict | list)}}
+                        for r in report.table)
+            if promote:
+                decision = promote_task(result, report)
+                entry["promoted"] = bool(decision.promote)
+                decisions.append(f"- **{name}**: {'promoted' if decision.promote else 'kept current'}: "
+                                 f"{decision.reason}")
+        summary[name] = entry
+    if rows:
+        create_table_artifact(table=rows, key="model-evaluation",
+                              description="Validation metrics of each candidate next to its baseline")
+    if decisions:
+        create_markdown_artifact(markdown="# Promotion gate\n\n" + "\n".join(decisions) + "\n",
+                                 key="model-promotion")
+    return summary

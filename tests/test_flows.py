@@ -155,3 +155,24 @@ def test_reprocess_region_caps_retention_and_disk_guard(prefect_harness: None, e
 
     with pytest.raises(ValueError, match="unknown archive"):
         reprocess_region(**{**args, "archives": ["skyview"]})
+
+
+@pytest.mark.slow
+def test_train_models_flow_trains_a_resumable_candidate(prefect_harness: None, shared_data: Path,
+                                                        tmp_path: Path) -> None:
+    import torch
+
+    from flows.train import train_models
+
+    torch.set_num_threads(1)
+    out = tmp_path / "runs"
+    summary = train_models(models=["superres"], steps=2, output_dir=str(out), evaluate=False,
+                           recipe={"crop": 32, "batch_size": 2})
+    weights = Path(summary["superres"]["weights"])
+    assert summary["superres"]["steps"] == 2 and weights.is_file() and weights.suffix == ".safetensors"
+    # a second run with more steps resumes from the checkpoint instead of starting again
+    again = train_models(models=["superres"], steps=3, output_dir=str(out), evaluate=False,
+                         recipe={"crop": 32, "batch_size": 2})
+    assert again["superres"]["steps"] == 3
+    with pytest.raises(ValueError, match="unknown model"):
+        train_models(models=["vae"])

@@ -86,8 +86,8 @@ def run_training(
     resume: bool = True,
     overrides: dict[str, Any] | None = None,
     init_from: str | Path | None = None,
-    device: str = "auto",
-    precision: str = "auto",
+    device: str | None = None,
+    precision: str | None = None,
     threads: int | None = None,
     time_limit_s: float | None = None,
     progress: Callable[[int, dict[str, float]], None] | None = None,
@@ -97,14 +97,19 @@ def run_training(
     ``sources`` are source specs (``hubble``, ``folder:PATH``, ``approved``) or callables. With
     ``resume`` a checkpoint in ``output_dir/<model>/checkpoint`` is continued; otherwise training
     starts afresh. ``time_limit_s`` stops early (after a checkpoint) so a run fits a time budget;
-    the weights then record the steps actually done. ``superres-gan`` starts from ``init_from``
+    the weights then record the steps actually done. ``device``/``precision`` default to the
+    settings (``auto``: CUDA with AMP, else bf16 autocast + channels_last only on CPUs with native
+    bf16, else fp32). ``superres-gan`` starts from ``init_from``
     (default: this output's ``superres`` candidate, else the shipped ``weights/superres``).
     """
     t0 = time.monotonic()
     recipe = get_recipe(model, overrides)
     if threads:
         torch.set_num_threads(threads)
-    prec = choose_precision(device, precision)
+    from astro_pipeline.config import get_settings
+
+    settings = get_settings()
+    prec = choose_precision(device or settings.device, precision or settings.precision)
     output_dir = Path(output_dir)
     run_dir = output_dir / model
     ckpt_dir = run_dir / "checkpoint"
@@ -166,11 +171,9 @@ def run_training(
 
     perceptual = None
     if recipe.lambda_percep > 0:
-        from astro_pipeline.config import get_settings
-
-        loaded = load_vgg16(get_settings().perceptual_weights, last=recipe.perceptual_layer)
+        loaded = load_vgg16(settings.perceptual_weights, last=recipe.perceptual_layer)
         if loaded is None:
-            notes.append(f"perceptual weights absent at {get_settings().perceptual_weights}: perceptual loss skipped")
+            notes.append(f"perceptual weights absent at {settings.perceptual_weights}: perceptual loss skipped")
             log.warning(notes[-1])
         else:
             perceptual = PerceptualLoss(loaded[0].to(prec.device), layer=recipe.perceptual_layer)

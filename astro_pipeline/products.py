@@ -598,7 +598,8 @@ def write_lupton_composites(products: Iterable[Product], *, output_dir: Path | s
             if any(ref.separation(wc.pixel_to_world(w_ / 2, h / 2)).arcsec > 0.5 * 3600 * abs(
                     float(wcss[0].proj_plane_pixel_scales()[0].value)) for wc in wcss[1:]):
                 continue  # not on one pixel grid
-        rgb = make_lupton_rgb(planes[2], planes[1], planes[0], minimum=0.0, stretch=stretch, Q=Q)
+        with np.errstate(invalid="ignore", divide="ignore"):  # 0/0 where all three planes are 0
+            rgb = make_lupton_rgb(planes[2], planes[1], planes[0], minimum=0.0, stretch=stretch, Q=Q)
         stem = output_stem(Path(members[0].source_path), input_root=input_root, output_dir=Path(output_dir))
         name = re.sub(r"[^A-Za-z0-9._-]+", "_", key.split(":", 1)[1]) + "_" + "_".join(f.lower() for f in chosen)
         out = stem.parent / f"{name}_lupton.png"

@@ -210,3 +210,33 @@ def test_bad_inputs():
         eng.run(np.zeros((8, 8, 2), np.float32))
     with pytest.raises(ValueError, match="permutation"):
         eng.run(np.zeros((8, 8), np.float32), order=[0, 0])
+
+
+def test_benchmark_imports_without_astropy_prefect_playwright(tmp_path):
+    """benchmarks/bench_inference.py must run on a bare GPU box: only torch, numpy and our engine modules."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    bench = Path(__file__).resolve().parent.parent / "benchmarks" / "bench_inference.py"
+    code = f"""
+import sys
+for name in ("astropy", "prefect", "playwright", "pandas", "pydantic_settings"):
+    sys.modules[name] = None  # any import of these now fails
+import importlib.util, json
+spec = importlib.util.spec_from_file_location("bench", {str(bench)!r})
+bench = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(bench)
+import torch
+torch.set_num_threads(1)
+from astro_pipeline.models.registry import build_model
+flops = bench.model_flops_per_tile(build_model("SRResNet", channels=4, blocks=1, scale=4), 3, 16)
+child = bench.rss_child(48, {str(tmp_path)!r}, 16, 4)
+print(json.dumps({{"flops": flops, "check": child["check"], "tiles": child["tiles"]}}))
+"""
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    import json
+
+    out = json.loads(res.stdout.strip().splitlines()[-1])
+    assert out["flops"] > 0 and out["check"] is True and out["tiles"] >= 4

@@ -1,0 +1,348 @@
+"""Inference benchmark: model throughput vs the machine's matmul rate, engine overhead, batching gain,
+and peak memory (RSS) of a 4k x 4k -> 16k x 16k upscale against a 1k x 1k one.
+
+Prints one table. Needs only torch, numpy and this package's ``tiles``, ``inference`` and
+``models`` modules (no astropy, Prefect or Playwright), so it also runs on a bare GPU machine::
+
+    python benchmarks/bench_inference.py            # about 2-4 minutes on 2 CPU cores
+    python benchmarks/bench_inference.py --quick    # fewer repeats, smoke run
+    python benchmarks/bench_inference.py --device cuda
+
+Rows: ``matmul`` (torch.mm GFLOP/s per precision, the reference); ``model`` (tiles/s and achieved
+GFLOP/s per model and precision, ratio = share of the matmul rate); ``overhead`` (the Engine on a
+whole image vs the bare model looping over pre-cut tiles, same precision and batch; per-tile time
+ratio, target < 1.10); ``batching`` (the batched engine at auto precision vs a naive one-tile fp32
+loop; speed-up); ``rss`` (peak RSS of separate processes upscaling 1k and 4k inputs through the real
+engine with a near-free stand-in model, output written band by band into a memmap; target < 1.5).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+try:  # run as a script from a checkout without installing the package
+    import astro_pipeline  # noqa: F401
+except ImportError:  # pragma: no cover
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from astro_pipeline.inference import Engine, cpu_supports_bf16, resolve_device
+from astro_pipeline.models.registry import build_model, default_meta
+from astro_pipeline.tiles import TileGrid, open_output_memmap
+
+__all__ = ["main", "matmul_gflops", "model_flops_per_tile", "run_benchmarks"]
+
+_DT = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+#: "wall": perf_counter; "cpu": this process's CPU time (set with 1 torch thread: on a machine shared
+#: with other jobs, CPU time is what the work cost, wall time is mostly waiting for a core).
+CLOCK = {"name": "wall", "fn": time.perf_counter}
+
+
+def use_clock(name: str) -> None:
+    """Select the clock used by every measurement ("wall" or "cpu")."""
+    if name not in ("wall", "cpu"):
+        raise ValueError(f"clock must be wall or cpu, got {name!r}")
+    CLOCK["name"], CLOCK["fn"] = name, (time.perf_counter if name == "wall" else time.process_time)
+
+
+def _timed(fn: Callable[[], Any], device: torch.device, *, min_time: float, min_iters: int = 2,
+           max_iters: int = 1000, warmup: Callable[[], Any] | None = None) -> float:
+    """Seconds per call: the fastest of repeated calls (robust on a shared machine), after a warm-up
+    call (``warmup`` or ``fn`` itself), repeating until ``min_time`` and ``min_iters`` are reached."""
+    clock = CLOCK["fn"]
+    (warmup or fn)()
+    _sync(device)
+    best, n, start = float("inf"), 0, clock()
+    while True:
+        t0 = clock()
+        fn()
+        _sync(device)
+        best = min(best, clock() - t0)
+        n += 1
+        if (clock() - start >= min_time and n >= min_iters) or n >= max_iters:
+            return best
+
+
+def _peak_rss_mb() -> float:
+    """Peak resident set of this process image in MB (VmHWM: reset by exec, unlike ru_maxrss)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def precisions_for(device: torch.device) -> list[str]:
+    """Precisions worth measuring here: fp32 always; bf16 where the hardware has it; fp16 on CUDA."""
+    if device.type == "cuda":
+        out = ["fp32", "fp16"]
+        if torch.cuda.is_bf16_supported():
+            out.append("bf16")
+        return out
+    return ["fp32", "bf16"] if cpu_supports_bf16() else ["fp32"]
+
+
+def matmul_gflops(device: torch.device, precision: str, *, n: int, min_time: float) -> float:
+    """Practical matmul peak: GFLOP/s of torch.mm on n x n matrices at this precision."""
+    a = torch.randn(n, n, device=device, dtype=_DT[precision])
+    b = torch.randn(n, n, device=device, dtype=_DT[precision])
+    with torch.inference_mode():
+        sec = _timed(lambda: torch.mm(a, b), device, min_time=min_time, min_iters=3)
+    return 2.0 * n**3 / sec / 1e9
+
+
+def model_flops_per_tile(model: nn.Module, in_channels: int, tile: int) -> float:
+    """FLOPs of one forward on one tile (torch's FLOP counter: 2 per multiply-add in conv/matmul)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    x = torch.zeros(1, in_channels, tile, tile)
+    counter = FlopCounterMode(display=False)
+    with torch.inference_mode(), counter:
+        model(x)
+    return float(counter.get_total_flops())
+
+
+def _bare_loop(model: nn.Module, tiles: torch.Tensor, *, batch: int, precision: str, device: torch.device,
+               channels_last: bool) -> Callable[[], None]:
+    """The bare model over pre-cut tiles already on the device: the engine's lower bound."""
+    def run() -> None:
+        with torch.inference_mode():
+            for i in range(0, len(tiles), batch):
+                x = tiles[i : i + batch]
+                if channels_last:
+                    x = x.contiguous(memory_format=torch.channels_last)
+                if precision == "fp32":
+                    model(x)
+                else:
+                    with torch.autocast(device_type=device.type, dtype=_DT[precision]):
+                        model(x)
+    return run
+
+
+def _models(quick: bool) -> list[tuple[str, str, dict[str, Any], int]]:
+    """(label, arch, kwargs, tile) of the shipping configurations plus the large SRResNet of the probe."""
+    col, sr = default_meta("colorize", name="colorizer"), default_meta("superres", name="superres")
+    out = [
+        (f"UNet b{col.kwargs['base_channels']} d{col.kwargs['depth']} {col.tile_size}px", col.arch, col.kwargs, col.tile_size),
+        (f"SRResNet {sr.kwargs['channels']}x{sr.kwargs['blocks']} {sr.tile_size}px", sr.arch, sr.kwargs, sr.tile_size),
+    ]
+    if not quick:
+        out.append(("SRResNet 64x16 64px", "SRResNet", {"channels": 64, "blocks": 16, "scale": 4}, 64))
+    return out
+
+
+class NearFreeUpscaler(nn.Module):
+    """Stand-in for the memory benchmark: nearest-neighbour 4x, almost no compute."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.interpolate(x, scale_factor=4, mode="nearest")
+
+
+def rss_child(size: int, workdir: str, tile: int, batch: int) -> dict[str, Any]:
+    """Upscale a size x size grey memmap to a (4size, 4size, 3) uint8 memmap; report peak RSS."""
+    torch.set_num_threads(1)
+    base = _peak_rss_mb()
+    src = np.lib.format.open_memmap(os.path.join(workdir, f"in{size}.npy"), mode="w+", dtype=np.float32,
+                                    shape=(size, size))
+    for y0 in range(0, size, 256):  # fill band by band and let the pages go
+        yy = np.arange(y0, min(size, y0 + 256), dtype=np.float32)[:, None]
+        src[y0 : y0 + 256] = 0.5 + 0.4 * np.sin(yy / 37.0) * np.cos(np.arange(size, dtype=np.float32) / 53.0)
+    src.flush()
+    del src
+    image = np.load(os.path.join(workdir, f"in{size}.npy"), mmap_mode="r")
+    out = open_output_memmap(os.path.join(workdir, f"out{size}.npy"), (4 * size, 4 * size, 3), np.uint8)
+    meta = SimpleNamespace(task="superres", tile_size=tile, scale=4, kwargs={"in_channels": 3}, name="nearest",
+                           version="0", arch="NearFreeUpscaler", sha256="")
+    eng = Engine(NearFreeUpscaler(), meta, device="cpu", precision="fp32", batch_size=batch)
+    t0 = time.process_time()  # one thread: CPU time, robust on a shared machine
+    eng.run(image, out=out)
+    sec = time.process_time() - t0
+    ok = bool(out[4 * size // 2, 4 * size // 3, 0] == np.rint(255 * image[size // 2, size // 3]))
+    peak = _peak_rss_mb()
+    del out, image
+    for f in (f"in{size}.npy", f"out{size}.npy"):
+        os.unlink(os.path.join(workdir, f))
+    return {"size": size, "peak_rss_mb": peak, "base_rss_mb": base, "seconds": sec,
+            "tiles": eng.stats.tiles, "check": ok}
+
+
+def _rss_run(size: int, tile: int, batch: int) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="bench-rss-") as d:
+        cmd = [sys.executable, os.path.abspath(__file__), "--rss-child", str(size), "--workdir", d,
+               "--rss-tile", str(tile), "--batch", str(batch)]
+        res = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        if res.returncode != 0:
+            raise RuntimeError(f"RSS child for {size} failed: {res.stderr[-2000:]}")
+        return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+def machine_busy() -> tuple[bool, float]:
+    """(busy, 1-minute load average): busy when other jobs keep more runnable tasks than cores."""
+    try:
+        load = os.getloadavg()[0]
+    except OSError:
+        return False, 0.0
+    return load > 1.5 * (os.cpu_count() or 1), load
+
+
+def run_benchmarks(*, device: str = "auto", quick: bool = False, batch: int = 16, threads: int | None = None,
+                   rss_sizes: tuple[int, int] = (1024, 4096), clock: str = "auto") -> list[dict[str, Any]]:
+    """All measurements as table rows (dicts). ``clock`` "auto": CPU time with 1 thread on a busy
+    CPU-only machine, else wall time."""
+    dev = resolve_device(device)
+    if clock == "auto":
+        clock = "cpu" if dev.type == "cpu" and machine_busy()[0] else "wall"
+    use_clock(clock)
+    if clock == "cpu":
+        threads = 1
+    if threads:
+        torch.set_num_threads(threads)
+    min_time = 0.3 if quick else 1.0
+    rows: list[dict[str, Any]] = []
+    precs = precisions_for(dev)
+    mm: dict[str, float] = {}
+    for p in precs:
+        mm[p] = matmul_gflops(dev, p, n=1024 if dev.type == "cpu" else 8192, min_time=min_time)
+        rows.append({"bench": "matmul", "subject": "torch.mm", "precision": p, "batch": "",
+                     "tiles_s": None, "gflops": mm[p], "ratio": 1.0, "result": "reference peak"})
+    torch.manual_seed(0)
+    sr_for_engine: tuple[nn.Module, Any] | None = None
+    for label, arch, kwargs, tile in _models(quick):
+        model = build_model(arch, **kwargs).eval()
+        in_ch = 1 if arch == "UNetColorizer" else 3
+        flops = model_flops_per_tile(model, in_ch, tile)
+        model = model.to(dev)
+        for p in precs:
+            cl = p != "fp32"
+            m = model.to(memory_format=torch.channels_last) if cl else model
+            tiles = torch.rand(batch, in_ch, tile, tile, device=dev)
+            sec = _timed(_bare_loop(m, tiles, batch=batch, precision=p, device=dev, channels_last=cl), dev,
+                         min_time=min_time, min_iters=1 if quick else 2,
+                         warmup=_bare_loop(m, tiles[:2], batch=2, precision=p, device=dev, channels_last=cl))
+            tps = batch / sec
+            rows.append({"bench": "model", "subject": label, "precision": p, "batch": batch, "tiles_s": tps,
+                         "gflops": tps * flops / 1e9, "ratio": tps * flops / 1e9 / mm[p],
+                         "result": f"{flops / 1e9:.2f} GFLOP/tile"})
+        if arch == "SRResNet" and sr_for_engine is None:
+            meta = SimpleNamespace(task="superres", tile_size=tile, scale=4, kwargs=dict(kwargs), name=label,
+                                   version="bench", arch=arch, sha256="")
+            sr_for_engine = (model, meta)
+
+    # Engine vs bare loop (same precision, batch); batched engine vs naive one-tile fp32 loop.
+    assert sr_for_engine is not None
+    model, meta = sr_for_engine
+    auto = Engine(model, meta, device=dev, precision="auto", batch_size=batch)
+    p = auto.precision
+    side = 2 * 56 + 8 if quick else 4 * 56 + 8  # (side + 8 - 64) / 56 + 1 tiles per axis at overlap 8
+    img = np.random.default_rng(0).random((side, side)).astype(np.float32)
+    grid = TileGrid(side, side, tile=meta.tile_size, overlap=auto.overlap)
+    n_tiles = len(grid)
+    cut = torch.from_numpy(np.stack([np.repeat(grid.extract(img, t)[None], 3, axis=0) for t in grid.tiles()])).to(dev)
+    bare = _bare_loop(auto.model, cut, batch=batch, precision=p, device=dev, channels_last=auto.channels_last)
+    t_bare = t_eng = float("inf")
+    for _ in range(2 if quick else 3):  # interleaved, fastest of each: fair on a shared machine
+        t_bare = min(t_bare, _timed(bare, dev, min_time=0.0, min_iters=1))
+        t_eng = min(t_eng, _timed(lambda: auto.run(img), dev, min_time=0.0, min_iters=1))
+    rows.append({"bench": "overhead", "subject": f"Engine vs bare loop, {meta.name}", "precision": p, "batch": batch,
+                 "tiles_s": n_tiles / t_eng, "gflops": None, "ratio": t_eng / t_bare,
+                 "result": f"engine overhead {100 * (t_eng / t_bare - 1):+.1f}% over {n_tiles} tiles (target < 10%)"})
+    naive_model = model.to(memory_format=torch.contiguous_format)
+
+    def naive() -> None:
+        with torch.no_grad():
+            for t in grid.tiles():
+                x = torch.from_numpy(np.repeat(grid.extract(img, t)[None, None], 3, axis=1)).to(dev)
+                naive_model(x).cpu()
+
+    t_naive = _timed(naive, dev, min_time=0.0, min_iters=1)
+    rows.append({"bench": "batching", "subject": f"batched Engine ({p}) vs one-tile fp32 loop", "precision": p,
+                 "batch": batch, "tiles_s": n_tiles / t_eng, "gflops": None, "ratio": t_naive / t_eng,
+                 "result": f"speed-up x{t_naive / t_eng:.2f} (naive {n_tiles / t_naive:.1f} tiles/s)"})
+
+    # Peak RSS, 1k vs 4k input (4k -> 16k x 16k x 3 output), separate processes.
+    small, large = (256, 1024) if quick else rss_sizes
+    r1, r2 = _rss_run(small, 64, batch), _rss_run(large, 64, batch)
+    ratio = r2["peak_rss_mb"] / r1["peak_rss_mb"]
+    for r in (r1, r2):
+        rows.append({"bench": "rss", "subject": f"upscale {r['size']}^2 -> {4 * r['size']}^2 (stand-in model, memmap)",
+                     "precision": "fp32", "batch": batch, "tiles_s": r["tiles"] / r["seconds"], "gflops": None,
+                     "ratio": r["peak_rss_mb"] / r1["peak_rss_mb"],
+                     "result": f"peak RSS {r['peak_rss_mb']:.0f} MB (after imports {r['base_rss_mb']:.0f} MB), "
+                               f"{r['tiles']} tiles, {'ok' if r['check'] else 'WRONG OUTPUT'}"})
+    rows[-1]["result"] += f"; ratio {ratio:.2f} (target < 1.5)"
+    return rows
+
+
+def format_table(rows: list[dict[str, Any]], header: str) -> str:
+    """A plain-text (markdown) table of the rows."""
+    cols = ["bench", "subject", "precision", "batch", "tiles/s", "GFLOP/s", "ratio", "result"]
+
+    def fmt(v: Any, nd: int = 1) -> str:
+        if v is None or v == "":
+            return ""
+        return f"{v:.{nd}f}" if isinstance(v, float) else str(v)
+
+    lines = [header, "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for r in rows:
+        vals = [r["bench"], r["subject"], r["precision"], fmt(r["batch"]), fmt(r["tiles_s"]), fmt(r["gflops"]),
+                fmt(r["ratio"], 3), r["result"]]
+        lines.append("| " + " | ".join(vals) + " |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--quick", action="store_true", help="short smoke run (smaller sizes, fewer repeats)")
+    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    ap.add_argument("--clock", choices=("auto", "wall", "cpu"), default="auto",
+                    help="wall time, or CPU time with 1 thread (auto: cpu when the machine is busy)")
+    ap.add_argument("--rss-child", type=int, default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--workdir", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--rss-tile", type=int, default=64, help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.rss_child:
+        print(json.dumps(rss_child(args.rss_child, args.workdir, args.rss_tile, args.batch)))
+        return 0
+    t0 = time.perf_counter()
+    busy, load = machine_busy()
+    rows = run_benchmarks(device=args.device, quick=args.quick, batch=args.batch, threads=args.threads,
+                          clock=args.clock)
+    dev = resolve_device(args.device)
+    name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"CPU x{torch.get_num_threads()} threads"
+    header = (f"bench_inference: torch {torch.__version__}, {name}, bf16 on CPU: "
+              f"{'yes' if cpu_supports_bf16() else 'no'}, clock: {CLOCK['name']} "
+              f"(load average {load:.1f} on {os.cpu_count()} cores{', busy' if busy else ''}), "
+              f"{time.perf_counter() - t0:.0f} s wall")
+    print(format_table(rows, header))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

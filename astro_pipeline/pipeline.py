@@ -41,6 +41,7 @@ __all__ = [
     "download_item",
     "finalize_run",
     "list_archive",
+    "matches_criteria",
     "load_models",
     "operation_for",
     "plan_items",
@@ -79,22 +80,42 @@ def list_archive(archive: str, region: Region, settings: Settings) -> list[Archi
     if archive == "mast":
         from astro_pipeline.archives.mast import MastClient
 
-        return list(
+        records = list(
             MastClient(settings).query_region(
                 region.ra, region.dec, region.radius_deg,
                 instruments=tuple(region.instruments), filters=tuple(region.filters),
             )
         )
-    if archive == "hla":
+    elif archive == "hla":
         from astro_pipeline.archives.hla import HlaClient
 
-        return list(HlaClient(settings).search(region.ra, region.dec, region.radius_deg))
-    if archive == "esahubble":
+        records = list(HlaClient(settings).search(region.ra, region.dec, region.radius_deg))
+    elif archive == "esahubble":
         from astro_pipeline.archives.esahubble import EsaHubbleClient
 
-        records = EsaHubbleClient(settings).list_images()
-        return [r for r in records if in_region(r, region)]
-    raise ValueError(f"unknown archive {archive!r}; expected one of {', '.join(ARCHIVES)}")
+        records = [r for r in EsaHubbleClient(settings).list_images() if in_region(r, region)]
+    else:
+        raise ValueError(f"unknown archive {archive!r}; expected one of {', '.join(ARCHIVES)}")
+    return [r for r in records if matches_criteria(r, region)]
+
+
+def matches_criteria(record: ArchiveRecord, region: Region) -> bool:
+    """The region's instrument/filter criteria, applied to science frames of any archive.
+
+    Instruments match by prefix (``ACS`` matches ``ACS/WFC``), filters by name, both ignoring
+    case. Colour release images are composites of several filters, so criteria never drop them.
+    """
+    if record.kind == "color":
+        return True
+    if region.instruments:
+        inst = (record.instrument or "").upper()
+        if not any(inst.startswith(i.upper()) for i in region.instruments):
+            return False
+    if region.filters:
+        wanted = {f.upper() for f in region.filters}
+        if not wanted & {f.upper() for f in record.filters}:
+            return False
+    return True
 
 
 def in_region(record: ArchiveRecord, region: Region) -> bool:

@@ -301,15 +301,21 @@ def reprocess_region(
     archives: list[str] | None = None,
     force: bool = False,
     dry_run: bool = False,
+    instruments: list[str] | None = None,
+    filters: list[str] | None = None,
     overrides: dict[str, Any] | None = None,
 ) -> pipeline.RunReport:
-    """The sweep for one region on demand; ``force`` redoes existing products with current weights."""
+    """The sweep for one region on demand; ``force`` redoes existing products with current weights.
+
+    ``instruments`` / ``filters``: optional criteria (e.g. ``["ACS"]``, ``["F606W"]``).
+    """
     settings = resolve_settings(overrides)
     chosen = list(archives or pipeline.ARCHIVES)
     unknown = sorted(set(chosen) - set(pipeline.ARCHIVES))
     if unknown:
         raise ValueError(f"unknown archive(s) {unknown}; expected some of {list(pipeline.ARCHIVES)}")
     region = Region(name=f"ra{ra:.4f}_dec{dec:+.4f}_r{radius_deg:g}", ra=ra, dec=dec, radius_deg=radius_deg,
-                    archives=chosen)
-    params = {"ra": ra, "dec": dec, "radius_deg": radius_deg, "archives": chosen, "force": force, "dry_run": dry_run}
+                    archives=chosen, instruments=list(instruments or []), filters=list(filters or []))
+    params = {"ra": ra, "dec": dec, "radius_deg": radius_deg, "archives": chosen, "force": force, "dry_run": dry_run,
+              "instruments": region.instruments, "filters": region.filters}
     return run_sweep([region], settings, flow_name="reprocess_region", params=params, dry_run=dry_run, force=force)

@@ -45,7 +45,7 @@ def test_reprocess_region_on_a_dask_local_cluster(
     with LocalCluster(n_workers=1, threads_per_worker=2, processes=True, dashboard_address=None) as cluster:
         runner = DaskTaskRunner(address=cluster.scheduler_address)
         report = reprocess_region.with_options(task_runner=runner)(
-            ra=region["ra"], dec=region["dec"], radius_deg=region["radius_deg"], archives=["mast"],
+            ra=region["ra"], dec=region["dec"], radius_deg=region["radius_deg"], archives=["mast"], filters=["F606W"],
             overrides={"output_dir": str(tmp_path / "out")},
         )
     assert report.counts.get("ok", 0) >= 1, report.counts

@@ -86,7 +86,7 @@ def test_deploy_all_and_run_reprocess_region_through_a_worker(tmp_path: Path, sw
         out = _run([
             *PREFECT, "deployment", "run", "reprocess-region/reprocess-region",
             "-p", f"ra={region['ra']}", "-p", f"dec={region['dec']}", "-p", f"radius_deg={region['radius_deg']}",
-            "-p", 'archives=["mast"]',
+            "-p", 'archives=["mast"]', "-p", 'filters=["F606W"]',
         ], env)
         assert "Created flow run" in out, out
 

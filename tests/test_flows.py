@@ -31,6 +31,16 @@ def test_angular_distance_and_region_membership() -> None:
     assert not pipeline.in_region(_record(2, ra=0.2, dec=0.0), region)
 
 
+def test_region_criteria_match_instrument_prefix_and_filter() -> None:
+    region = Region(name="r", ra=10, dec=20, instruments=["acs"], filters=["F606W"])
+    rec = _record(1).model_copy(update={"instrument": "ACS/WFC", "filters": ["F606W"]})
+    assert pipeline.matches_criteria(rec, region)
+    assert not pipeline.matches_criteria(rec.model_copy(update={"filters": ["F814W"]}), region)
+    assert not pipeline.matches_criteria(rec.model_copy(update={"instrument": "WFC3/UVIS"}), region)
+    colour = rec.model_copy(update={"kind": "color", "filters": [], "instrument": "WFPC2"})
+    assert pipeline.matches_criteria(colour, region)
+
+
 def test_select_new_dedupes_and_chooses_operation() -> None:
     recs = [_record(1), _record(1), _record(2, kind="color")]
     plans = pipeline.select_new(recs, None, region="r")
@@ -79,8 +89,9 @@ def test_archive_sweep_end_to_end_then_rerun_skips(prefect_harness: None, env: d
     from flows.sweep import archive_sweep
 
     index = load_sample(sweep_replica.state.sample_root)
-    # hdf and m101 cover every sample item (the qa field lies inside m101's cone); fewer HLA scrapes
-    regions = [r for r in pipeline.sample_watch_list(index) if r.name in ("hdf", "m101")]
+    # hdf and m101 (whose cone holds the qa field too); F606W frames only, to keep the test short
+    regions = [r.model_copy(update={"filters": ["F606W"]} if r.name == "m101" else {})
+               for r in pipeline.sample_watch_list(index) if r.name in ("hdf", "m101")]
     out = tmp_path / "out"
     report = archive_sweep(regions=regions, overrides={"output_dir": str(out)})
 
@@ -88,6 +99,8 @@ def test_archive_sweep_end_to_end_then_rerun_skips(prefect_harness: None, env: d
     assert not report.counts.get("error") and not report.counts.get("download_failed"), report.summary_rows()
     archives = {it.archive for it in report.items if it.status == "ok"}
     assert archives == {"mast", "hla", "esahubble"}
+    science = [it.record for it in report.items if it.record is not None and it.record.kind == "science"]
+    assert science and all(r.filters == ["F606W"] for r in science)  # the region's criteria held
     # manifests: per run and cumulative, readable by pandas; contact sheet next to them
     run_df = pd.read_parquet(report.manifest_parquet)
     assert len(run_df) == report.n_products > 0

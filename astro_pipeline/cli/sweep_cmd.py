@@ -39,6 +39,10 @@ def _parse_archives(value: str | None) -> list[str]:
     return names
 
 
+def _split(value: str | None) -> list[str]:
+    return [v.strip() for v in (value or "").split(",") if v.strip()]
+
+
 def _print_report(report: Any) -> None:
     """Where the outputs are, then a short summary table (stdout)."""
     from rich.console import Console
@@ -160,6 +164,8 @@ def reprocess(
     dec: float = typer.Option(..., "--dec", help="Declination of the centre, degrees (ICRS)."),
     radius: float = typer.Option(..., "--radius", help="Cone radius, degrees."),
     archives: str | None = typer.Option(None, "--archives", help="Comma-separated subset: mast,hla,esahubble."),
+    instrument: str | None = typer.Option(None, "--instrument", help="Comma-separated instruments, e.g. ACS,WFC3."),
+    filter_: str | None = typer.Option(None, "--filter", help="Comma-separated filters, e.g. F606W,F814W."),
     force: bool = typer.Option(False, "--force", help="Redo existing products with the current weights."),
     dry_run: bool = typer.Option(False, "--dry-run", help="List what would be fetched and made; change nothing."),
     output: Path | None = typer.Option(None, "--output", "-o", help="Output folder (default: settings output_dir)."),
@@ -174,7 +180,7 @@ def reprocess(
         raise typer.BadParameter(f"need 0 <= ra < 360, -90 <= dec <= 90 and radius > 0 (got {ra}, {dec}, {radius})")
     chosen = _parse_archives(archives)
     params: dict[str, Any] = {"ra": ra, "dec": dec, "radius_deg": radius, "archives": chosen, "force": force,
-                              "dry_run": dry_run}
+                              "dry_run": dry_run, "instruments": _split(instrument), "filters": _split(filter_)}
     if output:
         params["overrides"] = {"output_dir": str(output.resolve())}
     if deployment:

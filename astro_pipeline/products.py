@@ -456,6 +456,7 @@ def _process_frame(frame: Any, *, path: Path, operation: str, output_dir: Path, 
         params["colorizer"] = colorizer.describe()
         if on_tiles:
             on_tiles(colorizer.stats.tiles)
+    colorized = result if operation == "enhance" else None  # kept: curators compare it with the 4x product
     if operation in ("upscale", "enhance"):
         result = upscale_display(upscaler, result)
         scale = upscaler.scale
@@ -489,6 +490,9 @@ def _process_frame(frame: Any, *, path: Path, operation: str, output_dir: Path, 
     files: dict[str, ProductFile] = {}
     files["png"] = _write_png(stem.with_name(stem.name + ".png"), result, meta, AI_LABEL)
     files["tif"] = _write_tiff(stem.with_name(stem.name + ".tif"), result, meta, AI_LABEL)
+    if colorized is not None:
+        files["colorized"] = _write_png(stem.with_name(stem.name + "_color.png"), colorized,
+                                        dict(meta, operation="colorize"), AI_LABEL)
     if frame.format == "fits":
         files["fits"] = _write_fits_cube(stem.with_name(stem.name + ".fits"), result, meta, wcs=frame.wcs,
                                          scale=scale, label=AI_LABEL, operation=operation)

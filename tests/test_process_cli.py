@@ -87,6 +87,9 @@ def test_enhance_colorizes_then_upscales_and_skips_own_outputs(flat_dir, weights
             "--upscaler", str(weights["superres"]), "--run-id", "e1"]
     assert _invoke(args).exit_code == 0
     assert Image.open(out / "grey.png").size == (88, 72)
+    colorized = Image.open(out / "grey_color.png")  # the same-size colour step, kept for curators
+    assert colorized.size == (22, 18) and colorized.mode == "RGB"
+    assert pd.read_parquet(out / "manifests" / "e1.parquet")["colorized_path"].notna().all()
     args[-1] = "e2"
     res = _invoke(args)
     assert res.exit_code == 0, res.output

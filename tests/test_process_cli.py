@@ -96,6 +96,17 @@ def test_enhance_colorizes_then_upscales_and_skips_own_outputs(flat_dir, weights
     assert len(pd.read_parquet(out / "manifests" / "e2.parquet")) == 3
     df = pd.read_parquet(out / "manifests" / "e1.parquet")
     assert set(df["model_names"]) == {"random-colorize;random-superres"}
+    # both runs are in the catalog under --output; the products carry their files
+    from astro_pipeline.catalog import Catalog
+
+    cat = Catalog.for_output(out)
+    try:
+        runs = {r.id: r for r in cat.recent_runs(5)}
+        assert set(runs) == {"e1", "e2"} and {r.flow for r in runs.values()} == {"enhance"}
+        assert runs["e1"].status == "completed" and runs["e1"].counts.get("products_ok") == 3
+        assert cat.stats()["products"] >= 3
+    finally:
+        cat.close()
 
 
 def test_missing_default_weights_names_the_option(flat_dir, tmp_path, monkeypatch):

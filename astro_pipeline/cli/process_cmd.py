@@ -83,7 +83,7 @@ def _run(operation: str, inputs: list[Path], output: Path, *, colorizer: str | N
 
     from astro_pipeline.config import get_settings
     from astro_pipeline.manifest import write_run_manifest
-    from astro_pipeline.products import process_file, write_lupton_composites
+    from astro_pipeline.products import process_file
 
     settings = get_settings().with_overrides(device=device, batch_size=batch_size, precision=precision,
                                              compile=compile or None)
@@ -104,7 +104,12 @@ def _run(operation: str, inputs: list[Path], output: Path, *, colorizer: str | N
     products: list[Any] = []
     roots: dict[str, Path] = {}
     t0 = time.perf_counter()
-    with progress() as bar:
+    from astro_pipeline.catalog.recording import recording_run
+
+    params = {"inputs": [str(p) for p in inputs], "colorizer": colorizer, "upscaler": upscaler,
+              "tile_size": tile_size, "batch_size": settings.batch_size, "precision": settings.precision}
+    catalog_settings = settings.with_overrides(output_dir=output)  # the catalog lives under --output
+    with recording_run(operation, params, settings=catalog_settings, run_id=run_id) as run, progress() as bar:
         task = bar.add_task(operation, total=len(pairs))
         for path, root in pairs:
             bar.update(task, description=f"{operation} {path.name}")
@@ -114,27 +119,36 @@ def _run(operation: str, inputs: list[Path], output: Path, *, colorizer: str | N
                 roots[p.source_path] = root
                 if p.status != "ok":
                     bar.console.print(f"[red]error:[/red] {p.error}")
+            run.products(got)  # recorded file by file: an interrupted run keeps what it finished
             products.extend(got)
             bar.advance(task)
-    by_root: dict[Path, list[Any]] = {}
-    for p in products:
-        by_root.setdefault(roots.get(p.source_path, Path(p.source_path).parent), []).append(p)
-    composites = []
-    for root, group in by_root.items():
-        try:
-            composites += write_lupton_composites(group, output_dir=output, input_root=root)
-        except Exception as exc:  # noqa: BLE001 - the baseline composite is a bonus, never fatal
-            console.print(f"[yellow]warning:[/yellow] Lupton composite skipped: {type(exc).__name__}: {exc}")
+        _add_composites(products, roots, output)
+        run.products([p for p in products if "lupton" in p.files])  # idempotent: adds the composite files
     parquet, _csv = write_run_manifest(products, output_dir=output, run_id=run_id)
     ok = sum(p.status == "ok" for p in products)
     failed = len(products) - ok
     tiles = sum(p.tile_count for p in products)
+    n_composites = len({str(p.files["lupton"].path) for p in products if "lupton" in p.files})
     console.print(
-        f"{operation}: {ok} frame(s) ok, {failed} failed, {tiles} tiles, {len(composites)} Lupton composite(s) "
-        f"in {time.perf_counter() - t0:.1f} s; manifest {parquet}"
+        f"{operation}: {ok} frame(s) ok, {failed} failed, {tiles} tiles, {n_composites} Lupton composite(s) "
+        f"in {time.perf_counter() - t0:.1f} s; manifest {parquet}; catalog run {run_id}"
     )
     if failed:
         raise typer.Exit(1)
+
+
+def _add_composites(products: list[Any], roots: dict[str, Path], output: Path) -> None:
+    """Classical make_lupton_rgb composites where three filters of one field were processed."""
+    from astro_pipeline.products import write_lupton_composites
+
+    by_root: dict[Path, list[Any]] = {}
+    for p in products:
+        by_root.setdefault(roots.get(p.source_path, Path(p.source_path).parent), []).append(p)
+    for root, group in by_root.items():
+        try:
+            write_lupton_composites(group, output_dir=output, input_root=root)
+        except Exception as exc:  # noqa: BLE001 - the baseline composite is a bonus, never fatal
+            console.print(f"[yellow]warning:[/yellow] Lupton composite skipped: {type(exc).__name__}: {exc}")
 
 
 @app.command()

@@ -23,9 +23,9 @@ from astro_pipeline.training.colorspace import lab_to_srgb
 from astro_pipeline.training.sources import FolderSource, collect_items, split_by_group, training_data_hash
 
 TINY_COL = {
-    "arch_kwargs": {"base_channels": 4, "depth": 2, "chroma_scale": 2},
+    "arch_kwargs": {"base_channels": 4, "depth": 2, "chroma_scale": 2, "input_scale": 2},
     "disc_kwargs": {"in_channels": 3, "base_channels": 4, "n_layers": 2},
-    "crop": 32, "batch_size": 2, "checkpoint_every": 2, "log_every": 1, "val_fraction": 0.3, "ema": 0.9,
+    "crop": 32, "batch_size": 2, "checkpoint_every": 2, "log_every": 1, "val_fraction": 0.3, "ema": 0.9, "disc_scale": 1,
 }
 TINY_SR = {
     "arch_kwargs": {"channels": 4, "blocks": 1, "scale": 4},

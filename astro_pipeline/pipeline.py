@@ -125,17 +125,43 @@ def in_region(record: ArchiveRecord, region: Region) -> bool:
     return angular_distance_deg(region.ra, region.dec, record.ra, record.dec) <= region.radius_deg
 
 
-def sample_watch_list(index: Any, *, archives: Iterable[str] = ARCHIVES, margin_deg: float = 0.01) -> list[Region]:
-    """One watch-list region per field of the built-in sample (centre and radius cover its items)."""
+def sample_watch_list(
+    index: Any, *, archives: Iterable[str] = ARCHIVES, margin_deg: float = 0.01, match_science: bool = True
+) -> list[Region]:
+    """The built-in sample's watch list: one region per field, centre and radius covering its items.
+
+    A field whose items all lie inside an earlier field's cone is merged into it (one listing of
+    that sky, not two). With ``match_science`` each region asks for the instruments and filters of
+    its field's science frames, as an operator's criteria would (HLA otherwise offers every band
+    of every instrument on the field, which is most of the sample's work and little of its value).
+    """
     regions: list[Region] = []
-    for name, items in sorted(index.fields().items()):
+    covered: dict[str, list[Any]] = {}
+    for name, items in sorted(index.fields().items(), key=lambda kv: (-len(kv[1]), kv[0])):
+        host = next(
+            (r for r in regions
+             if all(angular_distance_deg(r.ra, r.dec, float(i.ra), float(i.dec)) <= r.radius_deg for i in items)),
+            None,
+        )
+        if host is not None:
+            covered[host.name].extend(items)
+            continue
         ras = [float(i.ra) for i in items]
         decs = [float(i.dec) for i in items]
         ra, dec = _mean_ra(ras), sum(decs) / len(decs)
         radius = max(angular_distance_deg(ra, dec, r, d) for r, d in zip(ras, decs, strict=True)) + margin_deg
         regions.append(Region(name=name, ra=ra, dec=dec, radius_deg=round(max(radius, 0.02), 4),
                               archives=list(archives)))
-    return regions
+        covered[name] = list(items)
+    if match_science:
+        for i, region in enumerate(regions):
+            science = [it for it in covered[region.name] if it.kind == "science"]
+            if science:
+                regions[i] = region.model_copy(update={
+                    "instruments": sorted({it.instrument for it in science if it.instrument}),
+                    "filters": sorted({it.filter for it in science if it.filter}),
+                })
+    return sorted(regions, key=lambda r: r.name)
 
 
 def _mean_ra(ras: list[float]) -> float:

@@ -9,6 +9,7 @@ rerun after a crash skips finished work.
 
 from __future__ import annotations
 
+import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -46,6 +47,19 @@ _RETRY: dict[str, Any] = {
     "retry_condition_fn": _is_transient,
 }
 _CATALOGS: dict[str, Any] = {}
+_LIMITS_READY: set[tuple[str, str]] = set()
+_LIMITS_LOCK = threading.Lock()
+
+
+def _ensure_limit_once(name: str) -> None:
+    """Create the worker's inference limit once per process and Prefect API."""
+    from prefect.settings import get_current_settings
+
+    key = (str(get_current_settings().api.url), name)
+    with _LIMITS_LOCK:
+        if key not in _LIMITS_READY:
+            ensure_inference_limit(name)
+            _LIMITS_READY.add(key)
 
 
 def resolve_settings(overrides: dict[str, Any] | None = None) -> Settings:
@@ -97,16 +111,20 @@ def process_task(
     run_id: str,
     force: bool,
     budget: pipeline.RunBudget,
-    limit_name: str,
 ) -> pipeline.ItemResult:
-    """Ingest, flag, enhance and write products for one file; model calls hold the worker's slot."""
+    """Ingest, flag, enhance and write products for one file; model calls hold the worker's slot.
+
+    Raw-file retention runs at the end of the sweep, after the contact sheet is drawn.
+    """
+    limit_name = inference_limit_name()  # of the machine this task runs on (a Dask worker's own)
+    _ensure_limit_once(limit_name)
     models = pipeline.load_models(settings).with_guard(guard_factory(limit_name))
     result = pipeline.process_item(
         plan, fetched.file, settings, models=models, catalog=open_catalog(settings), run_id=run_id,
         force=force, budget=budget,
     )
     result.timings["download"] = fetched.seconds
-    return pipeline.apply_retention(result, keep_raw=settings.keep_raw)
+    return result
 
 
 # ---------------------------------------------------------------------------------- the sweep
@@ -129,7 +147,6 @@ def run_sweep(
         f"dry-{datetime.now(UTC).strftime('%Y%m%dT%H%M%S')}" if dry_run
         else catalog.start_run(flow_name, _jsonable(params))
     )
-    limit_name = inference_limit_name()
     models = _models_for_planning(settings, dry_run=dry_run)
 
     # 1. list: one task per (region, archive); ESA/Hubble has no position query, so list it once.
@@ -172,8 +189,6 @@ def run_sweep(
         return report
 
     # 3. fetch and process: downloads run ahead, each file is processed as soon as it lands.
-    if admitted:
-        ensure_inference_limit(limit_name)
     work_started = time.perf_counter()
     by_future = {download_task.submit(p, settings, budget): p for p in admitted}
     process_futures = []
@@ -188,7 +203,7 @@ def run_sweep(
             items.append(got)
             continue
         process_futures.append(
-            (plan, process_task.submit(plan, got, settings, run_id, force, budget, limit_name))
+            (plan, process_task.submit(plan, got, settings, run_id, force, budget))
         )
     for plan, fut in process_futures:
         try:
@@ -202,6 +217,9 @@ def run_sweep(
     items.sort(key=lambda it: order.get(it.key, len(order)))
     report = pipeline.finalize_run(items, settings, run_id=run_id, catalog=catalog, started=started)
     report.work_seconds = work_seconds
+    # retention last, so the contact sheet could still show each raw input
+    for it in report.items:
+        pipeline.apply_retention(it, keep_raw=settings.keep_raw)
     failed = sum(report.counts.get(s, 0) for s in ("error", "download_failed"))
     catalog.finish_run(run_id, "completed" if not failed else "completed_with_errors", dict(report.counts))
     _publish(report, settings)

@@ -189,3 +189,18 @@ def test_train_models_flow_trains_a_resumable_candidate(prefect_harness: None, s
     assert again["superres"]["steps"] == 3
     with pytest.raises(ValueError, match="unknown model"):
         train_models(models=["vae"])
+
+
+def test_cli_rejects_bad_regions_and_an_empty_watch_list(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    from astro_pipeline.cli import app
+
+    monkeypatch.chdir(tmp_path)  # no astro-pipeline.toml here: the watch list is empty
+    runner = CliRunner()
+    bad = runner.invoke(app, ["reprocess", "--ra", "400", "--dec", "0", "--radius", "0.1"])
+    assert bad.exit_code == 2 and "0 <= ra < 360" in bad.output
+    bad = runner.invoke(app, ["reprocess", "--ra", "10", "--dec", "0", "--radius", "0.1", "--archives", "skyview"])
+    assert bad.exit_code == 2 and "unknown archive" in bad.output
+    empty = runner.invoke(app, ["sweep", "--output", str(tmp_path / "o")])
+    assert empty.exit_code == 2 and "watch list is empty" in empty.output

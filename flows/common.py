@@ -25,8 +25,10 @@ __all__ = [
     "INFERENCE_LIMIT_PREFIX",
     "build_task_runner",
     "ensure_inference_limit",
+    "guard_factory",
     "inference_guard",
     "inference_limit_name",
+    "server_configured",
     "worker_id",
 ]
 
@@ -62,19 +64,39 @@ def ensure_inference_limit(name: str | None = None, *, limit: int = 1) -> str:
     return name
 
 
+def server_configured() -> bool:
+    """True when flows talk to a Prefect server (``PREFECT_API_URL``), not the ephemeral one.
+
+    Only a real server runs the lease repossessor that frees the slots of a killed process; the
+    ephemeral server has none, so a SIGKILLed sweep would hold its slot forever in ``$PREFECT_HOME``.
+    """
+    from prefect.settings import get_current_settings
+
+    return bool(get_current_settings().api.url)
+
+
 @contextmanager
-def inference_guard(name: str | None = None) -> Iterator[None]:
-    """Hold one slot of the worker's inference limit (and a process-local lock) for a model call."""
+def inference_guard(name: str | None = None, *, use_server: bool = True) -> Iterator[None]:
+    """Hold one slot of the worker's inference limit (and a process-local lock) for a model call.
+
+    With ``use_server=False`` (ephemeral mode: one process) the process-local lock alone guards.
+    Leases are short (60 s, renewed while held), so a crashed worker's slot comes back quickly.
+    """
+    if not use_server:
+        with _local_lock:
+            yield
+        return
     from prefect.concurrency.sync import concurrency
 
-    with _local_lock, concurrency(name or inference_limit_name(), occupy=1, strict=False):
+    with _local_lock, concurrency(name or inference_limit_name(), occupy=1, strict=False, lease_duration=60):
         yield
 
 
 def guard_factory(name: str | None = None) -> Callable[[], AbstractContextManager[None]]:
     """A zero-argument factory of :func:`inference_guard` contexts, for the library's engines."""
     limit = name or inference_limit_name()
-    return lambda: inference_guard(limit)
+    use_server = server_configured()
+    return lambda: inference_guard(limit, use_server=use_server)
 
 
 def build_task_runner(settings: Settings, *, max_workers: int | None = None) -> TaskRunner[Any]:

@@ -55,7 +55,10 @@ def _ensure_limit_once(name: str) -> None:
     """Create the worker's inference limit once per process and Prefect API."""
     from prefect.settings import get_current_settings
 
-    key = (str(get_current_settings().api.url), name)
+    url = get_current_settings().api.url
+    if not url:  # ephemeral mode: the process-local lock guards (see flows.common.server_configured)
+        return
+    key = (str(url), name)
     with _LIMITS_LOCK:
         if key not in _LIMITS_READY:
             ensure_inference_limit(name)

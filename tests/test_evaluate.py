@@ -83,7 +83,8 @@ def _metrics(ciede, psnr, lpips, base_ciede=10.0):
 
 def test_gate_rules():
     assert gate("colorizer", _metrics(8.0, 27.0, 0.3), None).promote  # beats grey, nothing installed
-    assert not gate("colorizer", _metrics(11.0, 27.0, 0.3), None).promote  # worse than grey
+    first_bad = gate("colorizer", _metrics(11.0, 27.0, 0.3), None)  # worse than grey, nothing installed
+    assert first_bad.promote and "does NOT beat" in first_bad.reason
     cur = _metrics(8.0, 27.0, 0.30)
     better = gate("colorizer", _metrics(7.5, 27.0, 0.30), cur)
     assert better.promote and "improves" in better.reason

@@ -2,7 +2,8 @@
 
 Primary metric per task (clean protocol): colorizer CIEDE76 (lower), SR PSNR RGB (higher). A
 candidate is promoted when its primary metric improves and no other metric worsens by more than
-2%. With no current weights, it must beat its trivial baseline on the primary metric instead.
+2%. With no current weights the candidate is installed, and the card says whether it beats its
+trivial baseline on the primary metric.
 Either way the decision and both sets of metrics go into a model card ``weights/<name>.md``.
 """
 
@@ -63,9 +64,11 @@ def gate(name: str, candidate: dict[str, Any], current: dict[str, Any] | None, *
     if primary not in cand:
         return GateDecision(False, f"candidate has no {proto}/{primary} metric: not evaluated", candidate, current)
     if not current or primary not in current.get(proto, {}):
+        # Nothing installed: the candidate is installed (the commands need default weights), and
+        # the card says plainly whether it beats its trivial baseline.
         base = candidate.get(BASELINE[name], {})
         if primary in base and not _better(primary, cand[primary], base[primary]):
-            return GateDecision(False, f"no current weights, and {primary} {cand[primary]:.4f} does not beat the baseline's {base[primary]:.4f}", candidate, current)
+            return GateDecision(True, f"no current weights; installed, but {primary} {cand[primary]:.4f} does NOT beat the baseline's {base[primary]:.4f}", candidate, current)
         vs = f" (baseline {base[primary]:.4f})" if primary in base else ""
         return GateDecision(True, f"no current weights; {primary} {cand[primary]:.4f} beats the baseline{vs}", candidate, current)
     cur = current[proto]

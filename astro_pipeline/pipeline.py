@@ -802,10 +802,24 @@ def finalize_run(
         parquet, csv = write_run_manifest(products, output_dir=out, run_id=run_id, extra=manifest_extra(items))
     report.manifest_parquet, report.manifest_csv = str(parquet), str(csv)
     sheet = Path(parquet).with_name(f"{run_id}_contact.png")
-    if write_contact_sheet(products, sheet, max_items=contact_sheet_max):
+    if write_contact_sheet(_round_robin(items), sheet, max_items=contact_sheet_max):
         report.contact_sheet = str(sheet)
     report.stage_seconds["manifests"] = time.perf_counter() - t0
     return report
+
+
+def _round_robin(items: list[ItemResult]) -> list[Any]:
+    """Products interleaved across archives and regions, so the contact sheet shows a bit of each."""
+    groups: dict[tuple[str, str], list[Any]] = {}
+    for it in items:
+        groups.setdefault((it.archive, it.region), []).extend(it.products)
+    queues = list(groups.values())
+    out: list[Any] = []
+    while any(queues):
+        for q in queues:
+            if q:
+                out.append(q.pop(0))
+    return out
 
 
 def write_contact_sheet(products: list[Any], path: Path, *, max_items: int = 12, thumb: int = 192) -> bool:

@@ -46,7 +46,7 @@ def test_evaluate_writes_report_with_baselines_on_same_crops(folder, tmp_path):
     (logdir / "log.jsonl").write_text("".join(json.dumps({"step": i, "lr": 1e-4, "seconds": i, "l1": 1 / i}) + "\n" for i in range(1, 6)))
     report = evaluate_models(colorizer=col, superres=sr, superres_gan=None, sources=[f"folder:{folder}"],
                              crop=64, val_fraction=0.5, use_lpips=False, horseshoe=False, output_dir=tmp_path / "ev",
-                             log_dirs={"superres": logdir})
+                             log_dirs={"superres": logdir}, notes=["trained 5 steps on synthetic blobs"])
     methods = {(r["protocol"], r["method"]) for r in report.table}
     assert {("colorize", "baseline-grey"), ("colorize", "colorizer"), ("sr-clean", "baseline-bicubic"), ("sr-clean", "superres"),
             ("sr-degraded", "baseline-bicubic"), ("sr-degraded", "superres"), ("enhance", "baseline-bicubic-grey"), ("enhance", "enhance")} <= methods
@@ -61,6 +61,7 @@ def test_evaluate_writes_report_with_baselines_on_same_crops(folder, tmp_path):
     assert len(rows) == len(report.table) and rows[0]["protocol"] == "colorize"
     md = (out / "report.md").read_text()
     assert "baseline-bicubic" in md and "Targets" in md and "| superres | PSNR(RGB) gain" in md
+    assert "## Training runs and gaps" in md and "trained 5 steps on synthetic blobs" in md
     assert (out / "contact_sheet.png").stat().st_size > 1000 and (out / "loss_superres.png").is_file()
     assert {t["model"] for t in report.targets} >= {"colorizer", "superres", "enhance"}
     m = report.metrics_for("superres")

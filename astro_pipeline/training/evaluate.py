@@ -63,6 +63,7 @@ class EvalReport:
     crop: int = 256
     val_groups: list[str] = field(default_factory=list)
     files: list[Path] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
     def row(self, protocol: str, method: str) -> dict[str, Any] | None:
         return next((r for r in self.table if r["protocol"] == protocol and r["method"] == method), None)
@@ -185,11 +186,13 @@ def evaluate_models(
     max_crops: int | None = None,
     val_fraction: float = 0.12,
     horseshoe_lpips: bool = False,
+    notes: list[str] | None = None,
 ) -> EvalReport:
     """Evaluate the given models (names, paths, loaded pairs, or None to skip) on validation crops.
 
     With ``output_dir``, writes ``report.md``, ``report.csv``, ``contact_sheet.png`` and a loss-curve
-    PNG per entry of ``log_dirs`` (model name -> folder holding ``log.jsonl``).
+    PNG per entry of ``log_dirs`` (model name -> folder holding ``log.jsonl``). ``notes`` (how the
+    models were trained, known gaps) go into the report as written.
     """
     from astro_pipeline.config import get_settings
     from astro_pipeline.training.losses import LPIPS, load_vgg16
@@ -203,7 +206,7 @@ def evaluate_models(
         loaded = load_vgg16(get_settings().perceptual_weights)
         lp = LPIPS(*loaded) if loaded is not None else None
     col, sr, gan = _load(colorizer), _load(superres), _load(superres_gan)
-    report = EvalReport(table=[], n_crops=len(truth), crop=crop, val_groups=groups)
+    report = EvalReport(table=[], n_crops=len(truth), crop=crop, val_groups=groups, notes=list(notes or []))
     for name, pair in (("colorizer", col), ("superres", sr), ("superres-gan", gan)):
         if pair is not None:
             report.models[name] = {"version": pair[1].version, "sha256": pair[1].sha256, "arch": pair[1].arch,
@@ -381,6 +384,8 @@ def write_report(report: EvalReport, out_dir: Path) -> list[Path]:
                 p = write_strip([hs["images"]["input"], hs["images"]["model"], hs["images"]["lupton"]], out_dir / "horseshoe.png")
                 report.files.append(p)
                 lines += ["", "![horseshoe: input | colorizer | Lupton](horseshoe.png)"]
+    if report.notes:
+        lines += ["", "## Training runs and gaps", "", *[f"- {n}" for n in report.notes]]
     lines += ["", "Figures: `contact_sheet.png` (rows: colorize, superres, superres-gan; columns: input | baseline | model | truth), "
               "`loss_<model>.png` (training losses).", ""]
     md_path = _atomic_bytes(out_dir / "report.md", "\n".join(lines).encode())

@@ -2,7 +2,7 @@
 PYTHON ?= python3
 OUTPUT ?= astro_output
 
-.PHONY: install quickstart sample test test-fast bench
+.PHONY: install quickstart sample test test-fast bench bench-sweep
 
 install:
 	bash scripts/install.sh
@@ -10,7 +10,7 @@ install:
 quickstart: install sample
 
 sample:
-	astro-pipeline inspect --sample
+	astro-pipeline sweep --sample --output $(OUTPUT)
 
 test:
 	$(PYTHON) -m pytest -q
@@ -20,3 +20,6 @@ test-fast:
 
 bench:
 	$(PYTHON) benchmarks/bench_inference.py
+
+bench-sweep:
+	$(PYTHON) benchmarks/bench_sweep.py

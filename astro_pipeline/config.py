@@ -107,6 +107,7 @@ class Settings(BaseSettings):
     esahubble_url: str = "https://esahubble.org"
     extra_allowed_hosts: list[str] = Field(default_factory=list)
     download: DownloadSettings = Field(default_factory=DownloadSettings)
+    hla_cutout_px: int | None = None  # HLA: None fetches whole datasets (size=ALL), N a centred N px cutout
 
     # --- browser -------------------------------------------------------------------------------
     chromium_path: Path | None = Path("/usr/bin/chromium")

@@ -89,7 +89,8 @@ def list_archive(archive: str, region: Region, settings: Settings) -> list[Archi
     elif archive == "hla":
         from astro_pipeline.archives.hla import HlaClient
 
-        records = list(HlaClient(settings).search(region.ra, region.dec, region.radius_deg))
+        records = list(HlaClient(settings).search(region.ra, region.dec, region.radius_deg,
+                                                  cutout_px=settings.hla_cutout_px))
     elif archive == "esahubble":
         from astro_pipeline.archives.esahubble import EsaHubbleClient
 

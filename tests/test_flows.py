@@ -93,7 +93,8 @@ def test_archive_sweep_end_to_end_then_rerun_skips(prefect_harness: None, env: d
     regions = [r.model_copy(update={"filters": ["F606W"]} if r.name == "m101" else {})
                for r in pipeline.sample_watch_list(index) if r.name in ("hdf", "m101")]
     out = tmp_path / "out"
-    report = archive_sweep(regions=regions, overrides={"output_dir": str(out)})
+    overrides = {"output_dir": str(out), "hla_cutout_px": 64}  # HLA as 64 px fitscut cutouts
+    report = archive_sweep(regions=regions, overrides=overrides)
 
     assert report.counts.get("ok", 0) >= 3, report.summary_rows()
     assert not report.counts.get("error") and not report.counts.get("download_failed"), report.summary_rows()
@@ -104,6 +105,8 @@ def test_archive_sweep_end_to_end_then_rerun_skips(prefect_harness: None, env: d
     # manifests: per run and cumulative, readable by pandas; contact sheet next to them
     run_df = pd.read_parquet(report.manifest_parquet)
     assert len(run_df) == report.n_products > 0
+    hla_rows = run_df[run_df["archive"] == "hla"]
+    assert len(hla_rows) and (hla_rows["metric_output_width"] == 4 * 64).all()  # 64 px cutouts, 4x
     assert Path(report.manifest_csv).is_file()
     all_df = pd.read_parquet(out / "manifests" / "all.parquet")
     assert len(all_df) == len(run_df)
@@ -126,7 +129,7 @@ def test_archive_sweep_end_to_end_then_rerun_skips(prefect_harness: None, env: d
     assert "contact" in report.markdown() and "| ok |" in report.markdown()
 
     # a rerun: the catalog says everything is done, so nothing is fetched or made again
-    again = archive_sweep(regions=regions, overrides={"output_dir": str(out)})
+    again = archive_sweep(regions=regions, overrides=overrides)
     assert again.n_products == 0 and set(again.counts) <= {"already_done", "skipped_done"}, again.counts
     assert sum(again.counts.values()) == len(report.items)
     assert len(pd.read_parquet(out / "manifests" / "all.parquet")) == len(all_df)

@@ -222,3 +222,22 @@ def test_srgan_uses_vgg_perceptual_when_present(tiny_folder, tmp_path, shared_da
     r = run_training(model="superres-gan", steps=1, sources=[f"folder:{tiny_folder}"], output_dir=tmp_path, overrides=over, init_from=tmp_path / "init.safetensors")
     row = json.loads(r.log_path.read_text().splitlines()[-1])
     assert row["g_percep"] > 0
+
+
+def test_perceptual_loss_averages_its_vgg_taps():
+    from torch.nn import functional as F
+
+    from astro_pipeline.training.losses import _IMAGENET_MEAN, _IMAGENET_STD, PerceptualLoss, VGG16Features
+
+    torch.manual_seed(0)
+    vgg = VGG16Features(last="relu3_3")
+    taps = ("relu1_2", "relu2_2", "relu3_3")
+    loss = PerceptualLoss(vgg, layers=taps)
+    a, b = torch.rand(2, 3, 32, 32), torch.rand(2, 3, 32, 32)
+    assert loss(a, a).item() == 0.0
+    norm = lambda x: (x - _IMAGENET_MEAN) / _IMAGENET_STD  # noqa: E731
+    manual = sum(F.l1_loss(x, y) for x, y in zip(vgg(norm(a), taps), vgg(norm(b), taps))) / len(taps)
+    assert abs(loss(a, b).item() - manual.item()) < 1e-6
+    assert PerceptualLoss(vgg, layers=("relu3_3",))(a, b).item() != loss(a, b).item()
+    with pytest.raises(ValueError, match="relu9_9"):
+        PerceptualLoss(vgg, layers=("relu9_9",))

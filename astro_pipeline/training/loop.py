@@ -26,7 +26,7 @@ from torch.nn import functional as F
 from astro_pipeline.models.registry import WeightsMeta, build_model, load_weights, save_weights
 from astro_pipeline.training.checkpoint import checkpoint_step, load_checkpoint, save_checkpoint
 from astro_pipeline.training.datasets import ColorizerBatches, ImageBank, SRBatches
-from astro_pipeline.training.losses import PerceptualLoss, gan_loss, load_vgg16
+from astro_pipeline.training.losses import RELU_INDEX, PerceptualLoss, gan_loss, load_vgg16
 from astro_pipeline.training.precision import Precision, choose_precision
 from astro_pipeline.training.recipes import Recipe, get_recipe
 from astro_pipeline.training.sources import Source, collect_items, split_by_group, training_data_hash
@@ -171,12 +171,13 @@ def run_training(
 
     perceptual = None
     if recipe.lambda_percep > 0:
-        loaded = load_vgg16(settings.perceptual_weights, last=recipe.perceptual_layer)
+        deepest = max(recipe.perceptual_layers, key=RELU_INDEX.__getitem__)
+        loaded = load_vgg16(settings.perceptual_weights, last=deepest)
         if loaded is None:
             notes.append(f"perceptual weights absent at {settings.perceptual_weights}: perceptual loss skipped")
             log.warning(notes[-1])
         else:
-            perceptual = PerceptualLoss(loaded[0].to(prec.device), layer=recipe.perceptual_layer)
+            perceptual = PerceptualLoss(loaded[0].to(prec.device), layers=tuple(recipe.perceptual_layers))
 
     bank = ImageBank.load(train_items, min_size=recipe.crop)
     if recipe.task == "colorize":

@@ -1,4 +1,4 @@
-"""Losses: L1, GAN (BCE with logits), VGG16 perceptual (up to relu3_3) and LPIPS (VGG16 v0.1 heads).
+"""Losses: L1, GAN (BCE with logits), VGG16 perceptual (taps up to relu3_3) and LPIPS (VGG16 v0.1 heads).
 
 The VGG16 features and LPIPS heads come from one safetensors file (``Settings.perceptual_weights``).
 When it is absent, :func:`load_vgg16` returns None, the caller logs that the perceptual term is
@@ -73,18 +73,25 @@ _IMAGENET_STD = torch.tensor([0.229, 0.224, 0.225])[:, None, None]
 
 
 class PerceptualLoss(nn.Module):
-    """L1 distance of VGG16 relu3_3 features of ImageNet-normalised [0,1] RGB (SRGAN/BasicSR style)."""
+    """Mean L1 distance of VGG16 features at ``layers`` of ImageNet-normalised [0,1] RGB.
 
-    def __init__(self, vgg: VGG16Features, *, layer: str = "relu3_3") -> None:
+    SRGAN/BasicSR use one deep tap (relu3_3 here); adding the shallower relu1_2/relu2_2 taps
+    ("features up to relu3_3") also penalises the fine-texture loss that blurs SR output.
+    """
+
+    def __init__(self, vgg: VGG16Features, *, layers: tuple[str, ...] = ("relu3_3",)) -> None:
         super().__init__()
-        self.vgg, self.layer = vgg, layer
+        unknown = [t for t in layers if t not in RELU_INDEX]
+        if not layers or unknown:
+            raise ValueError(f"perceptual layers must be among {sorted(RELU_INDEX)}, got {layers!r}")
+        self.vgg, self.layers = vgg, tuple(layers)
 
     def forward(self, sr: torch.Tensor, hr: torch.Tensor) -> torch.Tensor:
         m, s = _IMAGENET_MEAN.to(sr), _IMAGENET_STD.to(sr)
-        f_sr, = self.vgg((sr - m) / s, (self.layer,))
+        f_sr = self.vgg((sr - m) / s, self.layers)
         with torch.no_grad():
-            f_hr, = self.vgg((hr - m) / s, (self.layer,))
-        return F.l1_loss(f_sr, f_hr)
+            f_hr = self.vgg((hr - m) / s, self.layers)
+        return torch.stack([F.l1_loss(a, b) for a, b in zip(f_sr, f_hr, strict=True)]).mean()
 
 
 class LPIPS(nn.Module):

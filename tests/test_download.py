@@ -226,7 +226,7 @@ def test_404_is_not_retried(fresh: FileServer, tmp_path: Path) -> None:
 
 
 def test_only_configured_hosts(fresh: FileServer, tmp_path: Path) -> None:
-    settings = make_settings("https://mast.stsci.edu")  # the replica's host is not configured
+    settings = make_settings("https://archive.example.org")  # the replica's host is not configured
     with Downloader(settings) as dl:
         with pytest.raises(DownloadError, match="not a configured archive host"):
             dl.fetch(rec(fresh.url, "f0.fits"), tmp_path)

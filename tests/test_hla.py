@@ -83,14 +83,14 @@ def test_chromium_choice_and_install_hint(tmp_path: Path) -> None:
     with pytest.raises(BrowserNotFoundError, match=r"apt-get install chromium") as err:
         find_chromium(Settings(chromium_path=tmp_path / "missing"), playwright_executable=str(tmp_path / "none"))
     assert str(tmp_path / "missing") in str(err.value)
-    rules = host_resolver_rules({"hla.stsci.edu", "127.0.0.1"})
-    assert rules.startswith("MAP * ~NOTFOUND") and "EXCLUDE hla.stsci.edu" in rules
+    rules = host_resolver_rules({"hla.example.org", "127.0.0.1"})
+    assert rules.startswith("MAP * ~NOTFOUND") and "EXCLUDE hla.example.org" in rules
     assert rules.count("EXCLUDE 127.0.0.1") == 1 and "EXCLUDE localhost" in rules
 
 
 def test_search_url_and_dataset_names() -> None:
-    url = search_url("https://hla.stsci.edu/", 210.802429, 54.34875, 0.2)
-    assert url.startswith("https://hla.stsci.edu/hlaview.html#Images|filterText%3D%24filterTypes%3D|")
+    url = search_url("https://hla.example.org/", 210.802429, 54.34875, 0.2)
+    assert url.startswith("https://hla.example.org/hlaview.html#Images|filterText%3D%24filterTypes%3D|")
     form = url.split("|")[2]
     assert "RA=210.802429" in form and "Dec=54.348750" in form and "Radius=0.200000" in form
     assert parse_dataset_name("hst_10188_10_acs_wfc_f814w") == {

@@ -123,6 +123,14 @@ def promote_candidate(
     return decision
 
 
+def _taps(recipe: dict[str, Any]) -> str:
+    """' (VGG16 relu1_2, ...)' for recipes with a perceptual term; older metadata names one layer."""
+    if not recipe.get("lambda_percep"):
+        return ""
+    taps = recipe.get("perceptual_layers") or [recipe.get("perceptual_layer", "relu3_3")]
+    return f" (VGG16 {', '.join(taps)})"
+
+
 def _metric_table(metrics: dict[str, Any]) -> list[str]:
     cols = ["psnr_rgb", "psnr_y", "ssim", "ciede76", "lpips", "chroma_ratio", "lr_rmse"]
     lines = ["| protocol / method | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
@@ -144,7 +152,7 @@ def write_model_card(path: Path, *, name: str, decision: GateDecision, candidate
         f"- architecture: `{m.arch}` `{json.dumps(m.kwargs, sort_keys=True)}`",
         f"- task: {m.task}; colour space: {m.color_space}; tile size: {m.tile_size} px input; scale: {m.scale}",
         f"- training: {m.steps} steps, recipe phase `{recipe.get('phase')}`, batch {recipe.get('batch_size')}, crop {recipe.get('crop')} px, "
-        f"lr {recipe.get('lr')}, betas {recipe.get('betas')}, L1 {recipe.get('lambda_l1')}, adv {recipe.get('lambda_adv')}, perceptual {recipe.get('lambda_percep')}; "
+        f"lr {recipe.get('lr')}, betas {recipe.get('betas')}, L1 {recipe.get('lambda_l1')}, adv {recipe.get('lambda_adv')}, perceptual {recipe.get('lambda_percep')}{_taps(recipe)}; "
         f"EMA weights: {ex.get('ema')}; precision {ex.get('precision')}; {ex.get('train_seconds')} s of CPU wall time; seed {ex.get('seed')}",
         f"- training data: {ex.get('train_images')} ESA/Hubble colour images (CC BY 4.0, credit ESA/Hubble & NASA; see ../shared/data/hubble_color/CREDITS.csv), "
         f"split by ESA release; validation releases: {len(ex.get('val_groups', []))}; data hash `{m.training_data_hash}`",

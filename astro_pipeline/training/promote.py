@@ -168,7 +168,8 @@ def write_model_card(path: Path, *, name: str, decision: GateDecision, candidate
         lines += ["## Targets (issue 4)", "", "| check | value | threshold | met |", "|---|---|---|---|"]
         for t in targets:
             val = "-" if t["value"] is None else f"{t['value']:.4f}"
-            lines.append(f"| {t['model']}: {t['check']} | {val} | {t['threshold']} | {'yes' if t['met'] else 'NO'} |")
+            thr = f"{t['threshold']:.4g}" if isinstance(t["threshold"], float) else t["threshold"]
+            lines.append(f"| {t['model']}: {t['check']} | {val} | {thr} | {'yes' if t['met'] else 'NO'} |")
         lines.append("")
     if notes:
         lines += ["## Notes", "", *[f"- {n}" for n in notes], ""]

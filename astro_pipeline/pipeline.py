@@ -46,6 +46,7 @@ __all__ = [
     "operation_for",
     "plan_items",
     "process_item",
+    "sample_overrides",
     "sample_watch_list",
     "select_new",
     "write_contact_sheet",
@@ -163,6 +164,21 @@ def sample_watch_list(
                     "filters": sorted({it.filter for it in science if it.filter}),
                 })
     return sorted(regions, key=lambda r: r.name)
+
+
+#: The HLA lists ~50 datasets per sample field, all views of the MAST fields: the sample sweep
+#: fetches them as fitscut cutouts around the field centre (as curators browsing the HLA do), which
+#: keeps it within its 10-minute budget on 2 cores.
+SAMPLE_HLA_CUTOUT_PX = 128
+
+
+def sample_overrides(replica_url: str, settings: Settings) -> dict[str, Any]:
+    """Settings overrides for sweeping the built-in sample: every archive at the replica, and HLA
+    cutouts of :data:`SAMPLE_HLA_CUTOUT_PX` unless the settings already size them."""
+    overrides: dict[str, Any] = {"mast_url": replica_url, "hla_url": replica_url, "esahubble_url": replica_url}
+    if settings.hla_cutout_px is None:
+        overrides["hla_cutout_px"] = SAMPLE_HLA_CUTOUT_PX
+    return overrides
 
 
 def _mean_ra(ras: list[float]) -> float:

@@ -1,7 +1,8 @@
 """Sweep benchmark: steady-state time per image of the sample sweep vs model-only inference time.
 
 Runs the real ``archive_sweep`` flow (Prefect ephemeral mode, thread task runner) over the built-in
-sample served by the local replica, exactly as ``astro-pipeline sweep --sample`` does, then reports:
+sample served by the local replica, exactly as ``astro-pipeline sweep --sample`` does (same settings
+overrides, HLA datasets as cutouts), then reports:
 
 * ``steady-state per image``: wall time of the fetch+process phase divided by the images made
   (excludes start-up: Prefect's temporary server, listing, model loading, manifests);
@@ -45,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     from astro_pipeline.archives.replica.server import ReplicaServer
     from astro_pipeline.config import get_settings
     from astro_pipeline.ingest.readers import read_frames
-    from astro_pipeline.pipeline import sample_watch_list
+    from astro_pipeline.pipeline import sample_overrides, sample_watch_list
     from astro_pipeline.sample import build_sample
     from flows.common import build_task_runner
     from flows.sweep import archive_sweep
@@ -55,9 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     t_start = time.perf_counter()
     index = build_sample(mini=args.mini)
     with ReplicaServer(index.root) as replica:
-        overrides: dict[str, Any] = {
-            "output_dir": str(out), "mast_url": replica.url, "hla_url": replica.url, "esahubble_url": replica.url,
-        }
+        overrides: dict[str, Any] = {"output_dir": str(out), **sample_overrides(replica.url, get_settings())}
         if args.weights_dir:
             overrides["weights_dir"] = str(args.weights_dir.resolve())
         settings = get_settings().with_overrides(**overrides)

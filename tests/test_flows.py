@@ -31,6 +31,15 @@ def test_angular_distance_and_region_membership() -> None:
     assert not pipeline.in_region(_record(2, ra=0.2, dec=0.0), region)
 
 
+def test_sample_overrides_point_every_archive_at_the_replica() -> None:
+    from astro_pipeline.config import Settings
+
+    over = pipeline.sample_overrides("http://127.0.0.1:5555", Settings())
+    assert {over[k] for k in ("mast_url", "hla_url", "esahubble_url")} == {"http://127.0.0.1:5555"}
+    assert over["hla_cutout_px"] == pipeline.SAMPLE_HLA_CUTOUT_PX
+    assert "hla_cutout_px" not in pipeline.sample_overrides("http://x", Settings(hla_cutout_px=64))
+
+
 def test_region_criteria_match_instrument_prefix_and_filter() -> None:
     region = Region(name="r", ra=10, dec=20, instruments=["acs"], filters=["F606W"])
     rec = _record(1).model_copy(update={"instrument": "ACS/WFC", "filters": ["F606W"]})

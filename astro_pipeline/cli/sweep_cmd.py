@@ -131,19 +131,14 @@ def sweep(
         raise typer.Exit(_exit_code(report))
 
     from astro_pipeline.archives.replica.server import ReplicaServer
-    from astro_pipeline.pipeline import sample_watch_list
+    from astro_pipeline.pipeline import sample_overrides, sample_watch_list
     from astro_pipeline.sample import build_sample
 
     index = build_sample(mini=mini)
     with ReplicaServer(index.root) as replica:
         console.print(f"replica of MAST, HLA and ESA/Hubble serving the {'mini ' if mini else ''}sample at "
                       f"{replica.url} ({len(index.items)} items)")
-        overrides.update({"mast_url": replica.url, "hla_url": replica.url, "esahubble_url": replica.url})
-        # The HLA lists ~50 datasets per sample field, all views of the MAST fields: fetch them as
-        # fitscut cutouts around the field centre (as curators browsing the HLA do) to keep the sample
-        # sweep within its 10-minute budget on 2 cores.
-        if base.hla_cutout_px is None:
-            overrides["hla_cutout_px"] = 128
+        overrides.update(sample_overrides(replica.url, base))
         settings = base.with_overrides(**overrides)
         _check_weights(settings, dry_run)
         regions = sample_watch_list(index, archives=chosen)

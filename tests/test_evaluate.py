@@ -95,6 +95,17 @@ def test_gate_rules():
     assert gate("colorizer", _metrics(7.5, 26.7, 0.305), cur).promote  # within 2%
 
 
+def test_gate_replaces_a_placeholder_that_loses_to_its_baseline():
+    placeholder = _metrics(11.0, 25.0, 0.30)  # installed with nothing before it, worse than grey (10.0)
+    cand = _metrics(9.0, 27.0, 0.40)  # beats grey; LPIPS 33% worse than the placeholder's
+    d = gate("colorizer", cand, placeholder)
+    assert d.promote and "beats the baseline" in d.reason and "colorize/lpips" in d.reason
+    still_losing = gate("colorizer", _metrics(10.5, 27.0, 0.40), placeholder)  # better, but not better than grey
+    assert not still_losing.promote and still_losing.worsened
+    good = _metrics(8.0, 27.0, 0.30)  # installed weights that beat grey keep the strict 2% rule
+    assert not gate("colorizer", _metrics(7.0, 27.0, 0.40), good).promote
+
+
 def test_promote_candidate_installs_and_writes_card(tmp_path):
     model, meta = random_weights("superres", seed=0)
     meta.name = "superres"

@@ -63,12 +63,12 @@ def gate(name: str, candidate: dict[str, Any], current: dict[str, Any] | None, *
     """Decide promotion from metrics dicts as stored in weights metadata (``EvalReport.metrics_for``)."""
     proto, primary = PRIMARY[name]
     cand = candidate.get(proto, {})
+    base = candidate.get(BASELINE[name], {})  # the trivial baseline, measured on the same crops
     if primary not in cand:
         return GateDecision(False, f"candidate has no {proto}/{primary} metric: not evaluated", candidate, current)
     if not current or primary not in current.get(proto, {}):
         # Nothing installed: the candidate is installed (the commands need default weights), and
         # the card says plainly whether it beats its trivial baseline.
-        base = candidate.get(BASELINE[name], {})
         if primary in base and not _better(primary, cand[primary], base[primary]):
             return GateDecision(True, f"no current weights; installed, but {primary} {cand[primary]:.4f} does NOT beat the baseline's {base[primary]:.4f}", candidate, current)
         vs = f" (baseline {base[primary]:.4f})" if primary in base else ""
@@ -84,7 +84,6 @@ def gate(name: str, candidate: dict[str, Any], current: dict[str, Any] | None, *
             old = current.get(p, {}).get(m)
             if old is not None and _worse_by(m, v, old) > tolerance:
                 worsened.append(f"{p}/{m}: {old:.4f} -> {v:.4f}")
-    base = candidate.get(BASELINE[name], {})
     if worsened and primary in base and not _better(primary, cur[primary], base[primary]) and _better(primary, cand[primary], base[primary]):
         # The installed weights only hold the place (they came in with no weights installed and do
         # not beat their trivial baseline); issue 4 ships the best model that beats its baseline.

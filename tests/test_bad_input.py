@@ -255,3 +255,32 @@ def test_tile_compressed_truncated_and_huge(tmp_path: Path) -> None:
     huge.write_bytes(raw.replace(b"ZNAXIS1 =                  256", b"ZNAXIS1 =               100000")
                      .replace(b"ZNAXIS2 =                  256", b"ZNAXIS2 =               100000"))
     _expect(huge, r"HDU 1 header claims 100000x100000 = 10,000,000,000 pixels")
+
+
+def _with_card(raw: bytes, key: str, value: int) -> bytes:
+    """``raw`` with the integer card ``key`` (the first one) set to ``value``, header layout kept."""
+    at = raw.index(key.ljust(8).encode() + b"=")
+    card = (key.ljust(8) + "= " + f"{value:>20d}").encode().ljust(80)
+    return raw[:at] + card + raw[at + 80:]
+
+
+@pytest.mark.parametrize("value", [-1, -10, -100000])
+@pytest.mark.parametrize("key", ["NAXIS1", "NAXIS2"])
+def test_negative_naxis_in_the_primary_header_is_named(tmp_path: Path, key: str, value: int) -> None:
+    p = tmp_path / "neg.fits"
+    p.write_bytes(_with_card(_fits_bytes(), key, value))
+    err = _expect(p, rf"HDU 0: {key} = {value} is negative \(axis lengths must be >= 0\)")
+    assert "Errno" not in str(err)
+
+
+@pytest.mark.parametrize("value", [-10, -100000])
+def test_negative_naxis_in_an_extension_is_named(tmp_path: Path, value: int) -> None:
+    buf = io.BytesIO()
+    fits.HDUList([fits.PrimaryHDU(), fits.ImageHDU(np.zeros((10, 10), np.float32), name="SCI"),
+                  fits.ImageHDU(np.zeros((10, 10), np.float32), name="ERR")]).writeto(buf)
+    raw = buf.getvalue()
+    sci = raw.index(b"XTENSION")  # the first extension header: its NAXIS1 card comes after
+    p = tmp_path / "neg_ext.fits"
+    p.write_bytes(raw[:sci] + _with_card(raw[sci:], "NAXIS1", value))
+    err = _expect(p, rf"HDU 1: NAXIS1 = {value} is negative")
+    assert "Errno" not in str(err)

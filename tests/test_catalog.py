@@ -118,20 +118,21 @@ def test_default_location_wal_and_schema_version(tmp_path: Path, monkeypatch: py
 def test_upgrade_steps_run_in_order_and_newer_schema_is_refused(tmp_path: Path,
                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     Catalog.for_output(tmp_path).close()
+    base = catalog_schema.LATEST  # a fresh catalog is stamped with the current version only
 
     def add_column(conn: Any) -> None:
         conn.exec_driver_sql("ALTER TABLE runs ADD COLUMN note TEXT")
 
-    monkeypatch.setattr(catalog_schema, "LATEST", 2)
-    monkeypatch.setattr(catalog_schema, "UPGRADES", {2: ("runs.note", add_column)})
+    monkeypatch.setattr(catalog_schema, "LATEST", base + 1)
+    monkeypatch.setattr(catalog_schema, "UPGRADES", {**catalog_schema.UPGRADES, base + 1: ("runs.note", add_column)})
     with Catalog.for_output(tmp_path) as c:
-        assert c.schema_version == 2
+        assert c.schema_version == base + 1
     db = sqlite3.connect(tmp_path / "catalog.sqlite")
     assert "note" in [r[1] for r in db.execute("PRAGMA table_info(runs)")]
-    assert [r[0] for r in db.execute("SELECT version FROM schema_version ORDER BY version")] == [1, 2]
+    assert [r[0] for r in db.execute("SELECT version FROM schema_version ORDER BY version")] == [base, base + 1]
     db.close()
-    monkeypatch.setattr(catalog_schema, "LATEST", 1)
-    with pytest.raises(CatalogError, match="schema version 2, newer than this code's 1"):
+    monkeypatch.setattr(catalog_schema, "LATEST", base)
+    with pytest.raises(CatalogError, match=f"schema version {base + 1}, newer than this code's {base}"):
         Catalog.for_output(tmp_path)
 
 

@@ -103,6 +103,21 @@ def test_persistent_query_faults_fail_clearly(replica, faults, spec: str, reason
             c.query_region(RA, DEC, 0.05)
 
 
+def test_a_refused_connection_is_called_refused_and_a_slow_reply_a_timeout(replica, faults) -> None:  # noqa: F811
+    from astro_pipeline.webserver import free_port
+
+    port = free_port()  # nothing listens there
+    with MastClient(client_settings(f"http://127.0.0.1:{port}", retries=1)) as c:
+        with pytest.raises(MastError) as err:
+            c.query_region(RA, DEC, 0.05)
+    msg = str(err.value)
+    assert f"connection refused by 127.0.0.1:{port}" in msg and "no complete reply" not in msg
+    faults.load("slow:/api/v0/invoke:delay=2")
+    with MastClient(client_settings(replica.url, retries=1, read_timeout_s=0.3)) as c:
+        with pytest.raises(MastError, match=r"no complete reply within 0.3 s"):
+            c.query_region(RA, DEC, 0.05)
+
+
 def test_region_fetch_under_503_bursts_and_truncation(replica, faults, mast_index, tmp_path: Path) -> None:  # noqa: F811
     """Every file ends verified or recorded failed with a reason; no partial file under a final name."""
     faults.load("503:/api/v0/invoke:2,503:/api/v0.1/Download/file:p=0.5,truncate:/api/v0.1/Download/file:p=0.5",

@@ -44,8 +44,9 @@ def _settings(tmp_path: Path, **kw: object) -> Settings:
 
 
 @pytest.fixture
-def server(catalog: Catalog, tmp_path: Path) -> Iterator[ReviewServer]:
-    with ReviewServer(catalog=catalog, settings=_settings(tmp_path)) as srv:
+def server(catalog: Catalog, demo_template: DemoCatalog) -> Iterator[ReviewServer]:
+    # the output folder is where the demo's images are: the page serves files from there only
+    with ReviewServer(catalog=catalog, settings=_settings(demo_template.root)) as srv:
         yield srv
 
 
@@ -295,7 +296,7 @@ def test_decisions_survive_a_restart_sessions_only_with_a_secret(catalog: Catalo
                                                                  demo_template: DemoCatalog) -> None:
     fid = _flagged(demo_template)[2].frame_id
     for secret, session_survives in ((None, False), ("s3cret-for-tests", True)):
-        settings = _settings(tmp_path, review_secret=secret)
+        settings = _settings(demo_template.root, review_secret=secret)
         with ReviewServer(catalog=catalog, settings=settings) as srv, httpx.Client(base_url=srv.url) as client:
             csrf = _sign_in(client)
             port = srv.port

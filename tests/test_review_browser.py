@@ -55,8 +55,9 @@ def catalog(demo_template: DemoCatalog, tmp_path: Path) -> Iterator[Catalog]:
 
 
 @pytest.fixture
-def settings(tmp_path: Path) -> Settings:
-    return Settings(output_dir=tmp_path, review_tokens={TOKEN: "alice"})
+def settings(demo_template: DemoCatalog) -> Settings:
+    # the output folder is where the demo's images are: the page serves files from there only
+    return Settings(output_dir=demo_template.root, review_tokens={TOKEN: "alice"})
 
 
 @pytest.fixture
@@ -76,8 +77,8 @@ def ro_catalog(demo_template: DemoCatalog, tmp_path_factory: pytest.TempPathFact
 
 
 @pytest.fixture(scope="module")
-def ro_server(ro_catalog: Catalog, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ReviewServer]:
-    settings = Settings(output_dir=tmp_path_factory.mktemp("review-browser-ro-out"), review_tokens={TOKEN: "alice"})
+def ro_server(ro_catalog: Catalog, demo_template: DemoCatalog) -> Iterator[ReviewServer]:
+    settings = Settings(output_dir=demo_template.root, review_tokens={TOKEN: "alice"})
     with ReviewServer(catalog=ro_catalog, settings=settings) as srv:
         yield srv
 
@@ -261,3 +262,60 @@ def test_path_traversal_requests_fail(page: Any, ro_server: ReviewServer) -> Non
         api = page.request.get(ro_server.url + path)
         assert 400 <= api.status < 500, path
         assert "root:" not in api.text()
+
+
+def test_dns_rebinding_is_refused_in_chromium(server: ReviewServer, catalog: Catalog,
+                                              demo_template: DemoCatalog) -> None:
+    """A page at evil.example that the resolver points at 127.0.0.1 (DNS rebinding) gets 421s."""
+    from playwright.sync_api import sync_playwright
+
+    if CHROMIUM is None:
+        pytest.skip("Chromium is not installed at /usr/bin/chromium (apt-get install chromium)")
+    from astro_pipeline.review.auth import COOKIE_NAME
+
+    rules = "--host-resolver-rules=MAP evil.example 127.0.0.1 , MAP * ~NOTFOUND , EXCLUDE 127.0.0.1 , EXCLUDE localhost"
+    flags = [f for f in CHROMIUM_FLAGS if not f.startswith("--host-resolver-rules")] + [rules]
+    fid = _flagged(demo_template)[0].frame_id
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=str(CHROMIUM), args=flags)
+        try:
+            context = b.new_context()
+            page = context.new_page()
+            page.set_default_timeout(10_000)
+            resp = page.goto(f"http://evil.example:{server.port}/login")
+            assert resp is not None and resp.status == 421
+            assert "not a name this review server answers to" in page.content()
+            status = page.evaluate(
+                """async (tok) => (await fetch('/login', {method: 'POST', body: new URLSearchParams({token: tok}),
+                    redirect: 'manual'})).status""", TOKEN)
+            assert status == 421
+            status = page.evaluate(
+                """async (id) => (await fetch(`/api/frames/${id}/decision`, {method: 'POST',
+                    headers: {'Content-Type': 'application/json'}, body: JSON.stringify({decision: 'approved'})})).status""",
+                fid)
+            assert status == 421
+            assert not [c for c in context.cookies() if c["name"] == COOKIE_NAME]
+            # the same browser reaches the page under its own name
+            assert page.goto(f"{server.url}/login").status == 200  # type: ignore[union-attr]
+        finally:
+            b.close()
+    assert catalog.review_history(fid) == []
+
+
+def test_sign_out_in_the_browser_revokes_the_session(page: Any, server: ReviewServer, catalog: Catalog,
+                                                     demo_template: DemoCatalog) -> None:
+    import httpx
+
+    from astro_pipeline.review.auth import COOKIE_NAME
+
+    fid = _flagged(demo_template)[0].frame_id
+    _sign_in(page, server.url)
+    cookie = next(c["value"] for c in page.context.cookies() if c["name"] == COOKIE_NAME)
+    csrf = page.locator("meta[name='csrf-token']").get_attribute("content")
+    page.click("header form.inline button")  # sign out
+    page.wait_for_selector("#readonly-badge")
+    with httpx.Client(base_url=server.url, cookies={COOKIE_NAME: cookie}, timeout=10) as replay:
+        resp = replay.post(f"/api/frames/{fid}/decision", json={"decision": "rejected"},
+                           headers={"X-CSRF-Token": csrf or ""})
+        assert resp.status_code == 401, resp.text
+    assert catalog.review_history(fid) == []

@@ -3,7 +3,7 @@
 ``Catalog`` is the entry point (SQLite WAL at ``<output>/catalog.sqlite`` by default, PostgreSQL by
 URL). Tables live in ``tables.py``, schema versions in ``schema.py``, idempotent upserts in
 ``writes.py``, queries in ``queries.py``, the review history in ``reviews.py``, and the cumulative
-manifest export in ``export.py``.
+manifest export in ``export.py``, the review page's sign-in sessions in ``sessions.py``.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from astro_pipeline.catalog.views import (
     ProductFileView,
     ProductView,
     ReviewEvent,
+    ReviewSession,
     RunInfo,
     RunSummary,
 )
@@ -39,6 +40,7 @@ __all__ = [
     "ProductFileView",
     "ProductView",
     "ReviewEvent",
+    "ReviewSession",
     "RunInfo",
     "RunRecorder",
     "RunSummary",

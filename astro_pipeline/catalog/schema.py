@@ -21,10 +21,18 @@ from astro_pipeline.catalog.db import CatalogError, is_sqlite, redact, run_write
 __all__ = ["LATEST", "UPGRADES", "current_version", "migrate"]
 
 #: The schema version this code writes.
-LATEST = 1
+LATEST = 2
+
+
+def _add_review_sessions(conn: Connection) -> None:
+    """2: revocable review page sign-ins (logout revokes; the revocation survives a restart)."""
+    t.review_sessions.create(conn)  # CREATE TABLE and its index, explicit DDL on either database
+
 
 #: version -> (description, step upgrading version-1 to version).
-UPGRADES: dict[int, tuple[str, Callable[[Connection], None]]] = {}
+UPGRADES: dict[int, tuple[str, Callable[[Connection], None]]] = {
+    2: ("review_sessions: revocable review page sign-ins", _add_review_sessions),
+}
 
 _DESCRIPTION_FRESH = "initial catalog tables"
 

@@ -17,7 +17,7 @@ from typing import Any
 from sqlalchemy import Connection, select, update
 from sqlalchemy.engine import make_url
 
-from astro_pipeline.catalog import queries, reviews, writes
+from astro_pipeline.catalog import queries, reviews, sessions, writes
 from astro_pipeline.catalog import tables as t
 from astro_pipeline.catalog.db import CatalogError, make_engine, redact, run_read, run_write
 from astro_pipeline.catalog.keys import jsonable
@@ -30,6 +30,7 @@ from astro_pipeline.catalog.views import (
     PendingInput,
     ProductFileView,
     ReviewEvent,
+    ReviewSession,
     RunInfo,
     RunSummary,
 )
@@ -295,6 +296,22 @@ class Catalog:
 
     def review_history(self, frame_id: int) -> list[ReviewEvent]:
         return self.read(lambda c: reviews.review_history(c, frame_id))
+
+    # --- review page sessions --------------------------------------------------------------------
+    def create_review_session(self, key_sha256: str, *, reviewer: str, csrf: str, expires_at: Any,
+                              token_sha256: str, client: str | None = None) -> int:
+        """Record a sign-in (the sha256 of its cookie key); returns the session's row id."""
+        return self.write(lambda c: sessions.create_session(c, key_sha256, reviewer=reviewer, csrf=csrf,
+                                                            expires_at=expires_at, token_sha256=token_sha256,
+                                                            client=client))
+
+    def review_session(self, key_sha256: str) -> ReviewSession | None:
+        """The sign-in with this key hash, revoked or not (None when unknown)."""
+        return self.read(lambda c: sessions.find_session(c, key_sha256))
+
+    def revoke_review_session(self, key_sha256: str) -> bool:
+        """Sign-out: revoke the session for good; False when unknown."""
+        return self.write(lambda c: sessions.revoke_session(c, key_sha256))
 
     # --- overview --------------------------------------------------------------------------------
     def stats(self) -> dict[str, Any]:

@@ -1,4 +1,5 @@
-"""The catalog's tables (SQLAlchemy Core): records, files, frames, quality, products, reviews, runs.
+"""The catalog's tables (SQLAlchemy Core): records, files, frames, quality, products, reviews, runs,
+and the review page's sign-in sessions.
 
 Natural keys carry unique constraints so upserts are idempotent across processes:
 records by (archive, archive_id), files by content sha256, frames by (file, hdu, plane),
@@ -40,6 +41,7 @@ __all__ = [
     "metadata",
     "product_files",
     "products",
+    "review_sessions",
     "reviews",
     "runs",
     "schema_version",
@@ -252,4 +254,22 @@ reviews = Table(
     Column("created_at", UtcDateTime, nullable=False),
     Column("undoes_id", Integer, ForeignKey("reviews.id"), unique=True),  # one undo per decision
     Index("ix_reviews_frame_id", "frame_id", "id"),
+)
+
+#: Review page sign-ins (schema 2). The cookie holds a random key; only its sha256 is stored, so a
+#: copy of the catalog cannot be replayed. ``revoked_at`` is set at sign-out; rows are kept until
+#: they have been expired a while (``catalog.sessions.PRUNE_AFTER``).
+review_sessions = Table(
+    "review_sessions",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("key_sha256", String(64), nullable=False, unique=True),
+    Column("reviewer", String(200), nullable=False),
+    Column("token_sha256", String(64), nullable=False),  # which configured token signed in
+    Column("csrf", String(128), nullable=False),
+    Column("client", String(64)),  # address the sign-in came from
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("expires_at", UtcDateTime, nullable=False),
+    Column("revoked_at", UtcDateTime),
+    Index("ix_review_sessions_expires_at", "expires_at"),
 )

@@ -18,6 +18,7 @@ __all__ = [
     "ProductFileView",
     "ProductView",
     "ReviewEvent",
+    "ReviewSession",
     "RunInfo",
     "RunSummary",
 ]
@@ -74,6 +75,20 @@ class ReviewEvent:
     at: datetime
     undoes_id: int | None
     undone: bool  # a later undo reversed this decision
+
+
+@dataclass(frozen=True, kw_only=True)
+class ReviewSession:
+    """A review page sign-in as the catalog keeps it (the key itself is never stored)."""
+
+    id: int
+    reviewer: str
+    token_sha256: str
+    csrf: str
+    client: str | None
+    created_at: datetime
+    expires_at: datetime
+    revoked_at: datetime | None
 
 
 @dataclass(frozen=True, kw_only=True)

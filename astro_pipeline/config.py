@@ -135,6 +135,7 @@ class Settings(BaseSettings):
     # --- review app ------------------------------------------------------------------------------
     review_tokens: dict[str, str] = Field(default_factory=dict)  # token -> reviewer name
     review_secret: str | None = None  # signs session cookies; random per process if unset
+    review_allowed_hosts: list[str] = Field(default_factory=list)  # names besides loopback (a TLS proxy's)
 
     @classmethod
     def settings_customise_sources(

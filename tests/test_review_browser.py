@@ -264,41 +264,37 @@ def test_path_traversal_requests_fail(page: Any, ro_server: ReviewServer) -> Non
         assert "root:" not in api.text()
 
 
-def test_dns_rebinding_is_refused_in_chromium(server: ReviewServer, catalog: Catalog,
+def test_dns_rebinding_is_refused_in_chromium(browser: Any, server: ReviewServer, catalog: Catalog,
                                               demo_template: DemoCatalog) -> None:
     """A page at evil.example that the resolver points at 127.0.0.1 (DNS rebinding) gets 421s."""
-    from playwright.sync_api import sync_playwright
-
-    if CHROMIUM is None:
-        pytest.skip("Chromium is not installed at /usr/bin/chromium (apt-get install chromium)")
     from astro_pipeline.review.auth import COOKIE_NAME
 
     rules = "--host-resolver-rules=MAP evil.example 127.0.0.1 , MAP * ~NOTFOUND , EXCLUDE 127.0.0.1 , EXCLUDE localhost"
     flags = [f for f in CHROMIUM_FLAGS if not f.startswith("--host-resolver-rules")] + [rules]
     fid = _flagged(demo_template)[0].frame_id
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=str(CHROMIUM), args=flags)
-        try:
-            context = b.new_context()
-            page = context.new_page()
-            page.set_default_timeout(10_000)
-            resp = page.goto(f"http://evil.example:{server.port}/login")
-            assert resp is not None and resp.status == 421
-            assert "not a name this review server answers to" in page.content()
-            status = page.evaluate(
-                """async (tok) => (await fetch('/login', {method: 'POST', body: new URLSearchParams({token: tok}),
-                    redirect: 'manual'})).status""", TOKEN)
-            assert status == 421
-            status = page.evaluate(
-                """async (id) => (await fetch(`/api/frames/${id}/decision`, {method: 'POST',
-                    headers: {'Content-Type': 'application/json'}, body: JSON.stringify({decision: 'approved'})})).status""",
-                fid)
-            assert status == 421
-            assert not [c for c in context.cookies() if c["name"] == COOKIE_NAME]
-            # the same browser reaches the page under its own name
-            assert page.goto(f"{server.url}/login").status == 200  # type: ignore[union-attr]
-        finally:
-            b.close()
+    # a second Chromium from the same Playwright, with evil.example resolving to 127.0.0.1
+    b = browser.browser_type.launch(executable_path=str(CHROMIUM), args=flags)
+    try:
+        context = b.new_context()
+        page = context.new_page()
+        page.set_default_timeout(10_000)
+        resp = page.goto(f"http://evil.example:{server.port}/login")
+        assert resp is not None and resp.status == 421
+        assert "not a name this review server answers to" in page.content()
+        status = page.evaluate(
+            """async (tok) => (await fetch('/login', {method: 'POST', body: new URLSearchParams({token: tok}),
+                redirect: 'manual'})).status""", TOKEN)
+        assert status == 421
+        status = page.evaluate(
+            """async (id) => (await fetch(`/api/frames/${id}/decision`, {method: 'POST',
+                headers: {'Content-Type': 'application/json'}, body: JSON.stringify({decision: 'approved'})})).status""",
+            fid)
+        assert status == 421
+        assert not [c for c in context.cookies() if c["name"] == COOKIE_NAME]
+        # the same browser reaches the page under its own name
+        assert page.goto(f"{server.url}/login").status == 200  # type: ignore[union-attr]
+    finally:
+        b.close()
     assert catalog.review_history(fid) == []
 
 

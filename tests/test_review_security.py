@@ -375,7 +375,7 @@ def test_product_symlinked_outside_the_output_folder_is_refused(server: ReviewSe
         path0.unlink()
         path0.symlink_to(outside)
         resp = client.get(f"/image/{fid0}/png")
-        assert resp.status_code == 404 and "outside the output folder" in resp.json()["error"]
+        assert resp.status_code == 404 and "outside the output folder" in resp.text
         fid1, path1 = _product_file(catalog, ids[1])
         path1.unlink()
         path1.symlink_to("/etc/passwd")
@@ -385,7 +385,7 @@ def test_product_symlinked_outside_the_output_folder_is_refused(server: ReviewSe
         fid2, path2 = _product_file(catalog, ids[2])
         path2.write_text("root:x:0:0:root:/root:/bin/bash\n")
         resp = client.get(f"/image/{fid2}/png")
-        assert resp.status_code == 404 and "not an image" in resp.json()["error"] and "root:" not in resp.text
+        assert resp.status_code == 404 and "not an image" in resp.text and "root:" not in resp.text
         # a JPEG stored under a .png name is served as what it is
         fid3, path3 = _product_file(catalog, ids[3])
         from PIL import Image
@@ -411,9 +411,9 @@ def test_raw_input_swapped_for_a_non_image_or_a_link_outside_is_a_404(server: Re
     with httpx.Client(base_url=server.url, timeout=10) as client:
         resp = client.get(f"/frame/{ids[0]}/input.png")
         assert resp.status_code == 404 and _has_security_headers(resp), resp.text
-        assert "not a PNG file" in resp.json()["error"] or "not an image" in resp.json()["error"]
+        assert "is not an image" in resp.text
         resp = client.get(f"/frame/{ids[1]}/input.png")
-        assert resp.status_code == 404 and "outside the output folder" in resp.json()["error"]
+        assert resp.status_code == 404 and "outside the output folder" in resp.text
         assert client.get(f"/frame/{ids[2]}/input.png").status_code == 200  # the others still show
 
 

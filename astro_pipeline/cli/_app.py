@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import typer
 
+from astro_pipeline.cli._errors import CleanErrorsGroup
+
 app = typer.Typer(
+    cls=CleanErrorsGroup,  # known failures of any command: one "error:" line, exit 1 or 2
     name="astro-pipeline",
     help="Hubble archive colorization and 4x super-resolution pipeline.",
     no_args_is_help=True,

@@ -1,31 +1,50 @@
 """The curator review web app: queue of flagged frames, decisions, sign-in, images by catalog id.
 
-``create_review_app(catalog=..., settings=...)`` builds one FastAPI app. Pages are rendered
-on the server with Jinja2 (autoescaped: archive titles can carry HTML); a small static script
-adds keyboard shortcuts and sends decisions as JSON with the session's CSRF token. Without
+``create_review_app(catalog=..., settings=..., access=...)`` builds one FastAPI app. Pages are
+rendered on the server with Jinja2 (autoescaped: archive titles can carry HTML); a small static
+script adds keyboard shortcuts and sends decisions as JSON with the session's CSRF token. Without
 a signed-in session the page is read-only and every change is refused with 401.
+
+Defences (the threat model is in the README): ``guard.ReviewGuard`` refuses Hosts outside the
+access policy's allow-list (421, DNS rebinding), caps bodies at 1 MB (413) and adds the security
+headers to every response; changes need an Origin on the allow-list, a live session kept in the
+catalog and its CSRF token; sign-in is rate limited per client (429); ids are ASCII digits.
 """
 
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import urlencode
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from astro_pipeline.catalog import NotFoundError
-from astro_pipeline.review.auth import COOKIE_NAME, CSRF_HEADER, ReviewerSession, SessionSigner, match_token, same_token
+from astro_pipeline.review.access import ReviewAccess, hostname_of
+from astro_pipeline.review.auth import (
+    COOKIE_NAME,
+    CSRF_HEADER,
+    ReviewerSession,
+    SessionSigner,
+    SessionStore,
+    TokenError,
+    check_tokens,
+    match_token,
+    same_token,
+)
+from astro_pipeline.review.guard import MAX_BODY_BYTES, SECURITY_HEADERS, ReviewGuard
 from astro_pipeline.review.queries import ImageNotFound, ReviewQueries
+from astro_pipeline.review.ratelimit import SignInLimiter
 from astro_pipeline.review.views import DECISION_LABELS, DECISIONS, STATUSES, QueueFilters
 
-__all__ = ["ReviewError", "create_review_app"]
+__all__ = ["ReviewConfigError", "ReviewError", "create_review_app"]
 
 _HERE = Path(__file__).resolve().parent
 TEMPLATES_DIR = _HERE / "templates"
@@ -34,16 +53,11 @@ MAX_NOTE_CHARS = 2000
 MAX_PAGE = 200
 MAX_BULK = 5000
 
-_SECURITY_HEADERS = {
-    "Content-Security-Policy": (
-        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
-        "connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
-    ),
-    "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "same-origin",
-    "X-Frame-Options": "DENY",
-    "Cache-Control": "no-store",
-}
+_DIGITS = re.compile(r"[0-9]{1,18}")
+
+
+class ReviewConfigError(ValueError):
+    """Settings the review app refuses to start with (e.g. a reviewer token under 16 characters)."""
 
 
 class ReviewError(Exception):
@@ -72,14 +86,18 @@ def _wants_json(request: Request) -> bool:
     return path.startswith("/api/") or ("application/json" in accept and "text/html" not in accept)
 
 
+def ascii_id(raw: str) -> int | None:
+    """``raw`` as a catalog id when it is 1-18 ASCII digits (``int()`` would also take "١" or "²")."""
+    return int(raw) if _DIGITS.fullmatch(raw) else None
+
+
 def _parse_int(request: Request, name: str, default: int, lo: int, hi: int) -> int:
     raw = request.query_params.get(name, "").strip()
     if not raw:
         return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ReviewError(400, f"{name!r} must be a whole number, got {raw!r}") from None
+    value = ascii_id(raw)
+    if value is None:
+        raise ReviewError(400, f"{name!r} must be a whole number (ASCII digits), got {raw[:40]!r}")
     if not lo <= value <= hi:
         raise ReviewError(400, f"{name!r} must be between {lo} and {hi}, got {value}")
     return value
@@ -119,40 +137,69 @@ def filters_from_mapping(get: Any, *, where: str) -> QueueFilters:
                         ra=ra, dec=dec, radius=radius, status=status)
 
 
-def create_review_app(*, catalog: Any, settings: Any) -> FastAPI:
-    """The review app over ``catalog`` (an ``astro_pipeline.catalog.Catalog``) and ``settings``."""
+def create_review_app(*, catalog: Any, settings: Any, access: ReviewAccess | None = None,
+                      limiter: SignInLimiter | None = None) -> FastAPI:
+    """The review app over ``catalog`` (an ``astro_pipeline.catalog.Catalog``) and ``settings``.
+
+    ``access``: the names the page answers to and whether it is read-only (default: loopback
+    names, writes allowed; ``review.access.review_access`` builds it for a bind address).
+    Raises ``ReviewConfigError`` for a reviewer token shorter than 16 characters.
+    """
+    tokens: dict[str, str] = dict(getattr(settings, "review_tokens", {}) or {})
+    try:
+        check_tokens(tokens)
+    except TokenError as exc:
+        raise ReviewConfigError(str(exc)) from None
+    access = access or ReviewAccess()
+    limiter = limiter or SignInLimiter()
     app = FastAPI(title="astro-pipeline review", docs_url=None, redoc_url=None, openapi_url=None)
     queries = ReviewQueries(catalog, settings=settings)
     signer = SessionSigner(getattr(settings, "review_secret", None))
-    tokens: dict[str, str] = dict(getattr(settings, "review_tokens", {}) or {})
+    sessions = SessionStore(catalog, signer, tokens)
     env = _template_env()
     app.state.review_queries = queries
     app.state.session_signer = signer
+    app.state.access = access
+    app.add_middleware(ReviewGuard, access=access, max_body=MAX_BODY_BYTES)
     app.mount("/static", StaticFiles(directory=str(STATIC_DIR)), name="static")
+    read_only_why = (f"this review page is read-only: it is served on {access.bind_host}, which is not a "
+                     "loopback address; restart it with --allow-remote-writes (behind TLS) to allow sign-in")
 
     # ---- helpers -----------------------------------------------------------------------------
     def session_of(request: Request) -> ReviewerSession | None:
-        return signer.loads(request.cookies.get(COOKIE_NAME))
+        """The live session of this request (looked up in the catalog once per request)."""
+        if not hasattr(request.state, "review_session"):
+            cookie = request.cookies.get(COOKIE_NAME)
+            request.state.review_session = sessions.find(cookie) if cookie else None
+        return request.state.review_session  # type: ignore[no-any-return]
 
     def render(request: Request, name: str, status: int = 200, **ctx: Any) -> HTMLResponse:
-        session = session_of(request)
+        try:
+            session = session_of(request)
+        except Exception:  # noqa: BLE001 - an error page must render even when the catalog fails
+            session = None
         html = env.get_template(name).render(
-            session=session, tokens_configured=bool(tokens), request_path=request.url.path, **ctx
+            session=session, tokens_configured=bool(tokens), read_only=access.read_only,
+            read_only_why=read_only_why, request_path=request.url.path, **ctx
         )
         return HTMLResponse(html, status_code=status)
 
     def check_origin(request: Request) -> None:
-        """Refuse cross-site requests even if a browser sent the cookie (belt and braces)."""
+        """Refuse cross-site requests: the Origin must name a host on the allow-list (not just echo Host)."""
         origin = request.headers.get("origin")
-        if origin and origin != "null":
-            host = request.headers.get("host", "")
-            if urlsplit(origin).netloc != host:
-                raise ReviewError(403, f"cross-site request refused (Origin {origin} is not this server)")
+        if origin is not None:
+            if not access.allows(hostname_of(origin)):
+                raise ReviewError(403, f"cross-site request refused (Origin {origin[:100]} is not this server)")
         elif request.headers.get("sec-fetch-site") == "cross-site":
             raise ReviewError(403, "cross-site request refused")
 
+    def check_writable() -> None:
+        if access.read_only:
+            raise ReviewError(403, read_only_why)
+
     def require_change_rights(request: Request, form_token: str | None = None) -> ReviewerSession:
         """The signed-in reviewer, after checking the CSRF token; else a 401/403 ReviewError."""
+        check_writable()
         check_origin(request)
         session = session_of(request)
         if session is None:
@@ -161,6 +208,9 @@ def create_review_app(*, catalog: Any, settings: Any) -> FastAPI:
         if not same_token(token, session.csrf):
             raise ReviewError(403, "missing or wrong CSRF token: reload the page and try again")
         return session
+
+    def client_of(request: Request) -> str:
+        return request.client.host if request.client else "unknown"
 
     async def json_body(request: Request) -> dict[str, Any]:
         if "application/json" not in request.headers.get("content-type", ""):
@@ -185,9 +235,9 @@ def create_review_app(*, catalog: Any, settings: Any) -> FastAPI:
         return str(decision), note.strip()
 
     def frame_id_of(raw: str) -> int:
-        if not raw.isdigit() or len(raw) > 18:
-            raise ReviewError(404, f"no frame with id {raw!r} in the catalog (ids are whole numbers)")
-        frame_id = int(raw)
+        frame_id = ascii_id(raw)
+        if frame_id is None:
+            raise ReviewError(404, f"no frame with id {raw[:40]!r} in the catalog (ids are whole numbers)")
         if not queries.has_frame(frame_id):
             raise ReviewError(404, f"no frame with id {frame_id} in the catalog")
         return frame_id
@@ -223,23 +273,21 @@ def create_review_app(*, catalog: Any, settings: Any) -> FastAPI:
         parts = [f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg', '')}" for e in exc.errors()]
         return error_response(request, 400, "bad request: " + "; ".join(parts))
 
+    @app.exception_handler(Exception)
+    async def _internal_error(request: Request, exc: Exception) -> Response:
+        """Any unexpected failure: a 500 with the headers and a short message (details go to the log)."""
+        return error_response(request, 500, f"internal error ({type(exc).__name__}); the server log has the details")
+
     def error_response(request: Request, status: int, message: str) -> Response:
         if _wants_json(request):
             resp: Response = JSONResponse({"error": message, "status": status}, status_code=status)
         else:
             resp = render(request, "error.html", status=status, status_code=status, message=message)
-        for k, v in _SECURITY_HEADERS.items():
+        for k, v in SECURITY_HEADERS.items():  # a 500 leaves outside the guard: set them here too
             resp.headers.setdefault(k, v)
+        if status >= 500:  # the server drops the connection after an unhandled error: say so
+            resp.headers["Connection"] = "close"
         return resp
-
-    @app.middleware("http")
-    async def _security_headers(request: Request, call_next: Any) -> Response:
-        response: Response = await call_next(request)
-        for k, v in _SECURITY_HEADERS.items():
-            if k == "Cache-Control" and request.url.path.startswith(("/static/", "/image/", "/frame/")):
-                continue
-            response.headers.setdefault(k, v)
-        return response
 
     # ---- pages -------------------------------------------------------------------------------
     @app.get("/", response_class=HTMLResponse)
@@ -266,16 +314,29 @@ def create_review_app(*, catalog: Any, settings: Any) -> FastAPI:
 
     @app.post("/login")
     async def login(request: Request) -> Response:
+        check_writable()
         check_origin(request)
+        client = client_of(request)
+        wait = limiter.blocked(client)  # before the token is even read: a locked-out client learns nothing
+        if wait is not None:
+            resp = render(request, "login.html", status=429, next="/", error=(
+                f"too many failed sign-ins from {client}: try again in {wait} s"))
+            resp.headers["Retry-After"] = str(wait)
+            return resp
         form = await request.form()
         token = str(form.get("token") or "")
         nxt = _safe_next(str(form.get("next") or "/"))
-        reviewer = match_token(token, tokens) if token else None
-        if reviewer is None:
+        known = match_token(token, tokens) if token and tokens else None
+        if known is None:
+            wait = limiter.failure(client)
             why = ("no reviewer tokens are configured (set ASTRO_PIPELINE_REVIEW_TOKENS)" if not tokens
                    else "that token is not a reviewer token")
-            return render(request, "login.html", status=401, next=nxt, error=why)
-        _, cookie = signer.new_session(reviewer)
+            resp = render(request, "login.html", status=401, next=nxt, error=why)
+            if wait is not None:
+                resp.headers["Retry-After"] = str(wait)
+            return resp
+        limiter.success(client)
+        _, cookie = sessions.start(known, client)
         resp = RedirectResponse(nxt, status_code=303)
         resp.set_cookie(COOKIE_NAME, cookie, max_age=signer.max_age_s, httponly=True,
                         samesite="strict", path="/", secure=request.url.scheme == "https")
@@ -284,7 +345,8 @@ def create_review_app(*, catalog: Any, settings: Any) -> FastAPI:
     @app.post("/logout")
     async def logout(request: Request) -> Response:
         form = await request.form()
-        require_change_rights(request, str(form.get("csrf_token") or ""))
+        session = require_change_rights(request, str(form.get("csrf_token") or ""))
+        sessions.end(session)  # revoked in the catalog: a copy of the cookie is worthless from now on
         resp = RedirectResponse("/", status_code=303)
         resp.delete_cookie(COOKIE_NAME, path="/", httponly=True, samesite="strict")
         return resp
@@ -355,13 +417,15 @@ def create_review_app(*, catalog: Any, settings: Any) -> FastAPI:
     # ---- images by catalog id ----------------------------------------------------------------
     @app.get("/image/{file_id}/{kind}")
     def product_image(file_id: str, kind: str) -> Response:
-        if not file_id.isdigit() or len(file_id) > 18:
-            raise ReviewError(404, f"no product file with id {file_id!r} (images are served by catalog id only)")
+        pf_id = ascii_id(file_id)
+        if pf_id is None:
+            raise ReviewError(404, f"no product file with id {file_id[:40]!r} (images are served by catalog id only)")
         try:
-            path, media_type = queries.product_image(int(file_id), kind)
+            image = queries.open_product_image(pf_id, kind)
         except ImageNotFound as exc:
             raise ReviewError(404, str(exc)) from None
-        return FileResponse(path, media_type=media_type, headers={"Cache-Control": "private, max-age=300"})
+        return StreamingResponse(image.chunks(), media_type=image.media_type, headers={
+            "Cache-Control": "private, max-age=300", "Content-Length": str(image.size)})
 
     @app.get("/frame/{frame_id}/input.png")
     def input_preview(frame_id: str) -> Response:

@@ -3,8 +3,9 @@
 Everything goes through ``astro_pipeline.catalog``: frame selection, order and decision state
 come from its queries (``select_frames``/``frame_views``, the same ones behind
 ``Catalog.flagged_frames``), decisions from ``add_review(s)``/``undo_review``/``current_decision``,
-images from ``Catalog.product_file`` (by id). The only thing added here is the "open" queue
-(no decision yet, or "needs another look"), built from two of the catalog's id queries.
+images from ``Catalog.product_file`` (by id), read only inside the output folder and typed by
+their bytes (``review.files``). The only thing added here is the "open" queue (no decision yet,
+or "needs another look"), built from two of the catalog's id queries.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any
 
 from astro_pipeline.catalog import FrameFilter, FrameView
 from astro_pipeline.catalog import queries as cq
+from astro_pipeline.review.files import FileRefused, ServedImage, open_image, resolve_inside
 from astro_pipeline.review.views import (
     DecisionView,
     FlagView,
@@ -29,7 +31,7 @@ from astro_pipeline.review.views import (
 
 __all__ = ["IMAGE_MEDIA_TYPES", "ImageNotFound", "ReviewQueries"]
 
-#: File types the app serves to a browser, by suffix. Anything else is refused.
+#: Product suffixes the queue shows as an image. What is served is decided by the bytes (``review.files``).
 IMAGE_MEDIA_TYPES: dict[str, str] = {
     ".png": "image/png",
     ".jpg": "image/jpeg",
@@ -129,18 +131,26 @@ class ReviewQueries:
         return _decision_view(self.catalog.current_decision(frame_id))
 
     # ---- images -------------------------------------------------------------------------------
-    def product_image(self, file_id: int, kind: str) -> tuple[Path, str]:
-        """The product file with catalog id ``file_id`` (of ``kind``), if it is a browser image."""
+    @property
+    def root(self) -> Path:
+        """The output folder: the only place files are read from for the browser."""
+        folder = getattr(self.settings, "output_dir", None)
+        if folder is None:
+            raise ImageNotFound("no output folder is configured, so no files are served")
+        return Path(folder)
+
+    def open_product_image(self, file_id: int, kind: str) -> ServedImage:
+        """The product file with catalog id ``file_id`` (of ``kind``), opened and checked for serving:
+        inside the output folder once symlinks are resolved, and an image by its bytes."""
         pf = self.catalog.product_file(file_id)
         if pf is None or pf.kind != kind:
             raise ImageNotFound(f"no {kind!r} product file with id {file_id} in the catalog")
-        path = Path(pf.path)
-        media = IMAGE_MEDIA_TYPES.get(path.suffix.lower())
-        if pf.kind not in PREVIEW_KINDS or media is None:
-            raise ImageNotFound(f"product file {file_id} ({kind}, {path.suffix or 'no suffix'}) is not a browser image")
-        if not path.is_file():
-            raise ImageNotFound(f"product file {file_id} ({kind}) is no longer on disk")
-        return path, media
+        if pf.kind not in PREVIEW_KINDS:
+            raise ImageNotFound(f"product file {file_id} ({kind}) is not a browser image")
+        try:
+            return open_image(pf.path, self.root, what=f"product file {file_id} ({kind})")
+        except FileRefused as exc:
+            raise ImageNotFound(str(exc)) from None
 
     def input_preview_png(self, frame_id: int) -> bytes:
         """The frame's input as a PNG for the browser: display stretch, at most 1024 px a side."""
@@ -152,10 +162,13 @@ class ReviewQueries:
             if key in self._preview_cache:
                 self._preview_cache.move_to_end(key)
                 return self._preview_cache[key]
-        path = Path(view.raw_path)
-        if not view.raw_path or not path.is_file():
-            raise ImageNotFound(
-                f"frame {frame_id}: its input file is no longer on disk (retention may have removed it)")
+        if not view.raw_path:
+            raise ImageNotFound(f"frame {frame_id}: no input file is recorded")
+        try:
+            path = resolve_inside(view.raw_path, self.root, what=f"frame {frame_id}: its input file")
+        except FileRefused as exc:
+            why = " (retention may have removed it)" if "no longer on disk" in str(exc) else ""
+            raise ImageNotFound(f"{exc}{why}") from None
         png = _render_preview(path, view.hdu, view.plane, frame_id)
         with self._cache_lock:
             self._preview_cache[key] = png
@@ -242,13 +255,29 @@ def _iso(value: Any) -> str:
 
 
 def _render_preview(path: Path, hdu: int | None, plane: int | None, frame_id: int) -> bytes:
-    """Render one frame of ``path`` as a display PNG (browser images are passed through)."""
+    """Render one frame of ``path`` as a display PNG (browser images are re-encoded as they are).
+
+    What the file is comes from its first bytes, not its name; anything but an image is refused.
+    """
     from PIL import Image
 
-    if path.suffix.lower() in (".png", ".jpg", ".jpeg"):
-        with Image.open(path) as im:
-            im.load()
-            img = im.convert("RGB") if im.mode not in ("L", "RGB") else im.copy()
+    from astro_pipeline.ingest.readers import detect_content
+
+    try:
+        with open(path, "rb") as fh:
+            content = detect_content(fh.read(2880))
+    except OSError as exc:
+        raise ImageNotFound(f"frame {frame_id}: its input file cannot be read ({exc.strerror})") from None
+    if content is None:
+        raise ImageNotFound(f"frame {frame_id}: its input file is not an image (not FITS, TIFF, PNG or JPEG)")
+    if content in ("png", "jpeg"):
+        try:
+            with Image.open(path, formats=["PNG" if content == "png" else "JPEG"]) as im:
+                im.load()
+                img = im.convert("RGB") if im.mode not in ("L", "RGB") else im.copy()
+        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+            raise ImageNotFound(f"frame {frame_id}: its input file is not a readable {content.upper()} "
+                                f"({type(exc).__name__})") from None
     else:
         try:
             import numpy as np

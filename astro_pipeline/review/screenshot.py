@@ -7,6 +7,7 @@ temporary folder, serves the review page on 127.0.0.1, signs in, and saves a PNG
 from __future__ import annotations
 
 import os
+import secrets
 import sys
 import tempfile
 import time
@@ -60,13 +61,14 @@ def take_screenshot(out: Path, *, width: int = 1440, height: int = 1100) -> Path
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="review-shot-") as tmp:
         demo = build_demo_catalog(Path(tmp))
-        settings = Settings(output_dir=Path(tmp), review_tokens={"demo-token": "curator"})
+        token = secrets.token_urlsafe(24)
+        settings = Settings(output_dir=Path(tmp), review_tokens={token: "curator"})
         with ReviewServer(catalog=demo.catalog, settings=settings) as srv, sync_playwright() as p:
             browser = p.chromium.launch(executable_path=str(exe), args=list(CHROMIUM_FLAGS))
             try:
                 page = browser.new_page(viewport={"width": width, "height": height})
                 page.goto(f"{srv.url}/login")
-                page.fill("#token", "demo-token")
+                page.fill("#token", token)
                 page.click("#sign-in")
                 page.wait_for_selector("article.item")
                 wait_for_images(page, 6)

@@ -16,7 +16,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -78,6 +78,14 @@ class Region(BaseModel):
     archives: list[str] = Field(default_factory=lambda: ["mast", "hla", "esahubble"])
     instruments: list[str] = Field(default_factory=list)
     filters: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _valid_cone(self) -> Region:
+        """RA in [0, 360), Dec in [-90, 90], a finite radius in (0, 180] (``astro_pipeline.sky``)."""
+        from astro_pipeline.sky import check_cone
+
+        check_cone(self.ra, self.dec, self.radius_deg)
+        return self
 
 
 def _default_perceptual() -> Path:

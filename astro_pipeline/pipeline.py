@@ -56,7 +56,8 @@ ARCHIVES: tuple[str, ...] = ("mast", "hla", "esahubble")
 
 #: Item statuses, in the order the summary reports them.
 STATUSES: tuple[str, ...] = (
-    "ok", "partial", "error", "download_failed", "already_done", "skipped_done", "over_budget", "low_disk", "planned",
+    "ok", "partial", "error", "download_failed", "list_failed", "already_done", "skipped_done", "over_budget",
+    "low_disk", "planned",
 )
 
 

@@ -86,10 +86,27 @@ def open_catalog(settings: Settings) -> Any:
 # ---------------------------------------------------------------------------------- tasks
 
 
+#: Archive failures a listing reports (after its retries) instead of failing the sweep.
+_LISTING_ERRORS = ("MastError", "ScrapeError", "BrowserNotFoundError", "DownloadError")
+
+
 @task(name="list-archive", cache_policy=NO_CACHE, **_RETRY)
-def list_task(archive: str, region: Region, settings: Settings) -> list[ArchiveRecord]:
-    """What one archive offers for one region (retried with exponential backoff)."""
-    records = pipeline.list_archive(archive, region, settings)
+def list_task(archive: str, region: Region, settings: Settings) -> list[ArchiveRecord] | str:
+    """What one archive offers for one region (retried with exponential backoff).
+
+    An archive that still fails on the last try returns the reason (a str) instead of raising,
+    so the rest of the sweep goes on and the report names the archive, the region and why.
+    """
+    from prefect.runtime import task_run
+
+    try:
+        records = pipeline.list_archive(archive, region, settings)
+    except Exception as exc:
+        if type(exc).__name__ not in _LISTING_ERRORS or (task_run.run_count or 1) <= _RETRY["retries"]:
+            raise  # Prefect retries it (or it is a bug, which must not be hidden)
+        reason = f"{archive} listing of region {region.name} failed: {exc}"
+        get_run_logger().error("%s", reason)
+        return reason
     get_run_logger().info("%s offers %d item(s) for region %s", archive, len(records), region.name)
     return records
 
@@ -167,6 +184,11 @@ def run_sweep(
         for archive in region.archives:
             key = ("*", archive) if archive == "esahubble" else (region.name, archive)
             got = list_futures[key].result()
+            if isinstance(got, str):  # the archive could not be listed: report it, sweep the rest
+                items.append(pipeline.ItemResult(key=f"list:{region.name}:{archive}", archive=archive,
+                                                 record_id="(listing)", region=region.name, operation="list",
+                                                 status="list_failed", error=got))
+                continue
             records.extend(r for r in got if archive != "esahubble" or pipeline.in_region(r, region))
         listings.append((region.name, records))
     done: list[pipeline.ItemPlan] = []
@@ -223,7 +245,7 @@ def run_sweep(
     # retention last, so the contact sheet could still show each raw input
     for it in report.items:
         pipeline.apply_retention(it, keep_raw=settings.keep_raw)
-    failed = sum(report.counts.get(s, 0) for s in ("error", "download_failed"))
+    failed = sum(report.counts.get(s, 0) for s in ("error", "download_failed", "list_failed"))
     catalog.finish_run(run_id, "completed" if not failed else "completed_with_errors", dict(report.counts))
     _publish(report, settings)
     return report

@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import math
 import random
+import socket
 import time
 import warnings
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import requests
 
@@ -38,6 +39,36 @@ DEFAULT_PRODUCT_TYPES: tuple[str, ...] = ("DRZ", "DRC")
 MAST_CREDIT = "NASA/ESA Hubble Space Telescope; data from MAST (STScI)"
 MAST_LICENSE = "public (NASA/MAST data policy: non-proprietary HST data, credit requested)"
 _OBSID_CHUNK = 50  # long obsid lists time out on the real service (ARCHIVES.md section 4)
+
+
+def _causes(exc: BaseException) -> list[BaseException]:
+    """``exc`` and what it wraps (requests -> urllib3 ``reason`` -> the socket error), breadth first."""
+    seen: list[BaseException] = []
+    todo: list[BaseException] = [exc]
+    while todo and len(seen) < 16:
+        cur = todo.pop(0)
+        if any(cur is s for s in seen):
+            continue
+        seen.append(cur)
+        linked = [cur.__cause__, cur.__context__, getattr(cur, "reason", None), *cur.args[:1]]
+        todo.extend(x for x in linked if isinstance(x, BaseException))
+    return seen
+
+
+def _connection_failure(exc: Exception, base_url: str, connect_s: float, read_s: float) -> str:
+    """What went wrong with the connection, in words: refused, unresolvable, or no reply in time."""
+    host = urlsplit(base_url).netloc or base_url
+    causes = _causes(exc)
+    text = " ".join(str(e) for e in causes).lower()
+    if any(isinstance(e, ConnectionRefusedError) for e in causes) or "connection refused" in text:
+        return f"connection refused by {host} (nothing is listening there)"
+    if any(isinstance(e, socket.gaierror) for e in causes) or "name or service not known" in text:
+        return f"cannot resolve the host name of {host}"
+    if isinstance(exc, requests.ConnectTimeout):
+        return f"no connection to {host} within {connect_s:g} s"
+    if isinstance(exc, requests.Timeout):
+        return f"{type(exc).__name__} (no complete reply within {read_s:g} s)"
+    return f"connection to {host} failed ({type(exc).__name__}: {' '.join(str(exc).split())[:160]})"
 
 
 class MastError(RuntimeError):
@@ -130,7 +161,7 @@ class MastClient:
             except requests.JSONDecodeError as exc:  # before RequestException: it is one too
                 last = f"malformed reply (JSONDecodeError: {str(exc)[:120]})"
             except (requests.Timeout, requests.ConnectionError) as exc:
-                last = f"{type(exc).__name__} (no complete reply within {cfg.read_timeout_s:g} s)"
+                last = _connection_failure(exc, self.base_url, cfg.connect_timeout_s, cfg.read_timeout_s)
             except requests.RequestException as exc:
                 last = f"{type(exc).__name__}: {exc}"
             except RemoteServiceError as exc:
@@ -173,8 +204,12 @@ class MastClient:
         from astropy import units as u
         from astropy.coordinates import SkyCoord
 
-        if not (-90.0 <= dec <= 90.0) or radius_deg <= 0:
-            raise MastError(f"bad region: dec must be within [-90, 90] and radius > 0 (got dec={dec}, radius={radius_deg})")
+        from astro_pipeline.sky import ConeError, check_cone
+
+        try:
+            check_cone(ra, dec, radius_deg)
+        except ConeError as exc:
+            raise MastError(f"bad region: {exc}") from None
         criteria: dict[str, Any] = {"obs_collection": "HST", "dataproduct_type": "image"}
         if calib_level is not None:
             criteria["calib_level"] = [int(calib_level)]

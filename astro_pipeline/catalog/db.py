@@ -19,7 +19,8 @@ from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
-__all__ = ["BUSY_TIMEOUT_S", "CatalogError", "is_sqlite", "make_engine", "redact", "run_read", "run_write"]
+__all__ = ["BUSY_TIMEOUT_S", "CatalogError", "is_sqlite", "make_engine", "redact", "run_read", "run_write",
+           "storage_error"]
 
 T = TypeVar("T")
 
@@ -30,6 +31,32 @@ _WRITE_OPTION = "astro_catalog_write"
 
 class CatalogError(Exception):
     """A catalog problem with a message that names the database and what went wrong."""
+
+
+#: SQLite failures that are about the file or the disk, not the query, and what to say about them.
+_STORAGE_PROBLEMS: dict[str, str] = {
+    "readonly database": "is read-only",
+    "unable to open database file": "cannot be opened",
+    "disk i/o error": "hit a disk I/O error",
+    "database or disk is full": "is on a full disk",
+    "file is not a database": "is not a SQLite database",
+    "database disk image is malformed": "is corrupt",
+}
+
+
+def storage_error(exc: DBAPIError, url: str) -> CatalogError | None:
+    """A CatalogError naming the database for a storage problem (read-only file or folder, full or
+    failing disk, unreachable server); None for anything else (a query bug stays what it is)."""
+    if not isinstance(exc, OperationalError):
+        return None
+    text = " ".join(str(exc.orig if exc.orig is not None else exc).split())
+    lowered = text.lower()
+    if make_url(url).get_backend_name() != "sqlite":
+        return CatalogError(f"catalog {redact(url)}: {text[:300]}")
+    for needle, what in _STORAGE_PROBLEMS.items():
+        if needle in lowered:
+            return CatalogError(f"catalog {redact(url)} {what} ({text[:200]}); check the file, its folder and the disk")
+    return None
 
 
 def redact(url: str) -> str:

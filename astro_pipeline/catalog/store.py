@@ -16,10 +16,11 @@ from typing import Any
 
 from sqlalchemy import Connection, select, update
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError
 
 from astro_pipeline.catalog import queries, reviews, sessions, writes
 from astro_pipeline.catalog import tables as t
-from astro_pipeline.catalog.db import CatalogError, make_engine, redact, run_read, run_write
+from astro_pipeline.catalog.db import CatalogError, make_engine, redact, run_read, run_write, storage_error
 from astro_pipeline.catalog.keys import jsonable
 from astro_pipeline.catalog.reviews import NotFoundError
 from astro_pipeline.catalog.schema import migrate
@@ -77,6 +78,9 @@ class Catalog:
         self.engine = make_engine(url)
         try:
             self.schema_version = migrate(self.engine)
+        except DBAPIError as exc:
+            self.engine.dispose()
+            raise storage_error(exc, url) or exc from exc
         except Exception:
             self.engine.dispose()
             raise
@@ -99,11 +103,20 @@ class Catalog:
         self.close()
 
     def write(self, fn: Any, **kw: Any) -> Any:
-        """Run ``fn(conn)`` in one write transaction (retried on lock conflicts)."""
-        return run_write(self.engine, fn, **kw)
+        """Run ``fn(conn)`` in one write transaction (retried on lock conflicts).
+
+        A storage failure (read-only file, full disk) becomes a ``CatalogError`` naming the database.
+        """
+        try:
+            return run_write(self.engine, fn, **kw)
+        except DBAPIError as exc:
+            raise storage_error(exc, self.url) or exc from exc
 
     def read(self, fn: Any) -> Any:
-        return run_read(self.engine, fn)
+        try:
+            return run_read(self.engine, fn)
+        except DBAPIError as exc:
+            raise storage_error(exc, self.url) or exc from exc
 
     # --- runs ------------------------------------------------------------------------------------
     def start_run(self, flow: str, params: Mapping[str, Any] | None = None, *, run_id: str | None = None) -> str:

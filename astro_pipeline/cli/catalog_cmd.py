@@ -9,6 +9,7 @@ from typing import Any
 import typer
 
 from astro_pipeline.cli._app import app, catalog_app
+from astro_pipeline.cli._checks import existing_dir, writable_dir
 from astro_pipeline.cli._common import console
 
 _OUTPUT_HELP = "Output folder whose catalog to use (default: settings' output_dir)."
@@ -21,8 +22,8 @@ def _open(output: Path | None, catalog_url: str | None) -> Any:
     from astro_pipeline.config import get_settings
 
     settings = get_settings()
-    if output is not None:
-        settings = settings.with_overrides(output_dir=output)
+    if output is not None and catalog_url is None:
+        settings = settings.with_overrides(output_dir=existing_dir(output))
     try:
         return Catalog(catalog_url or settings.catalog_database_url, create=False)
     except CatalogError as exc:
@@ -137,6 +138,7 @@ def export_cmd(
     """Rebuild manifests/all.parquet (the cumulative manifest) from the catalog."""
     from astro_pipeline.catalog import export_cumulative_manifest, export_run_manifest
 
+    output = writable_dir(output, create=False)  # the manifests are written there
     with _open(output, catalog_url) as cat:
         path = export_cumulative_manifest(cat, output_dir=output, csv=csv)
         written = [path, *([path.with_suffix(".csv")] if csv else [])]

@@ -9,7 +9,9 @@ from pathlib import Path
 import typer
 
 from astro_pipeline.cli._app import fetch_app
+from astro_pipeline.cli._checks import check_cone, writable_dir
 from astro_pipeline.cli._common import console, progress
+from astro_pipeline.cli._errors import print_error
 
 
 @fetch_app.command("mast")
@@ -33,9 +35,8 @@ def fetch_mast(
     if (target is None and not by_position) or (target is not None and (ra is not None or dec is not None)):
         console.print("[red]give either --ra and --dec, or --target NAME[/red]")
         raise typer.Exit(2)
-    if radius <= 0:
-        console.print("[red]--radius must be > 0 (degrees)[/red]")
-        raise typer.Exit(2)
+    check_cone(ra, dec, radius)
+    output = writable_dir(output)
     from astro_pipeline.archives.download import DownloadError
     from astro_pipeline.archives.mast import MastClient, MastError
     from astro_pipeline.config import get_settings
@@ -72,7 +73,7 @@ def fetch_mast(
                     records = client.query_region(ra, dec, radius, instruments=instrument, filters=filter_,
                                                   calib_level=calib_level, product_types=product_type)
             except MastError as exc:
-                console.print(f"[red]MAST query failed: {exc}[/red]")
+                print_error(f"MAST query failed: {exc}")
                 raise typer.Exit(1) from exc
             t_query = time.monotonic() - t0
             console.print(f"{len(records)} product(s) in {t_query:.2f} s")

@@ -15,7 +15,9 @@ from typing import Any
 import typer
 
 from astro_pipeline.cli._app import fetch_app
+from astro_pipeline.cli._checks import check_cone, writable_dir
 from astro_pipeline.cli._common import console
+from astro_pipeline.cli._errors import print_error
 
 
 @contextmanager
@@ -101,7 +103,7 @@ def _recording(flow: str, params: dict, settings, output: Path):
 
 
 def _scrape_failed(exc: Exception) -> typer.Exit:
-    console.print(f"[red]scrape failed: {exc}[/red]")
+    print_error(f"scrape failed: {exc}")
     return typer.Exit(1)
 
 
@@ -123,9 +125,8 @@ def fetch_hla(
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON on stdout."),
 ) -> None:
     """Search the Hubble Legacy Archive around a position, walk every results page, download."""
-    if radius <= 0:
-        console.print("[red]--radius must be > 0 (degrees)[/red]")
-        raise typer.Exit(2)
+    check_cone(ra, dec, radius)
+    output = writable_dir(output)
     from astro_pipeline.archives.browser import BrowserNotFoundError, ScrapeError
     from astro_pipeline.archives.hla import HlaClient
 
@@ -161,6 +162,7 @@ def fetch_esahubble(
     if max_items is not None and max_items < 1:
         console.print("[red]--max must be >= 1[/red]")
         raise typer.Exit(2)
+    output = writable_dir(output)
     from astro_pipeline.archives.browser import BrowserNotFoundError, ScrapeError
     from astro_pipeline.archives.esahubble import EsaHubbleClient
 

@@ -16,6 +16,7 @@ from typing import Any
 import typer
 
 from astro_pipeline.cli._app import app
+from astro_pipeline.cli._checks import writable_dir
 from astro_pipeline.cli._common import console, progress
 
 DEFAULT_COLORIZER = "colorizer"
@@ -79,6 +80,7 @@ def _expand(inputs: list[Path], output: Path) -> list[tuple[Path, Path]]:
 def _run(operation: str, inputs: list[Path], output: Path, *, colorizer: str | None, upscaler: str | None,
          colorizer_option: str, upscaler_option: str, device: str | None, batch_size: int | None,
          tile_size: int | None, precision: str | None, compile: bool, run_id: str | None) -> None:
+    output = writable_dir(output)  # before any model is loaded
     import torch  # noqa: F401 - imported here so `--help` stays fast
 
     from astro_pipeline.config import get_settings

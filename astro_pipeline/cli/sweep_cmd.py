@@ -16,7 +16,9 @@ from typing import Any
 import typer
 
 from astro_pipeline.cli._app import app
+from astro_pipeline.cli._checks import check_cone, writable_dir
 from astro_pipeline.cli._common import console
+from astro_pipeline.cli._errors import print_error
 
 ARCHIVE_NAMES = ("mast", "hla", "esahubble")
 
@@ -59,6 +61,9 @@ def _print_report(report: Any) -> None:
     if len(rows) > 40:
         table.add_row(f"... {len(rows) - 40} more", "", "", "", "", "")
     out.print(table)
+    for it in report.items:  # an archive that could not be listed: say which, and why, on one line
+        if it.status == "list_failed":
+            print_error(it.error or f"{it.archive} listing failed")
     counts = ", ".join(f"{k}: {v}" for k, v in report.counts.items()) or "nothing to do"
     flags = ", ".join(f"{k}: {v}" for k, v in sorted(report.flag_counts.items())) or "none"
     stages = ", ".join(f"{k} {v:.1f}s" for k, v in sorted(report.stage_seconds.items()))
@@ -85,7 +90,7 @@ def _run_flow(flow_obj: Any, settings: Any, **params: Any) -> Any:
 
 
 def _exit_code(report: Any) -> int:
-    return 1 if any(report.counts.get(s) for s in ("error", "download_failed")) else 0
+    return 1 if any(report.counts.get(s) for s in ("error", "download_failed", "list_failed")) else 0
 
 
 @app.command("sweep")
@@ -106,6 +111,9 @@ def sweep(
     from astro_pipeline.config import get_settings
 
     base = get_settings()
+    output = writable_dir(output) if output else None
+    if output is None:
+        writable_dir(Path(base.output_dir), option="output_dir (settings)")
     overrides: dict[str, Any] = {
         "output_dir": str(output.resolve()) if output else None,
         "weights_dir": str(weights_dir.resolve()) if weights_dir else None,
@@ -176,9 +184,10 @@ def reprocess(
     deployment_name: str = typer.Option("reprocess-region/reprocess-region", "--deployment-name"),
 ) -> None:
     """Fetch and process one sky region now (the reprocess-region flow), or trigger its deployment."""
-    if not (-90.0 <= dec <= 90.0) or not (0.0 <= ra < 360.0) or radius <= 0:
-        raise typer.BadParameter(f"need 0 <= ra < 360, -90 <= dec <= 90 and radius > 0 (got {ra}, {dec}, {radius})")
+    check_cone(ra, dec, radius)
     chosen = _parse_archives(archives)
+    if output and not deployment:  # a deployment's output folder is on the worker, not here
+        output = writable_dir(output)
     params: dict[str, Any] = {"ra": ra, "dec": dec, "radius_deg": radius, "archives": chosen, "force": force,
                               "dry_run": dry_run, "instruments": _split(instrument), "filters": _split(filter_)}
     if output:
@@ -201,6 +210,8 @@ def reprocess(
     from astro_pipeline.config import get_settings
 
     settings = get_settings().with_overrides(**params.get("overrides", {}))
+    if not output:
+        writable_dir(Path(settings.output_dir), option="output_dir (settings)")
     _check_weights(settings, dry_run)
     from flows.sweep import reprocess_region
 

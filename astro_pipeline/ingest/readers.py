@@ -290,6 +290,43 @@ def _raw_data_bytes(header: Any) -> int:
     return bitpix // 8 * gcount * (pcount + math.prod(dims))
 
 
+def _negative_axis(header: Any) -> str | None:
+    """``NAXISn = -5 is negative ...`` when the header declares a negative axis, else None."""
+    try:
+        naxis = int(header.get("NAXIS", 0) or 0)
+    except (TypeError, ValueError):
+        return None
+    if naxis < 0:
+        return f"NAXIS = {naxis} is negative (the number of axes must be >= 0)"
+    for i in range(1, min(naxis, 999) + 1):
+        value = header.get(f"NAXIS{i}")
+        if isinstance(value, int) and not isinstance(value, bool) and value < 0:
+            return f"NAXIS{i} = {value} is negative (axis lengths must be >= 0)"
+    return None
+
+
+def _scan_negative_axes(path: Path, compression: str | None, max_hdus: int = 1000) -> str | None:
+    """Walk the raw headers (no astropy HDU objects) for a negative axis: astropy itself fails on
+    one with an unhelpful "[Errno 22] Invalid argument" (it seeks by the negative data size)."""
+    from astropy.io import fits
+
+    try:
+        with (_open_compressed(path, compression) if compression else open(path, "rb")) as fh, \
+                warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            for idx in range(max_hdus):
+                header = fits.Header.fromfile(fh)
+                bad = _negative_axis(header)
+                if bad:
+                    return f"HDU {idx}: {bad}"
+                size = _raw_data_bytes(header)
+                if size:
+                    fh.seek(-(-size // 2880) * 2880, os.SEEK_CUR)
+    except Exception:  # noqa: BLE001 - the end of the file, or a header we cannot parse: nothing found
+        return None
+    return None
+
+
 def _hdu_name(hdu: Any) -> str:
     return str(hdu.name or "").upper()
 
@@ -316,11 +353,15 @@ def _read_fits_once(path: Path, sha: str, file_size: int, compression: str | Non
         try:
             hdul = fits.open(path, memmap=memmap, lazy_load_hdus=True)
         except Exception as exc:  # noqa: BLE001
-            raise IngestError(path, f"unreadable FITS header: {_one_line(exc)}") from None
+            bad = _scan_negative_axes(path, compression)
+            raise IngestError(path, bad or f"unreadable FITS header: {_one_line(exc)}") from None
         try:
             try:
                 hdul.readall()
             except Exception as exc:  # noqa: BLE001
+                bad = _scan_negative_axes(path, compression)
+                if bad:
+                    raise IngestError(path, bad) from None
                 if len(hdul) == 0:
                     raise IngestError(path, f"unreadable FITS header: {_one_line(exc)}") from None
             return _fits_frames(path, sha, hdul, file_size, compression, limit)
@@ -334,6 +375,10 @@ def _fits_frames(path: Path, sha: str, hdul: Any, file_size: int, compression: s
 
     image_types = (fits.PrimaryHDU, fits.ImageHDU, fits.CompImageHDU)
     images: list[tuple[int, Any, tuple[int, ...]]] = []
+    for i, hdu in enumerate(hdul):
+        bad = _negative_axis(hdu.header)
+        if bad:
+            raise IngestError(path, f"HDU {i}: {bad}")
     for i, hdu in enumerate(hdul):
         if not isinstance(hdu, image_types) or isinstance(hdu, fits.GroupsHDU):
             continue

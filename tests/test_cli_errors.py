@@ -152,30 +152,20 @@ def test_read_only_catalog_file(catalog_folder: Path, grey_png: Path, monkeypatc
     assert export.exit_code == 0, export.output
 
 
-def test_review_serve_refuses_a_missing_output_folder(tmp_path: Path) -> None:
-    missing = tmp_path / "no-such-run"
+@pytest.mark.parametrize(("folder", "problem"), [("no-such-run", "no such folder"), (".", "no catalog")])
+def test_review_serve_refuses_a_missing_folder_or_catalog(folder: str, problem: str, tmp_path: Path) -> None:
+    """Never a fresh empty catalog: the command refuses instead of serving (subprocess: it would block)."""
+    target = (tmp_path / folder).resolve()
     env = {**os.environ, "ASTRO_PIPELINE_REVIEW_TOKENS": json.dumps({"tok-alice-0123456789": "alice"})}
     try:
-        proc = subprocess.run([*CLI, "review", "serve", "--output", str(missing), "--port", "0"], env=env,
+        proc = subprocess.run([*CLI, "review", "serve", "--output", str(target), "--port", "0"], env=env,
                               capture_output=True, text=True, timeout=60)
     except subprocess.TimeoutExpired:
-        pytest.fail("review serve on a missing folder started serving instead of refusing")
-    assert proc.returncode == 2 and "Traceback" not in proc.stderr
-    line = _error_line(proc.stderr)
-    assert str(missing) in line and "no such folder" in line
-    assert not missing.exists()
-
-
-def test_review_serve_refuses_a_folder_without_a_catalog(tmp_path: Path) -> None:
-    env = {**os.environ, "ASTRO_PIPELINE_REVIEW_TOKENS": json.dumps({"tok-alice-0123456789": "alice"})}
-    try:
-        proc = subprocess.run([*CLI, "review", "serve", "--output", str(tmp_path), "--port", "0"], env=env,
-                              capture_output=True, text=True, timeout=60)
-    except subprocess.TimeoutExpired:
-        pytest.fail("review serve on a folder without a catalog started serving instead of refusing")
+        pytest.fail(f"review serve on {folder!r} started serving instead of refusing")
     assert proc.returncode in (1, 2) and "Traceback" not in proc.stderr
-    assert "no catalog" in _error_line(proc.stderr)
-    assert not (tmp_path / "catalog.sqlite").exists()
+    line = _error_line(proc.stderr)
+    assert str(target) in line and problem in line
+    assert not (target / "catalog.sqlite").exists()
 
 
 # ---- cones: finite radius in (0, 180], RA in [0, 360), Dec in [-90, 90], checked in one place ----

@@ -17,7 +17,8 @@ from astro_pipeline.cli._common import console
 def serve(
     host: str = typer.Option("127.0.0.1", "--host", help="Address to bind (loopback by default)."),
     port: int = typer.Option(8765, "--port", min=0, max=65535, help="TCP port (0 picks a free one)."),
-    output: Path | None = typer.Option(None, "--output", help="Output folder holding catalog.sqlite."),
+    output: Path | None = typer.Option(
+        None, "--output", help="Output folder holding catalog.sqlite; the page shows files from it only."),
     catalog_url: str | None = typer.Option(None, "--catalog", help="Catalog database URL (overrides --output)."),
     allowed_host: list[str] = typer.Option(
         [], "--allowed-host", help="Another name the page answers to, e.g. a TLS reverse proxy's (repeatable)."),
@@ -33,8 +34,9 @@ def serve(
     from astro_pipeline.review.server import ReviewServer
 
     settings = get_settings()
-    if catalog_url is None:
-        folder = existing_dir(output if output is not None else Path(settings.output_dir))
+    if output is not None or catalog_url is None:  # the page shows files from this folder only
+        folder = existing_dir(output if output is not None else Path(settings.output_dir),
+                              option="--output" if output is not None else "output_dir (settings)")
         settings = settings.with_overrides(output_dir=folder)
     settings = settings.with_overrides(catalog_url=catalog_url,
                                        review_allowed_hosts=[*settings.review_allowed_hosts, *allowed_host] or None)

@@ -187,10 +187,9 @@ def create_review_app(*, catalog: Any, settings: Any, access: ReviewAccess | Non
     def check_origin(request: Request) -> None:
         """Refuse cross-site requests: the Origin must name a host on the allow-list (not just echo Host)."""
         origin = request.headers.get("origin")
-        if origin is not None:
-            if not access.allows(hostname_of(origin)):
-                raise ReviewError(403, f"cross-site request refused (Origin {origin[:100]} is not this server)")
-        elif request.headers.get("sec-fetch-site") == "cross-site":
+        if origin is not None and not access.allows(hostname_of(origin)):
+            raise ReviewError(403, f"cross-site request refused (Origin {origin[:100]} is not this server)")
+        if request.headers.get("sec-fetch-site") == "cross-site":
             raise ReviewError(403, "cross-site request refused")
 
     def check_writable() -> None:

@@ -18,7 +18,10 @@ import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from astro_pipeline.catalog import Catalog
 
 __all__ = [
     "COOKIE_NAME",
@@ -119,7 +122,7 @@ class SessionSigner:
 class SessionStore:
     """Sessions in the catalog: ``start`` at sign-in, ``find`` per request, ``end`` at sign-out."""
 
-    def __init__(self, catalog: Any, signer: SessionSigner, tokens: Mapping[str, str]) -> None:
+    def __init__(self, catalog: Catalog, signer: SessionSigner, tokens: Mapping[str, str]) -> None:
         self.catalog = catalog
         self.signer = signer
         self._names = {token_sha256(tok): name for tok, name in tokens.items()}

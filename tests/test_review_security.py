@@ -112,6 +112,7 @@ def test_forged_host_and_origin_are_refused_before_any_handler(server: ReviewSer
         assert client.get("/", headers={"Host": evil}).status_code == 421
         assert client.get("/api/queue", headers={"Host": evil}).status_code == 421
         assert client.get("/healthz", headers={"Host": "evil.example"}).status_code == 421
+        assert client.get("/", headers={"Host": f"evil.example@127.0.0.1:{server.port}"}).status_code == 421
         # signed in legitimately, a rebound request still cannot decide
         csrf = _sign_in(client)
         resp = client.post(f"/api/frames/{fid}/decision", json={"decision": "approved"},
@@ -173,26 +174,28 @@ def test_rate_limit_window_doubling_and_reset_with_a_clock() -> None:
 
     now = [1000.0]
     lim = SignInLimiter(clock=lambda: now[0])
-    for _ in range(10):
-        assert lim.blocked("c") is None
-        lim.failure("c")
-    assert lim.blocked("c") == 60
+
+    def wrong() -> int | None:
+        """One sign-in with a wrong token: the wait the client is told, or None."""
+        return lim.attempt("c") or lim.failure("c")
+
+    assert [wrong() for _ in range(10)] == [None] * 10
+    assert wrong() == 60
     now[0] += 61  # the lockout is over: one more guess is looked at ...
-    assert lim.blocked("c") is None
+    assert lim.attempt("c") is None
     assert lim.failure("c") == 120  # ... and failing it doubles the lockout
     now[0] += 10
-    assert lim.blocked("c") == 240  # so does every attempt while locked out
+    assert lim.attempt("c") == 240  # so does every attempt while locked out
     now[0] += 16 * 60  # 15 quiet minutes forget the client
-    assert lim.blocked("c") is None
-    for _ in range(9):
-        lim.failure("c")
-    assert lim.blocked("c") is None  # nine failures in a minute: still allowed
+    assert [wrong() for _ in range(10)] == [None] * 10
     now[0] += 61
-    for _ in range(9):
-        lim.failure("c")
-    assert lim.blocked("c") is None  # the window slides: old failures drop out
-    lim.success("c")
-    assert lim.blocked("c") is None
+    assert [wrong() for _ in range(10)] == [None] * 10  # the window slides: old failures drop out
+    assert wrong() == 60
+    # attempts count before their tokens are checked: parallel guesses cannot overrun the limit
+    other = [lim.attempt("d") for _ in range(12)]
+    assert other[:10] == [None] * 10 and other[10:] == [60, 120]
+    lim.success("c")  # a right token forgets the client
+    assert lim.attempt("c") is None
 
 
 def test_tokens_shorter_than_16_characters_are_refused_at_start_up(catalog: Catalog, out: Path) -> None:

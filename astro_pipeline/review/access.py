@@ -38,6 +38,8 @@ def hostname_of(value: str) -> str | None:
     if not value:
         return None
     netloc = urlsplit(value).netloc if "://" in value else value
+    if not netloc or any(c in netloc for c in "@/\\?# "):  # never in what a browser sends
+        return None
     try:
         name = urlsplit("//" + netloc).hostname
     except ValueError:

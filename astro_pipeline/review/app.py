@@ -162,8 +162,8 @@ def create_review_app(*, catalog: Any, settings: Any, access: ReviewAccess | Non
     app.state.access = access
     app.add_middleware(ReviewGuard, access=access, max_body=MAX_BODY_BYTES)
     app.mount("/static", StaticFiles(directory=str(STATIC_DIR)), name="static")
-    read_only_why = (f"this review page is read-only: it is served on {access.bind_host}, which is not a "
-                     "loopback address; restart it with --allow-remote-writes (behind TLS) to allow sign-in")
+    read_only_why = (f"this review page is served read-only (on {access.bind_host}, without "
+                     "--allow-remote-writes), so sign-in and decisions are off")
 
     # ---- helpers -----------------------------------------------------------------------------
     def session_of(request: Request) -> ReviewerSession | None:
@@ -316,7 +316,7 @@ def create_review_app(*, catalog: Any, settings: Any, access: ReviewAccess | Non
         check_writable()
         check_origin(request)
         client = client_of(request)
-        wait = limiter.blocked(client)  # before the token is even read: a locked-out client learns nothing
+        wait = limiter.attempt(client)  # before the token is even read: a locked-out client learns nothing
         if wait is not None:
             resp = render(request, "login.html", status=429, next="/", error=(
                 f"too many failed sign-ins from {client}: try again in {wait} s"))

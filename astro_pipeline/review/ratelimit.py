@@ -28,7 +28,8 @@ class _Client:
 
 
 class SignInLimiter:
-    """Counts failed sign-ins per client; ``blocked()`` says whether (and how long) to refuse."""
+    """Counts failed sign-ins per client: ``attempt()`` before a token is checked, then
+    ``failure()`` or ``success()``."""
 
     def __init__(self, *, max_failures: int = 10, window_s: float = 60.0, base_lockout_s: float = 60.0,
                  max_lockout_s: float = 900.0, forget_after_s: float = 900.0, max_clients: int = 4096,
@@ -64,19 +65,10 @@ class SignInLimiter:
         state.last = now
         return math.ceil(seconds)
 
-    def blocked(self, client: str) -> int | None:
-        """Seconds to tell the client to wait (this attempt is refused and counted), or None to go on."""
-        with self._lock:
-            now = self._clock()
-            state = self._get(client, now)
-            if state is None:
-                return None
-            if now < state.until or len(state.failures) >= self.max_failures:
-                return self._lock_out(state, now)
-            return None
-
-    def failure(self, client: str) -> int | None:
-        """Record a wrong token; after an earlier lockout this locks out again (returns the seconds)."""
+    def attempt(self, client: str) -> int | None:
+        """A sign-in attempt: seconds to tell the client to wait (refused, and counted as a further
+        failure), or None to go on. The attempt counts as a failure until ``success`` says otherwise,
+        so parallel guesses cannot slip past the limit while their tokens are being checked."""
         with self._lock:
             now = self._clock()
             state = self._get(client, now)
@@ -85,9 +77,18 @@ class SignInLimiter:
                 while len(self._clients) > self.max_clients:
                     self._clients.popitem(last=False)
             self._clients.move_to_end(client)
+            if now < state.until or len(state.failures) >= self.max_failures:
+                return self._lock_out(state, now)
             state.failures.append(now)
             state.last = now
-            if state.level:
+            return None
+
+    def failure(self, client: str) -> int | None:
+        """The attempt's token was wrong; after an earlier lockout this locks out again (the seconds)."""
+        with self._lock:
+            now = self._clock()
+            state = self._get(client, now)
+            if state is not None and state.level:
                 return self._lock_out(state, now)
             return None
 

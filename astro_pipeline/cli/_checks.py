@@ -33,11 +33,15 @@ def _not_under_a_file(path: Path, option: str) -> None:
             return
 
 
-def existing_dir(path: Path, *, option: str = "--output") -> Path:
-    """``path`` if it is an existing folder (commands that only read a run's output)."""
+def existing_dir(path: Path, *, option: str = "--output", missing_ok: bool = False) -> Path:
+    """``path`` if it is an existing folder (commands that only read a run's output).
+
+    ``missing_ok`` only refuses a file (or a path under one), leaving a missing folder to the
+    caller's own message (the catalog commands say "no catalog at ...").
+    """
     path = path.expanduser()
     _not_under_a_file(path, option)
-    if not path.is_dir():
+    if not path.is_dir() and not missing_ok:
         fail(f"{option} {path}: no such folder")
     return path
 

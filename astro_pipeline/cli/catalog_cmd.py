@@ -23,7 +23,7 @@ def _open(output: Path | None, catalog_url: str | None) -> Any:
 
     settings = get_settings()
     if output is not None and catalog_url is None:
-        settings = settings.with_overrides(output_dir=existing_dir(output))
+        settings = settings.with_overrides(output_dir=existing_dir(output, missing_ok=True))
     try:
         return Catalog(catalog_url or settings.catalog_database_url, create=False)
     except CatalogError as exc:

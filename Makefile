@@ -1,25 +1,28 @@
-# Quick start: `make quickstart` (install + main job on the built-in sample), then `make test`.
-PYTHON ?= python3
+# Every target runs in the project virtual environment (.venv, made by `make install`).
+VENV ?= .venv
+PY := $(VENV)/bin/python
 OUTPUT ?= astro_output
+export PATH := $(abspath $(VENV))/bin:$(PATH)
+export VIRTUAL_ENV := $(abspath $(VENV))
 
 .PHONY: install quickstart sample test test-fast bench bench-sweep
 
 install:
-	bash scripts/install.sh
+	VENV=$(VENV) bash scripts/install.sh
 
 quickstart: install sample
 
 sample:
-	astro-pipeline sweep --sample --output $(OUTPUT)
+	$(VENV)/bin/astro-pipeline sweep --sample --output $(OUTPUT)
 
 test:
-	$(PYTHON) -m pytest -q
+	VENV=$(VENV) bash scripts/test.sh -q
 
 test-fast:
-	$(PYTHON) -m pytest -q -m "not slow and not browser"
+	VENV=$(VENV) bash scripts/test.sh -q -m "not slow and not browser"
 
 bench:
-	$(PYTHON) benchmarks/bench_inference.py
+	$(PY) benchmarks/bench_inference.py
 
 bench-sweep:
-	$(PYTHON) benchmarks/bench_sweep.py
+	$(PY) benchmarks/bench_sweep.py

@@ -1,12 +1,19 @@
 #!/usr/bin/env bash
-# Install everything the pipeline and its tests need: Python packages (editable install of
-# this checkout), Debian's Chromium for Playwright, and PostgreSQL for the catalog test.
+# Install everything the pipeline and its tests need into the project virtual environment
+# (.venv beside pyproject.toml, or $VENV): the package in editable mode with its test and
+# PostgreSQL extras, Debian's Chromium for Playwright, and PostgreSQL for the catalog test.
 # Never runs `playwright install` (its CDN is unreachable here); Debian's browser is used.
+# Never touches the global Python: an unrelated package there cannot conflict.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-PY=${PYTHON:-python3}
-"$PY" -m pip install --quiet --disable-pip-version-check -e '.[test,postgres]'
+VENV=${VENV:-.venv}
+BASE_PY=${PYTHON:-python3}
+if [ ! -x "$VENV/bin/python" ]; then
+  echo "creating the virtual environment $VENV ($("$BASE_PY" --version))"
+  "$BASE_PY" -m venv "$VENV"
+fi
+"$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -e '.[test,postgres]'
 
 need_apt=()
 command -v chromium >/dev/null 2>&1 || [ -x /usr/bin/chromium ] || need_apt+=(chromium)
@@ -23,3 +30,4 @@ if [ ${#need_apt[@]} -gt 0 ]; then
     echo "warning: ${need_apt[*]} missing and not root: install them with your package manager" >&2
   fi
 fi
+echo "installed into $VENV: activate it with 'source $VENV/bin/activate' (make targets use it without that)"

@@ -8,6 +8,8 @@ from typing import Any, get_args, get_origin
 import typer
 from typer.core import TyperArgument, TyperGroup
 
+from astro_pipeline.cli._errors import CleanErrorsGroup
+
 _NAMES: dict[Any, str] = {int: "INT", float: "FLOAT", str: "TEXT", Path: "PATH"}
 
 
@@ -56,9 +58,6 @@ class HelpGroup(TyperGroup):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         _tidy(self)
-
-
-from astro_pipeline.cli._errors import CleanErrorsGroup  # noqa: E402 - after the help helpers it composes with
 
 
 class RootGroup(CleanErrorsGroup, HelpGroup):

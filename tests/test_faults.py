@@ -91,6 +91,10 @@ def test_truncated_and_wrong_length_bodies(replica, faults) -> None:  # noqa: F8
     faults.load("nolength:/api/v0.1/Download/file:1")
     chunked = requests.get(file_url(replica), timeout=5)
     assert "Content-Length" not in chunked.headers and chunked.content == full
+    faults.load("corrupt:/api/v0.1/Download/file:1")  # same length, one byte flipped: only a checksum tells
+    bad = requests.get(file_url(replica), timeout=5)
+    assert int(bad.headers["Content-Length"]) == len(bad.content) == len(full) and bad.content != full
+    assert sum(a != b for a, b in zip(bad.content, full, strict=True)) == 1
 
 
 def test_json_faults(replica, faults) -> None:  # noqa: F811
@@ -117,3 +121,17 @@ def test_slow_reply_passes_client_timeout(replica, faults) -> None:  # noqa: F81
     t0 = time.monotonic()
     assert requests.get(file_url(replica), timeout=5).status_code == 200
     assert time.monotonic() - t0 >= 0.6
+
+
+def test_peak_in_flight_counts_concurrent_requests_server_side(replica, faults) -> None:  # noqa: F811
+    from concurrent.futures import ThreadPoolExecutor
+
+    faults.load("slow:/api/v0.1/Download/file:delay=0.4")
+    assert faults.peak_in_flight() == 0
+    with ThreadPoolExecutor(3) as pool:
+        codes = list(pool.map(lambda _: requests.get(file_url(replica), timeout=5).status_code, range(3)))
+    assert codes == [200] * 3 and faults.peak_in_flight("/api/v0.1/Download/file") == 3
+    requests.get(file_url(replica), timeout=5)
+    assert faults.peak_in_flight() == 3  # a peak, not the current count
+    faults.load("")
+    assert faults.peak_in_flight() == 0

@@ -17,6 +17,8 @@ Spec syntax (``--faults SPEC`` on ``astro-pipeline replica serve``, or ``FaultPl
     - ``nolength``: stream the body without any ``Content-Length`` (chunked);
     - ``malformed``: corrupt the body (cut at ``fraction``, default 0.5, then append ``}{``) and fix
       ``Content-Length`` to match, so JSON parsing fails;
+    - ``corrupt``: flip the bits of one byte (at ``fraction`` of the body) and keep the length, so only a
+      checksum can tell;
     - ``error``: answer HTTP 200 with a MAST envelope ``{"status": "ERROR", "msg": MSG}``
       (``msg`` default "There was an error with your request.");
     - ``executing``: answer HTTP 200 with ``{"status": "EXECUTING"}`` (MAST long-poll; client re-polls).
@@ -34,7 +36,9 @@ Examples: ``503:/api/v0/invoke:3`` (first 3 tries of each query answer 503),
 ``slow:/api/v0/invoke:1:delay=3``, ``503:/Download/file:p=0.4``, ``error:/api/v0/invoke:2:msg=busy``.
 
 Rules are tried in order; the first one that matches *and fires* (its burst not yet over, its
-``p`` draw taken) applies, so rules can be layered on one pattern. ``FaultPlan.events`` records each injected fault for reports/tests.
+``p`` draw taken) applies, so rules can be layered on one pattern. ``FaultPlan.events`` records each
+injected fault for reports/tests, and ``FaultPlan.peak_in_flight`` the most requests a rule held at
+once (``slow:PATTERN:delay=0.3`` makes a server-side counter of concurrent requests).
 """
 
 from __future__ import annotations
@@ -45,7 +49,8 @@ import hashlib
 import json
 import logging
 import threading
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Iterator, MutableMapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote
@@ -58,7 +63,7 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
-MODES = ("status", "slow", "truncate", "badlength", "nolength", "malformed", "error", "executing")
+MODES = ("status", "slow", "truncate", "badlength", "nolength", "malformed", "corrupt", "error", "executing")
 _OPTION_KEYS = {"p", "method", "delay", "fraction", "delta", "msg"}
 
 
@@ -114,6 +119,8 @@ class FaultPlan:
     events: list[FaultEvent] = field(default_factory=list)
     _attempts: dict[tuple[int, str], int] = field(default_factory=dict, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _in_flight: dict[FaultRule, int] = field(default_factory=dict, repr=False)
+    _peak: dict[FaultRule, int] = field(default_factory=dict, repr=False)
 
     # -------------------------------------------------------------------------------- parsing
     @classmethod
@@ -156,12 +163,31 @@ class FaultPlan:
                 self.seed = seed
             self._attempts.clear()
             self.events.clear()
+            self._peak.clear()
         return self
 
     def reset(self) -> None:
         with self._lock:
             self._attempts.clear()
             self.events.clear()
+            self._peak.clear()
+
+    def peak_in_flight(self, pattern: str | None = None) -> int:
+        """The most requests that rules (on ``pattern``, or any) were serving at one time."""
+        with self._lock:
+            return max((n for r, n in self._peak.items() if pattern is None or r.pattern == pattern), default=0)
+
+    @contextmanager
+    def serving(self, rule: FaultRule) -> Iterator[None]:
+        """Count one request as in flight under ``rule`` while the block runs."""
+        with self._lock:
+            self._in_flight[rule] = self._in_flight.get(rule, 0) + 1
+            self._peak[rule] = max(self._peak.get(rule, 0), self._in_flight[rule])
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._in_flight[rule] -= 1
 
     # -------------------------------------------------------------------------------- ASGI
     def install(self, app: Any, state: Any = None) -> None:
@@ -191,6 +217,11 @@ class FaultMiddleware:
             await self.app(scope, receive, send)
             return
         rule, _attempt = decision
+        with self.plan.serving(rule):
+            await self._apply(rule, scope, receive, raw_receive, send, method)
+
+    async def _apply(self, rule: FaultRule, scope: Scope, receive: Receive, raw_receive: Receive, send: Send,
+                     method: str) -> None:
         if rule.mode == "status":
             await _send_simple(send, rule.status, b"<html><body><h1>%d</h1><p>Injected fault.</p></body></html>"
                                % rule.status, "text/html; charset=utf-8", method)
@@ -221,6 +252,14 @@ class FaultMiddleware:
             if method != "HEAD":
                 await send({"type": "http.response.body", "body": content, "more_body": True})
             await send({"type": "http.response.body", "body": b"", "more_body": False})
+            return
+        if rule.mode == "corrupt":
+            body = bytearray(content)
+            if body and method != "HEAD":
+                body[min(len(body) - 1, int(len(body) * rule.fraction))] ^= 0xFF
+            headers.append((b"content-length", str(true_len).encode()))
+            await send({"type": "http.response.start", "status": status, "headers": headers})
+            await send({"type": "http.response.body", "body": b"" if method == "HEAD" else bytes(body)})
             return
         if rule.mode == "malformed":
             cut = content[: int(len(content) * rule.fraction)] + b"}{"

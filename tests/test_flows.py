@@ -4,6 +4,7 @@ SQLite catalog, real Prefect API from the test harness), plus the library pieces
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -216,3 +217,175 @@ def test_cli_rejects_bad_regions_and_an_empty_watch_list(tmp_path: Path, monkeyp
     assert bad.exit_code == 2 and "unknown archive" in bad.output
     empty = runner.invoke(app, ["sweep", "--output", str(tmp_path / "o")])
     assert empty.exit_code == 2 and "watch list is empty" in empty.output
+
+
+# ---------------------------------------------------------------------------------- defects (issue 13)
+
+
+@pytest.fixture()
+def own_replica():
+    """A fresh replica of the mini sample with an (empty) fault plan, for server-side counts."""
+    from astro_pipeline.archives.replica.faults import FaultPlan
+    from astro_pipeline.archives.replica.server import ReplicaServer
+
+    with ReplicaServer(mini=True, faults=FaultPlan(rules=[])) as server:
+        yield server
+
+
+def _region_args(env: dict[str, str], **extra: object) -> dict[str, object]:
+    region = json.loads(env["ASTRO_TEST_REGION"])
+    return {"ra": region["ra"], "dec": region["dec"], "radius_deg": region["radius_deg"], **extra}
+
+
+def _point_at(monkeypatch: pytest.MonkeyPatch, url: str) -> None:
+    from astro_pipeline.config import get_settings
+
+    for key in ("MAST_URL", "HLA_URL", "ESAHUBBLE_URL"):
+        monkeypatch.setenv(f"ASTRO_PIPELINE_{key}", url)
+    get_settings.cache_clear()
+
+
+def _task_run_count(state) -> int:
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        return int(client.read_task_run(state.state_details.task_run_id).run_count)
+
+
+@pytest.mark.slow
+def test_permanent_download_errors_are_attempted_once_and_checksum_failures_twice(
+        prefect_harness: None, env: dict[str, str], own_replica, monkeypatch: pytest.MonkeyPatch,
+        tmp_path: Path) -> None:
+    """A 404 and a host off the allow-list are tried once; a body failing its checksum is tried twice by
+    the downloader and never again by the flow (counted server-side by the replica's fault plan)."""
+    from prefect import flow
+
+    from astro_pipeline.config import get_settings
+    from flows.sweep import download_task
+
+    _point_at(monkeypatch, own_replica.url)
+    settings = get_settings().with_overrides(output_dir=tmp_path / "out")
+    plan = own_replica.state.faults
+    base = f"{own_replica.url}/api/v0.1/Download/file?uri="
+    real_uri = "mast:HST/product/hst_sample_m101_acs_wfc_f606w_drz.fits"
+    plan.load("404:/api/v0.1/Download/file?uri=mast:HST/product/gone_drz.fits,"
+              f"slow:/api/v0.1/Download/file?uri={real_uri}:delay=0")  # delay 0: a counter only
+    size = (own_replica.state.sample_root / "mast/m101/hst_sample_m101_acs_wfc_f606w_drz.fits").stat().st_size
+    port = own_replica.url.rsplit(":", 1)[1]
+    records = {
+        "missing": ArchiveRecord(archive="mast", id="mast:HST/product/gone_drz.fits", url=base + "mast:HST/product/gone_drz.fits",
+                                 filename="gone_drz.fits"),
+        "foreign": ArchiveRecord(archive="mast", id="mast:HST/product/foreign_drz.fits",
+                                 url=f"http://localhost:{port}/api/v0.1/Download/file?uri={real_uri}",
+                                 filename="foreign_drz.fits"),  # 'localhost' is not a configured archive host
+        "corrupt": ArchiveRecord(archive="mast", id=real_uri, url=base + real_uri, filename="f606w_drz.fits",
+                                 size=size, sha256="0" * 64),  # the published checksum never matches
+    }
+
+    @flow(name="download-once")
+    def fetch_all() -> dict[str, object]:
+        budget = pipeline.RunBudget.from_settings(settings)
+        return {k: download_task(pipeline.ItemPlan(record=r, region="r", operation="enhance"), settings, budget,
+                                 return_state=True) for k, r in records.items()}
+
+    states = fetch_all()
+    for name, state in states.items():
+        assert _task_run_count(state) == 1, f"{name}: the flow retried a download the downloader owns"
+        result = state.result(raise_on_failure=False)
+        assert isinstance(result, pipeline.ItemResult) and result.status == "download_failed", (name, result)
+    assert "HTTP 404" in states["missing"].result().error
+    assert "not a configured archive host" in states["foreign"].result().error
+    assert "sha256 mismatch" in states["corrupt"].result().error
+    by_rule = {mode: sum(e.mode == mode for e in plan.events) for mode in ("404", "slow")}
+    assert by_rule == {"404": 1, "slow": 2}, plan.events  # 404 once; the bad checksum twice, no more
+
+
+@pytest.mark.slow
+def test_one_host_gate_per_process_and_no_sessions_left_open(prefect_harness: None, env: dict[str, str],
+                                                             own_replica, monkeypatch: pytest.MonkeyPatch,
+                                                             tmp_path: Path) -> None:
+    """Concurrent download tasks share one per-host limit (counted server-side), and leave no connection open."""
+    from flows.sweep import reprocess_region
+
+    _point_at(monkeypatch, own_replica.url)
+    plan = own_replica.state.faults
+    plan.load("slow:/api/v0.1/Download/file:delay=0.3")
+    report = reprocess_region(**_region_args(env, archives=["mast"]),
+                              overrides={"output_dir": str(tmp_path / "out"),
+                                         "download": {"per_host_concurrency": 1, "min_interval_s": 0.0}})
+    fetched = sum(e.mode == "slow" for e in plan.events)
+    assert fetched >= 4 and report.counts.get("ok", 0) >= 4, report.counts
+    assert plan.peak_in_flight("/api/v0.1/Download/file") == 1  # never two downloads from one host at once
+    connections = own_replica._server.server_state.connections
+    deadline = time.monotonic() + 2.0  # the server itself drops idle keep-alive connections after 5 s
+    while connections and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not connections, f"{len(connections)} connection(s) left open by the sweep's HTTP sessions"
+
+
+@pytest.mark.slow
+def test_quality_thresholds_given_to_a_flow_reach_the_flags(prefect_harness: None, env: dict[str, str],
+                                                            tmp_path: Path) -> None:
+    from astro_pipeline.catalog import Catalog
+    from flows.sweep import reprocess_region
+
+    args = _region_args(env, archives=["mast"], filters=["F606W"])
+    runs = {}
+    for name, quality in (("default", None), ("strict", {"noisy_snr_min": 1e6})):
+        out = tmp_path / name
+        overrides: dict[str, object] = {"output_dir": str(out)}
+        if quality:
+            overrides["quality"] = quality
+        report = reprocess_region(**args, overrides=overrides)
+        assert report.counts.get("ok", 0) >= 2, report.counts
+        runs[name] = {it.record_id: set(it.flags) for it in report.items if it.status == "ok"}
+        with Catalog.for_output(out, create=False) as cat:
+            thresholds = {f["threshold"] for v in cat.flagged_frames(flag="noisy") for f in v.flags
+                          if f["name"] == "noisy"}
+        runs[name + "_thresholds"] = thresholds
+    assert set(runs["default"]) == set(runs["strict"])
+    # with snr >= 1e6 demanded, every frame whose signal rises above the noise at all is noisy
+    strict = {k for k, f in runs["strict"].items() if "noisy" in f}
+    assert all(f & {"noisy", "low_signal", "mostly_blank"} for f in runs["strict"].values()), runs["strict"]
+    assert strict > {k for k, f in runs["default"].items() if "noisy" in f}
+    assert runs["strict_thresholds"] == {1e6} and runs["default_thresholds"] <= {3.0}
+
+
+@pytest.mark.slow
+def test_sweep_writes_same_grid_composites_and_the_manifest_records_retention(
+        prefect_harness: None, env: dict[str, str], tmp_path: Path) -> None:
+    """The sweep makes the Lupton composites the CLI makes, and exports its manifest after retention."""
+    from flows.sweep import reprocess_region
+
+    out = tmp_path / "out"
+    report = reprocess_region(**_region_args(env, archives=["mast"]),
+                              overrides={"output_dir": str(out), "keep_raw": False})
+    assert report.counts.get("ok", 0) >= 3 and not report.counts.get("error"), report.counts
+    df = pd.read_parquet(report.manifest_parquet)
+    # raw_deleted is true exactly for the raw files retention removed
+    gone = df["raw_path"].map(lambda p: not Path(p).exists())
+    assert gone.any() and (df["raw_deleted"].astype(bool) == gone).all(), df[["raw_path", "raw_deleted"]]
+    # the three same-grid M101 filters give one composite, attached to each member's row
+    m101 = df[df["source_path"].str.contains("hst_sample_m101_acs_wfc_")]
+    assert len(m101) == 3 and m101["lupton_path"].notna().all(), df["lupton_path"].tolist()
+    (composite,) = set(m101["lupton_path"])
+    assert (out / composite).is_file() and composite.endswith("_f435w_f606w_f814w_lupton.png")
+    all_df = pd.read_parquet(out / "manifests" / "all.parquet")
+    assert (all_df["raw_deleted"].astype(bool) == all_df["raw_path"].map(lambda p: not Path(p).exists())).all()
+
+
+def test_the_download_step_closes_its_http_session(own_replica, tmp_path: Path) -> None:
+    """Each download step closes its connections when it returns (not whenever garbage collection runs)."""
+    from astro_pipeline.config import Settings
+
+    settings = Settings(mast_url=own_replica.url, output_dir=tmp_path / "out", min_free_disk_bytes=0)
+    uri = "mast:HST/product/j9qa03mbq_drz.fits"
+    rec = ArchiveRecord(archive="mast", id=uri, url=f"{own_replica.url}/api/v0.1/Download/file?uri={uri}",
+                        filename="j9qa03mbq_drz.fits")
+    got = pipeline.download_item(pipeline.ItemPlan(record=rec, region="r", operation="enhance"), settings)
+    assert Path(got.path).is_file()
+    connections = own_replica._server.server_state.connections
+    deadline = time.monotonic() + 1.0
+    while connections and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert not connections, "the download step left its HTTP connection open"

@@ -142,3 +142,63 @@ def test_fits_inputs_keep_relative_paths(tmp_path, weights):
         assert (out / "m101" / name).is_file(), name
     df = pd.read_parquet(out / "manifests" / "f1.parquet")
     assert df.loc[0, "fits_flux_path"] == "m101/a_drz_flux.fits"
+
+
+# ---------------------------------------------------------------------------------- defects (issue 13)
+
+
+def _two_frame_fits(path: Path, *, wht_shape: tuple[int, int] = (20, 20)) -> Path:
+    from astropy.io import fits
+
+    rng = np.random.default_rng(3)
+    hdus = [fits.PrimaryHDU()]
+    for ver in (1, 2):
+        hdus.append(fits.ImageHDU(rng.normal(10, 1, (20, 20)).astype(np.float32), name="SCI", ver=ver))
+        hdus.append(fits.ImageHDU(np.ones(wht_shape if ver == 1 else (20, 20), np.float32), name="WHT", ver=ver))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fits.HDUList(hdus).writeto(path)
+    return path
+
+
+def test_n_frames_is_recorded_for_a_file_whose_second_frame_fails(tmp_path, weights):
+    """A real two-frame FITS whose second frame cannot be written: the catalog knows the file has 2 frames."""
+    import sqlite3
+
+    from astro_pipeline.catalog import Catalog
+
+    src = _two_frame_fits(tmp_path / "in" / "mef_drz.fits")
+    out = tmp_path / "out"
+    (out / "mef_drz_3.png").mkdir(parents=True)  # a folder where frame 2 (HDU 3) wants its PNG
+    res = _invoke(["upscale", str(src), "--output", str(out), "--weights", str(weights["superres"]),
+                   "--run-id", "m1"])
+    assert res.exit_code == 1 and "mef_drz" in res.output
+    df = pd.read_parquet(out / "manifests" / "m1.parquet")
+    assert sorted(zip(df["hdu"], df["status"], strict=True)) == [(1, "ok"), (3, "error")]
+    db = sqlite3.connect(out / "catalog.sqlite")
+    try:
+        (n_frames, sha), = db.execute("SELECT n_frames, sha256 FROM files").fetchall()
+    finally:
+        db.close()
+    assert n_frames == 2
+    ok = df[df["status"] == "ok"].iloc[0]
+    versions = dict(zip(ok["model_names"].split(";"), ok["model_versions"].split(";"), strict=True))
+    with Catalog.for_output(out) as cat:
+        assert not cat.is_done(sha, versions, None, operation="upscale")  # frame 2 of 2 is not done
+
+
+def test_reader_notes_reach_the_catalog_and_the_manifest(tmp_path, weights):
+    from astro_pipeline.catalog import Catalog
+
+    src = _two_frame_fits(tmp_path / "in" / "notes_drz.fits", wht_shape=(10, 20))  # SCI 1's WHT does not fit
+    out = tmp_path / "out"
+    res = _invoke(["upscale", str(src), "--output", str(out), "--weights", str(weights["superres"]),
+                   "--run-id", "n1"])
+    assert res.exit_code == 0, res.output
+    df = pd.read_parquet(out / "manifests" / "n1.parquet").sort_values("hdu")
+    assert "notes" in df.columns
+    first, second = df["notes"].tolist()
+    assert "WHT extension shape (10, 20) does not match SCI (20, 20); ignored" in first and pd.isna(second)
+    with Catalog.for_output(out) as cat:
+        frames = {v.hdu: v for v in cat.flagged_frames(flagged_only=False)}
+    assert frames[1].notes == ["WHT extension shape (10, 20) does not match SCI (20, 20); ignored"]
+    assert frames[3].notes == []

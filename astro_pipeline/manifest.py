@@ -8,11 +8,11 @@ Column names match the catalog's export (``astro_pipeline.catalog.export``), whi
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
+
+from astro_pipeline.fileio import atomic_write
 
 __all__ = ["BASE_COLUMNS", "PRODUCT_KINDS", "manifest_columns", "manifest_frame", "write_run_manifest"]
 
@@ -124,17 +124,6 @@ def _scalar_text(v: Any) -> Any:
     return str(v)
 
 
-def _atomic(path: Path, write: Any) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 def write_run_manifest(products: Iterable[Any], *, output_dir: Path | str, run_id: str,
                        extra: dict[str, dict[str, Any]] | None = None) -> tuple[Path, Path]:
     """Write ``<output_dir>/manifests/<run_id>.parquet`` and ``.csv`` atomically; return both paths."""
@@ -145,6 +134,6 @@ def write_run_manifest(products: Iterable[Any], *, output_dir: Path | str, run_i
     folder.mkdir(parents=True, exist_ok=True)
     frame = manifest_frame(products, output_dir=output_dir, extra=extra)
     parquet, csv = folder / f"{run_id}.parquet", folder / f"{run_id}.csv"
-    _atomic(parquet, lambda tmp: frame.to_parquet(tmp, index=False))
-    _atomic(csv, lambda tmp: frame.to_csv(tmp, index=False))
+    atomic_write(parquet, lambda tmp: frame.to_parquet(tmp, index=False))
+    atomic_write(csv, lambda tmp: frame.to_csv(tmp, index=False))
     return parquet, csv

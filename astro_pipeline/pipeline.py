@@ -639,22 +639,12 @@ def process_item(
 
 def verify_products(result: ItemResult) -> bool:
     """True when every product file of an ok item exists with its recorded sha256."""
-    import hashlib
+    from astro_pipeline.fileio import sha256_file
 
     if result.status != "ok" or not result.products:
         return False
-    for product in result.products:
-        for pf in product.files.values():
-            path = Path(pf.path)
-            if not path.is_file():
-                return False
-            h = hashlib.sha256()
-            with path.open("rb") as fh:
-                for chunk in iter(lambda: fh.read(1 << 20), b""):
-                    h.update(chunk)
-            if h.hexdigest() != pf.sha256:
-                return False
-    return True
+    return all(Path(pf.path).is_file() and sha256_file(pf.path) == pf.sha256
+               for product in result.products for pf in product.files.values())
 
 
 def apply_retention(result: ItemResult, *, keep_raw: bool) -> ItemResult:
@@ -845,8 +835,6 @@ def write_contact_sheet(products: list[Any], path: Path, *, max_items: int = 12,
 
     Returns False (and writes nothing) when no product has a PNG preview.
     """
-    import os
-
     from PIL import Image
 
     rows: list[tuple[Image.Image, Image.Image]] = []
@@ -869,10 +857,9 @@ def write_contact_sheet(products: list[Any], path: Path, *, max_items: int = 12,
         y = pad + i * (thumb + pad)
         sheet.paste(b, (pad, y))
         sheet.paste(a, (2 * pad + thumb, y))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    sheet.save(tmp, format="PNG")
-    os.replace(tmp, path)
+    from astro_pipeline.fileio import atomic_write
+
+    atomic_write(path, lambda tmp: sheet.save(tmp, format="PNG"))
     return True
 
 

@@ -10,12 +10,9 @@ it becomes a ``Product(status="error")`` naming the file and the problem.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
-import os
 import re
-import tempfile
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
@@ -85,27 +82,13 @@ class Product:
 # Small helpers
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def atomic_write(path: Path, writer: Callable[[Path], None]) -> ProductFile:
-    """Call ``writer(tmp)`` on a temporary file beside ``path``, then rename it into place."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + "".join(path.suffixes[-1:]), dir=path.parent)
-    os.close(fd)
-    try:
-        writer(Path(tmp))
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return ProductFile(path=path.resolve(), sha256=_sha256(path))
+    """Write a product file atomically (:func:`astro_pipeline.fileio.atomic_write`); its path and sha256."""
+    from astro_pipeline.fileio import atomic_write as write_atomically
+    from astro_pipeline.fileio import sha256_file
+
+    written = write_atomically(path, writer)
+    return ProductFile(path=written.resolve(), sha256=sha256_file(written))
 
 
 def _strip_suffix(name: str) -> str:

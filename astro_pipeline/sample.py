@@ -21,17 +21,16 @@ every item (see :class:`SampleItem`). Run ``python -m astro_pipeline.sample OUTD
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
-import os
-import tempfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from astro_pipeline.fileio import atomic_write, sha256_file
 
 __all__ = ["SAMPLE_VERSION", "SampleIndex", "SampleItem", "build_sample", "load_sample"]
 
@@ -303,18 +302,6 @@ def _primary_header(*, instrument: str, detector: str, filt: str, rootname: str,
     return h
 
 
-def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _write_drz(path: Path, sci: np.ndarray, wht: np.ndarray, primary: Any, wcs: dict[str, Any],
                bunit: str, photflam: float) -> None:
     from astropy.io import fits
@@ -331,7 +318,7 @@ def _write_drz(path: Path, sci: np.ndarray, wht: np.ndarray, primary: Any, wcs: 
         fits.ImageHDU(sci.astype(np.float32), sh, name="SCI", ver=1),
         fits.ImageHDU(wht.astype(np.float32), wh, name="WHT", ver=1),
     ])
-    _atomic_write(path, lambda t: hdul.writeto(t, output_verify="silentfix"))
+    atomic_write(path, lambda t: hdul.writeto(t, output_verify="silentfix"))
 
 
 def _write_flt(path: Path, sci: np.ndarray, err: np.ndarray, dq: np.ndarray, primary: Any,
@@ -346,27 +333,19 @@ def _write_flt(path: Path, sci: np.ndarray, err: np.ndarray, dq: np.ndarray, pri
         h.update(wcs)
         hdus.append(fits.ImageHDU(arr, h, name=name, ver=1))
     hdul = fits.HDUList(hdus)
-    _atomic_write(path, lambda t: hdul.writeto(t, output_verify="silentfix"))
+    atomic_write(path, lambda t: hdul.writeto(t, output_verify="silentfix"))
 
 
 def _write_image(path: Path, rgb8: np.ndarray) -> None:
     if path.suffix == ".tif":
         import tifffile
 
-        _atomic_write(path, lambda t: tifffile.imwrite(t, rgb8, photometric="rgb", compression=None))
+        atomic_write(path, lambda t: tifffile.imwrite(t, rgb8, photometric="rgb", compression=None))
     else:
         from PIL import Image
 
-        _atomic_write(path, lambda t: Image.fromarray(rgb8, "RGB").save(t, format="JPEG", quality=92,
+        atomic_write(path, lambda t: Image.fromarray(rgb8, "RGB").save(t, format="JPEG", quality=92,
                                                                         subsampling=0))
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(1 << 20):
-            h.update(block)
-    return h.hexdigest()
 
 
 # --------------------------------------------------------------------------------------------
@@ -388,7 +367,7 @@ class _Builder:
         kw.setdefault("obsid", str(self._obsid))
         kw.setdefault("license", _LICENSE)
         kw.setdefault("release", "")
-        item = SampleItem(path=rel, size=p.stat().st_size, sha256=_sha256(p), **kw)
+        item = SampleItem(path=rel, size=p.stat().st_size, sha256=sha256_file(p), **kw)
         self.items.append(item)
         return item
 
@@ -644,7 +623,7 @@ def build_sample(root: Path | None = None, *, mini: bool = False) -> SampleIndex
     b.qa()
     b.colours()
     payload = {"version": SAMPLE_VERSION, "mini": mini, "items": [asdict(i) for i in b.items]}
-    _atomic_write(root / "index.json", lambda t: t.write_text(json.dumps(payload, indent=1)))
+    atomic_write(root / "index.json", lambda t: t.write_text(json.dumps(payload, indent=1)))
     return SampleIndex(root=root, items=b.items)
 
 

@@ -258,3 +258,19 @@ def test_lupton_on_shared_trilogy_cutouts(shared_data, tmp_path):
     assert len(written) == 1 and written[0].name.endswith("_f475w_f606w_f814w_lupton.png")
     arr = np.asarray(Image.open(written[0]))
     assert arr.shape == (500, 500, 3) and arr.std() > 5
+
+
+def test_products_get_the_umask_permissions_not_a_temp_files_0600(tmp_path, engines):
+    import os
+    import stat
+
+    _, up = engines
+    src = _write_fits(tmp_path / "in.fits", [_source_image(16, 16, 8, 8)])
+    old = os.umask(0o022)
+    try:
+        (p,) = process_file(src, operation="upscale", output_dir=tmp_path / "out", upscaler=up)
+    finally:
+        os.umask(old)
+    assert p.status == "ok", p.error
+    modes = {kind: stat.S_IMODE(Path(f.path).stat().st_mode) for kind, f in p.files.items()}
+    assert set(modes.values()) == {0o644}, modes

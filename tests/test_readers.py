@@ -14,7 +14,8 @@ from PIL import Image
 
 from astro_pipeline.color import lightness
 from astro_pipeline.ingest.frame import IngestError
-from astro_pipeline.ingest.readers import file_sha256, iter_input_files, read_frames
+from astro_pipeline.fileio import sha256_file as file_sha256
+from astro_pipeline.ingest.readers import iter_input_files, read_frames
 
 M101 = (210.802429, 54.34875)
 

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from astro_pipeline.ingest.quality import assess
-from astro_pipeline.ingest.readers import file_sha256, read_frames
+from astro_pipeline.fileio import sha256_file as file_sha256
+from astro_pipeline.ingest.readers import read_frames
 from astro_pipeline.sample import SAMPLE_VERSION, SampleIndex, build_sample, load_sample
 
 FLAGS = {"noisy", "mostly_blank", "saturated", "cosmic_rays", "low_signal"}

@@ -25,7 +25,6 @@ import os
 import random
 import re
 import shutil
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -43,6 +42,7 @@ from urllib3.util.retry import Retry
 
 from astro_pipeline.archives.records import ArchiveRecord, DownloadedFile
 from astro_pipeline.config import DownloadSettings, Settings, get_settings
+from astro_pipeline.fileio import atomic_write_text, create_temp, sha256_file
 
 __all__ = [
     "DownloadError",
@@ -350,7 +350,7 @@ class Downloader:
             return None
         if record.sha256 and record.sha256.lower() != sha.lower():
             return None
-        if _sha256_file(path) != sha:
+        if sha256_file(path) != sha:
             return None
         return DownloadedFile(
             record=record, path=path, size=size, sha256=sha,
@@ -405,12 +405,11 @@ class Downloader:
                     declared = _int_or_none(resp.headers.get("Content-Length"))
                     if "Content-Encoding" in resp.headers and resp.headers["Content-Encoding"] != "identity":
                         declared = None  # length is of the encoded body; verify on the decoded bytes otherwise
-                    fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".part", dir=dest_dir)
-                    tmp_path = Path(tmp)
+                    tmp_path = create_temp(dest_dir, name, ".part")
                     digest = hashlib.sha256()
                     size = 0
                     try:
-                        with os.fdopen(fd, "wb") as fh:
+                        with open(tmp_path, "wb") as fh:
                             for chunk in resp.iter_content(_CHUNK):
                                 if chunk:
                                     fh.write(chunk)
@@ -462,24 +461,8 @@ def _int_or_none(value: str | None) -> int | None:
         return None
 
 
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1024 * 1024), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _write_sidecar(path: Path, *, size: int, sha256: str, url: str, verified_against: str, when: datetime) -> None:
     """Atomically record that ``path`` was verified (the rerun skip check reads it)."""
-    side = sidecar_path(path)
     payload = {"file": path.name, "size": size, "sha256": sha256, "url": url,
                "verified_against": verified_against, "verified_at": when.isoformat()}
-    fd, tmp = tempfile.mkstemp(prefix=side.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(payload, fh)
-        os.replace(tmp, side)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_text(sidecar_path(path), json.dumps(payload))

@@ -10,8 +10,6 @@ pandas and DuckDB read both files directly.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections import defaultdict
 from pathlib import Path
 from types import SimpleNamespace
@@ -22,6 +20,7 @@ from sqlalchemy import Connection, select
 from astro_pipeline.catalog import tables as t
 from astro_pipeline.catalog.keys import index_or_none
 from astro_pipeline.catalog.queries import current_decisions
+from astro_pipeline.fileio import atomic_write
 from astro_pipeline.manifest import BASE_COLUMNS, manifest_columns
 
 __all__ = ["CATALOG_COLUMNS", "catalog_manifest", "export_cumulative_manifest", "export_run_manifest"]
@@ -107,26 +106,13 @@ def catalog_manifest(catalog: Any, run_id: str | None = None, *, output_dir: str
     return frame
 
 
-def _atomic_write(path: Path, writer: Any) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        writer(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
 def export_cumulative_manifest(catalog: Any, *, output_dir: str | Path, csv: bool = False) -> Path:
     """Rebuild ``<output_dir>/manifests/all.parquet`` (and ``all.csv`` if asked) from the whole catalog."""
     frame = catalog_manifest(catalog, output_dir=output_dir)
     out = Path(output_dir) / "manifests" / "all.parquet"
-    _atomic_write(out, lambda tmp: frame.to_parquet(tmp, index=False))
+    atomic_write(out, lambda tmp: frame.to_parquet(tmp, index=False))
     if csv:
-        _atomic_write(out.with_suffix(".csv"), lambda tmp: frame.to_csv(tmp, index=False))
+        atomic_write(out.with_suffix(".csv"), lambda tmp: frame.to_csv(tmp, index=False))
     return out
 
 
@@ -136,6 +122,6 @@ def export_run_manifest(catalog: Any, run_id: str, *, output_dir: str | Path) ->
         raise ValueError(f"bad run id {run_id!r}")
     frame = catalog_manifest(catalog, run_id, output_dir=output_dir)
     folder = Path(output_dir) / "manifests"
-    parquet = _atomic_write(folder / f"{run_id}.parquet", lambda tmp: frame.to_parquet(tmp, index=False))
-    csv_path = _atomic_write(folder / f"{run_id}.csv", lambda tmp: frame.to_csv(tmp, index=False))
+    parquet = atomic_write(folder / f"{run_id}.parquet", lambda tmp: frame.to_parquet(tmp, index=False))
+    csv_path = atomic_write(folder / f"{run_id}.csv", lambda tmp: frame.to_csv(tmp, index=False))
     return parquet, csv_path

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import bz2
 import gzip
-import hashlib
 import math
 import os
 import stat
@@ -22,12 +21,12 @@ from typing import Any
 import numpy as np
 
 from astro_pipeline.config import get_settings
+from astro_pipeline.fileio import sha256_file
 from astro_pipeline.ingest.frame import Frame, IngestError
 
 __all__ = [
     "IMAGE_SUFFIXES",
     "detect_content",
-    "file_sha256",
     "format_from_name",
     "is_image_name",
     "iter_input_files",
@@ -95,15 +94,6 @@ def iter_input_files(paths: Iterable[Path | str]) -> list[Path]:
         else:
             add(p)
     return out
-
-
-def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
-    """Hex sha256 of a file's bytes (streamed)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def detect_content(head: bytes) -> str | None:
@@ -206,7 +196,7 @@ def read_frames(path: Path | str, *, max_image_pixels: int | None = None) -> lis
             )
 
     try:
-        sha = file_sha256(path)
+        sha = sha256_file(path)
         if kind == "fits":
             frames = _read_fits(path, sha, st.st_size, content, limit)
         elif kind == "tiff":

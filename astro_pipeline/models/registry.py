@@ -8,10 +8,8 @@ name (``Settings.weights_dir/<name>.safetensors``) or by path. Pickle-based form
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,6 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from astro_pipeline.fileio import atomic_write, sha256_file
 from astro_pipeline.models.colorizer import PatchDiscriminator, UNetColorizer
 from astro_pipeline.models.superres import SRDiscriminator, SRResNet
 
@@ -34,7 +33,6 @@ __all__ = [
     "save_weights",
     "random_weights",
     "resolve_weights_path",
-    "file_sha256",
 ]
 
 #: Architecture name -> class. A new network is one new module plus one entry here.
@@ -123,15 +121,6 @@ def build_model(arch: str, **kwargs: Any) -> nn.Module:
     return cls(**kwargs)
 
 
-def file_sha256(path: Path) -> str:
-    """sha256 of a file, streamed."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def resolve_weights_path(name_or_path: str | Path) -> Path:
     """A weights name (``colorizer``) -> ``Settings.weights_dir/colorizer.safetensors``; a path -> itself."""
     text = str(name_or_path)
@@ -178,7 +167,7 @@ def read_meta(path: str | Path) -> WeightsMeta:
             header = fh.metadata() or {}
     except (SafetensorError, OSError, ValueError) as exc:
         raise WeightsFormatError(f"{path}: unreadable safetensors file ({exc})") from exc
-    return WeightsMeta.from_header(header, source=path, sha256=file_sha256(path))
+    return WeightsMeta.from_header(header, source=path, sha256=sha256_file(path))
 
 
 def load_weights(name_or_path: str | Path, *, device: str | torch.device = "cpu") -> tuple[nn.Module, WeightsMeta]:
@@ -210,16 +199,8 @@ def save_weights(model: nn.Module, path: str | Path, meta: WeightsMeta, *, dtype
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().to("cpu", dtype).contiguous() for k, v in model.state_dict().items()}
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file(state, tmp, metadata=meta.to_header())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    meta.sha256 = file_sha256(path)
+    atomic_write(path, lambda tmp: save_file(state, tmp, metadata=meta.to_header()))
+    meta.sha256 = sha256_file(path)
     return path
 
 

@@ -10,14 +10,13 @@ through the Catalog API.
 
 from __future__ import annotations
 
-import hashlib
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from astro_pipeline.fileio import atomic_write, sha256_file
 
 __all__ = ["DemoCatalog", "DemoFrame", "build_demo_catalog"]
 
@@ -66,12 +65,8 @@ class DemoCatalog:
 def _atomic_png(arr: np.ndarray, path: Path) -> str:
     from PIL import Image
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".png", dir=path.parent)
-    os.close(fd)
-    Image.fromarray(arr).save(tmp, format="PNG")
-    os.replace(tmp, path)
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+    atomic_write(path, lambda tmp: Image.fromarray(arr).save(tmp, format="PNG"))
+    return sha256_file(path)
 
 
 def _crops(n: int, size: int, seed: int) -> list[np.ndarray]:

@@ -14,19 +14,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+from astro_pipeline.archives.browser import LAUNCH_FLAGS, host_resolver_rules
+from astro_pipeline.fileio import atomic_write
+
 __all__ = ["CHROMIUM_FLAGS", "chromium_path", "take_screenshot", "wait_for_images"]
 
-#: Launch flags measured to work with Debian's Chromium (../shared/docs/ENVIRONMENT.md); no outside DNS.
-CHROMIUM_FLAGS: tuple[str, ...] = (
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-dev-shm-usage",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1 , EXCLUDE localhost",
-)
+#: The scrapers' launch flags, with every name but loopback unresolvable (no outside DNS).
+CHROMIUM_FLAGS: tuple[str, ...] = (*LAUNCH_FLAGS, f"--host-resolver-rules={host_resolver_rules(())}")
 
 
 def chromium_path(settings: object | None = None) -> Path | None:
@@ -72,10 +66,7 @@ def take_screenshot(out: Path, *, width: int = 1440, height: int = 1100) -> Path
                 page.click("#sign-in")
                 page.wait_for_selector("article.item")
                 wait_for_images(page, 6)
-                fd, tmp_png = tempfile.mkstemp(prefix=".tmp-", suffix=".png", dir=out.parent)
-                os.close(fd)
-                page.screenshot(path=tmp_png)
-                os.replace(tmp_png, out)
+                atomic_write(out, lambda part: page.screenshot(path=str(part)), suffix=".tmp.png")
             finally:
                 browser.close()
         demo.catalog.close()

@@ -10,8 +10,6 @@ to point at it, then older tensor files are removed.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -19,16 +17,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from astro_pipeline.fileio import atomic_write, atomic_write_text
+
 __all__ = ["save_checkpoint", "load_checkpoint", "checkpoint_step"]
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
 
 
 def _flatten_optimizer(prefix: str, opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor]) -> dict[str, Any]:
@@ -76,10 +67,7 @@ def save_checkpoint(
     opt_info = {name: _flatten_optimizer(f"optim.{name}", opt, tensors) for name, opt in optimizers.items()}
     tensors["rng.torch"] = torch.get_rng_state()
     fname = f"state-{step:08d}.safetensors"
-    fd, tmp = tempfile.mkstemp(prefix=f".{fname}.", dir=directory)
-    os.close(fd)
-    save_file(tensors, tmp)
-    os.replace(tmp, directory / fname)
+    atomic_write(directory / fname, lambda tmp: save_file(tensors, tmp), durable=True)
     state = {
         "step": step,
         "tensors": fname,
@@ -87,7 +75,7 @@ def save_checkpoint(
         "numpy_rng": np_rng.bit_generator.state,
         "extra": extra or {},
     }
-    _atomic_write_text(directory / "state.json", json.dumps(state, default=str))
+    atomic_write_text(directory / "state.json", json.dumps(state, default=str), durable=True)
     for old in directory.glob("state-*.safetensors"):
         if old.name != fname:
             old.unlink(missing_ok=True)

@@ -17,8 +17,6 @@ import io
 import json
 import logging
 import math
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,6 +26,7 @@ import torch
 from PIL import Image
 from torch import nn
 
+from astro_pipeline.fileio import atomic_write_bytes as _atomic_bytes
 from astro_pipeline.models.registry import WeightsMeta, load_weights
 from astro_pipeline.training import metrics as M
 from astro_pipeline.training.colorspace import lab_to_srgb, srgb_to_lab
@@ -333,15 +332,6 @@ def _fmt(v: Any) -> str:
     if isinstance(v, float):
         return "nan" if math.isnan(v) else f"{v:.4f}" if abs(v) < 10 else f"{v:.2f}"
     return str(v)
-
-
-def _atomic_bytes(path: Path, data: bytes) -> Path:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(data)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
-    return path
 
 
 def write_report(report: EvalReport, out_dir: Path) -> list[Path]:

@@ -13,12 +13,11 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from astro_pipeline.fileio import atomic_write_text
 from astro_pipeline.models.registry import WeightsError, WeightsMeta, load_weights, read_meta, save_weights
 
 __all__ = ["GateDecision", "gate", "promote_candidate", "write_model_card", "PRIMARY", "HIGHER_IS_BETTER"]
@@ -180,10 +179,5 @@ def write_model_card(path: Path, *, name: str, decision: GateDecision, candidate
         lines.append("")
     if notes:
         lines += ["## Notes", "", *[f"- {n}" for n in notes], ""]
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w") as fh:
-        fh.write("\n".join(lines) + "\n")
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
-    return path
+    return atomic_write_text(path, "\n".join(lines) + "\n")
 

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from astro_pipeline.fileio import sha256_file
+
 __all__ = [
     "TrainingItem",
     "Source",
@@ -41,14 +43,6 @@ class TrainingItem:
     kind: str  # "color" | "grey"
     group: str  # split key (ESA release id, or the file stem)
     sha256: str
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 class FolderSource:
@@ -77,7 +71,7 @@ class FolderSource:
                 continue
             row = credits.get(path.name, {})
             group = row.get("release") or path.stem
-            items.append(TrainingItem(path=path, kind=self.kind, group=group, sha256=row.get("sha256") or _sha256(path)))
+            items.append(TrainingItem(path=path, kind=self.kind, group=group, sha256=row.get("sha256") or sha256_file(path)))
         if not items:
             raise FileNotFoundError(f"{self.root}: no training images ({', '.join(sorted(IMAGE_SUFFIXES))}) found")
         return items
@@ -106,7 +100,7 @@ class ApprovedSource:
             if not path.is_file():
                 continue
             group = str(get("release") or get("group") or get("field") or path.stem)
-            out.append(TrainingItem(path=path, kind=self.kind, group=group, sha256=str(get("sha256") or _sha256(path))))
+            out.append(TrainingItem(path=path, kind=self.kind, group=group, sha256=str(get("sha256") or sha256_file(path))))
         return out
 
 

@@ -11,7 +11,6 @@ Order of one item: ``ArchiveRecord`` -> :func:`download_item` (verified file) ->
 
 from __future__ import annotations
 
-import math
 import shutil
 import threading
 import time
@@ -24,6 +23,7 @@ from typing import Any
 
 from astro_pipeline.archives.records import ArchiveRecord, DownloadedFile
 from astro_pipeline.config import Region, Settings
+from astro_pipeline.sky import in_cone, mean_position, separation_deg
 
 __all__ = [
     "ARCHIVES",
@@ -36,7 +36,6 @@ __all__ = [
     "RunBudget",
     "RunReport",
     "StageTimer",
-    "angular_distance_deg",
     "apply_retention",
     "download_item",
     "finalize_run",
@@ -64,13 +63,6 @@ STATUSES: tuple[str, ...] = (
 # --------------------------------------------------------------------------------------------
 # listing and selection
 # --------------------------------------------------------------------------------------------
-
-
-def angular_distance_deg(ra1: float, dec1: float, ra2: float, dec2: float) -> float:
-    """Great-circle distance in degrees (haversine; exact enough at any separation)."""
-    r1, d1, r2, d2 = map(math.radians, (ra1, dec1, ra2, dec2))
-    h = math.sin((d2 - d1) / 2) ** 2 + math.cos(d1) * math.cos(d2) * math.sin((r2 - r1) / 2) ** 2
-    return math.degrees(2 * math.asin(min(1.0, math.sqrt(h))))
 
 
 def list_archive(archive: str, region: Region, settings: Settings) -> list[ArchiveRecord]:
@@ -125,7 +117,7 @@ def in_region(record: ArchiveRecord, region: Region) -> bool:
     """True when the record's position lies inside the region's cone (or it has no position)."""
     if record.ra is None or record.dec is None:
         return True
-    return angular_distance_deg(region.ra, region.dec, record.ra, record.dec) <= region.radius_deg
+    return in_cone(record.ra, record.dec, region.ra, region.dec, region.radius_deg)
 
 
 def sample_watch_list(
@@ -143,16 +135,14 @@ def sample_watch_list(
     for name, items in sorted(index.fields().items(), key=lambda kv: (-len(kv[1]), kv[0])):
         host = next(
             (r for r in regions
-             if all(angular_distance_deg(r.ra, r.dec, float(i.ra), float(i.dec)) <= r.radius_deg for i in items)),
+             if all(in_cone(float(i.ra), float(i.dec), r.ra, r.dec, r.radius_deg) for i in items)),
             None,
         )
         if host is not None:
             covered[host.name].extend(items)
             continue
-        ras = [float(i.ra) for i in items]
-        decs = [float(i.dec) for i in items]
-        ra, dec = _mean_ra(ras), sum(decs) / len(decs)
-        radius = max(angular_distance_deg(ra, dec, r, d) for r, d in zip(ras, decs, strict=True)) + margin_deg
+        ra, dec = mean_position((float(i.ra), float(i.dec)) for i in items)
+        radius = max(separation_deg(ra, dec, float(i.ra), float(i.dec)) for i in items) + margin_deg
         regions.append(Region(name=name, ra=ra, dec=dec, radius_deg=round(max(radius, 0.02), 4),
                               archives=list(archives)))
         covered[name] = list(items)
@@ -180,13 +170,6 @@ def sample_overrides(replica_url: str, settings: Settings) -> dict[str, Any]:
     if settings.hla_cutout_px is None:
         overrides["hla_cutout_px"] = SAMPLE_HLA_CUTOUT_PX
     return overrides
-
-
-def _mean_ra(ras: list[float]) -> float:
-    """Circular mean of right ascensions in degrees (handles the 0/360 wrap)."""
-    x = sum(math.cos(math.radians(r)) for r in ras)
-    y = sum(math.sin(math.radians(r)) for r in ras)
-    return math.degrees(math.atan2(y, x)) % 360.0
 
 
 def operation_for(record: ArchiveRecord) -> str:

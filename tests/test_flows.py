@@ -24,9 +24,12 @@ def _record(i: int, *, size: int | None = 100, kind: str = "science", ra: float 
 
 
 def test_angular_distance_and_region_membership() -> None:
-    assert pipeline.angular_distance_deg(10, 20, 10, 20) == pytest.approx(0.0)
-    assert pipeline.angular_distance_deg(0, 89.9, 180, 89.9) == pytest.approx(0.2, abs=1e-9)
-    assert pipeline.angular_distance_deg(359.95, 0, 0.05, 0) == pytest.approx(0.1, abs=1e-9)
+    from astro_pipeline.sky import mean_position, separation_deg
+
+    assert separation_deg(10, 20, 10, 20) == pytest.approx(0.0)
+    assert separation_deg(0, 89.9, 180, 89.9) == pytest.approx(0.2, abs=1e-9)
+    assert separation_deg(359.95, 0, 0.05, 0) == pytest.approx(0.1, abs=1e-9)
+    assert mean_position([(359.9, 10.0), (0.1, 10.0)]) == pytest.approx((0.0, 10.0), abs=1e-3)
     region = Region(name="r", ra=359.99, dec=0.0, radius_deg=0.05)
     assert pipeline.in_region(_record(1, ra=0.02, dec=0.0), region)
     assert not pipeline.in_region(_record(2, ra=0.2, dec=0.0), region)

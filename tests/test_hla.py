@@ -57,11 +57,11 @@ def _settings(url: str, *, timeout_s: float = 30.0) -> Settings:
 
 
 def _expected_names(server: ReplicaServer, radius: float) -> list[str]:
-    from astro_pipeline.archives.replica.hla import _sep_deg
+    from astro_pipeline.sky import in_cone
     from astro_pipeline.sample import load_sample
 
     ds = derive_datasets(load_sample(server.state.sample_root).items)
-    return sorted(d.name for d in ds if _sep_deg(M101[0], M101[1], d.ra, d.dec) <= radius)
+    return sorted(d.name for d in ds if in_cone(d.ra, d.dec, M101[0], M101[1], radius))
 
 
 def _visible(folder: Path) -> list[Path]:

@@ -13,7 +13,7 @@ from mast_fixtures import client_settings, faults, mast_index, replica  # noqa: 
 from astro_pipeline.archives.download import DownloadError
 from astro_pipeline.archives.mast import MastClient, MastError
 from astro_pipeline.archives.records import DownloadedFile
-from astro_pipeline.archives.replica.content import angular_distance_deg
+from astro_pipeline.sky import separation_deg
 
 RA, DEC = 210.80243, 54.34875
 
@@ -51,7 +51,7 @@ def test_query_region_returns_drizzled_product_records(client, mast_index, repli
 
 def test_resolve_target_names(client) -> None:
     ra, dec = client.resolve("M 101")
-    assert angular_distance_deg(ra, dec, RA, DEC) < 0.01
+    assert separation_deg(ra, dec, RA, DEC) < 0.01
     assert len(client.query_target("ngc5194", 0.05)) == 2
     with pytest.raises(MastError, match='Could not resolve "Nowhere"'):
         client.resolve("Nowhere")
@@ -187,7 +187,7 @@ def test_built_in_sample_region(tmp_path: Path) -> None:
             records = c.query_region(centre.ra, centre.dec, 0.05)
             results = c.fetch(records, tmp_path)
         elapsed = time.monotonic() - t0
-    want = {Path(it.path).name: it for it in drz if angular_distance_deg(centre.ra, centre.dec, it.ra, it.dec) <= 0.05}
+    want = {Path(it.path).name: it for it in drz if separation_deg(centre.ra, centre.dec, it.ra, it.dec) <= 0.05}
     assert sorted(r.filename for r in records) == sorted(want) and want
     for res in results:
         assert isinstance(res, DownloadedFile), res

@@ -17,13 +17,13 @@ from mast_fixtures import client_settings, mast_index, replica  # noqa: F401
 from astro_pipeline.archives.mast import MastClient
 from astro_pipeline.archives.replica.content import (
     InvokeError,
-    angular_distance_deg,
     columns_config,
     envelope,
     filter_rows,
     parse_invoke_body,
     row_matches,
 )
+from astro_pipeline.sky import separation_deg
 
 M101 = SkyCoord(210.80243, 54.34875, unit="deg")
 
@@ -46,7 +46,7 @@ def post_invoke(url: str, request: dict) -> dict:
 
 def expected_in_cone(index, ra: float, dec: float, radius: float) -> set[str]:
     return {it.id for it in index.items if it.archive == "mast"
-            and angular_distance_deg(ra, dec, it.ra, it.dec) <= radius}
+            and separation_deg(ra, dec, it.ra, it.dec) <= radius}
 
 
 def test_cone_uses_real_angular_distance(obs_api, mast_index) -> None:  # noqa: F811
@@ -200,7 +200,7 @@ def test_recorded_requests_parse_and_filter(shared_data: Path) -> None:
     centre = SkyCoord(23.1, 60.6, unit="deg")
     for row in caom["data"]:
         sep = centre.separation(SkyCoord(row["s_ra"], row["s_dec"], unit="deg")).deg
-        assert angular_distance_deg(23.1, 60.6, row["s_ra"], row["s_dec"]) == pytest.approx(sep, abs=1e-9)
+        assert separation_deg(23.1, 60.6, row["s_ra"], row["s_dec"]) == pytest.approx(sep, abs=1e-9)
     # the recorded filter set (section 1.3) applied with our semantics
     filters = next(r["params"]["filters"] for r in invokes if r["service"] == "Mast.Caom.Filtered"
                    and r["params"]["columns"] == "*")

@@ -80,22 +80,23 @@ _DETAIL_JS = """() => {
 
 
 def parse_ra(text: str) -> float | None:
-    """``"5 35 17.30"`` (hours minutes seconds) -> degrees."""
-    parts = re.findall(r"[-+]?\d+(?:\.\d+)?", text or "")
-    if len(parts) < 3:
-        return None
-    h, m, s = (float(p) for p in parts[:3])
-    return (h + m / 60.0 + s / 3600.0) * 15.0
+    """``"5 35 17.30"`` (hours minutes seconds, as ESA/Hubble prints it) -> degrees; None if unparsable."""
+    return _angle_deg(text, "hourangle")
 
 
 def parse_dec(text: str) -> float | None:
-    """``-5° 23' 28.00"`` -> degrees."""
-    parts = re.findall(r"\d+(?:\.\d+)?", text or "")
-    if len(parts) < 3:
+    """``-5° 23' 28.00"`` -> degrees; None if unparsable."""
+    return _angle_deg(text, "deg")
+
+
+def _angle_deg(text: str, unit: str) -> float | None:
+    from astropy import units as u
+    from astropy.coordinates import Angle
+
+    try:
+        return float(Angle((text or "").strip(), unit=getattr(u, unit)).degree)
+    except (ValueError, TypeError):
         return None
-    d, m, s = (float(p) for p in parts[:3])
-    sign = -1.0 if (text or "").strip().startswith("-") else 1.0
-    return sign * (d + m / 60.0 + s / 3600.0)
 
 
 def parse_release_date(text: str) -> str | None:

@@ -19,7 +19,6 @@ import socket
 import time
 import warnings
 from collections.abc import Callable, Iterable, Sequence
-from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import quote, urlsplit
@@ -99,9 +98,12 @@ def _val(row: Any, name: str) -> Any:
 
 
 def _mjd_to_iso(mjd: float | None) -> str | None:
+    """An MJD (UTC) as ISO 8601 to the second, by ``astropy.time.Time``."""
     if mjd is None:
         return None
-    return (datetime(1858, 11, 17) + timedelta(days=float(mjd))).isoformat(timespec="seconds")
+    from astropy.time import Time
+
+    return str(Time(float(mjd), format="mjd", scale="utc", precision=0).isot)
 
 
 class MastClient:

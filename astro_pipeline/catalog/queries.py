@@ -5,12 +5,12 @@ Each function takes an open ``Connection`` (one snapshot) and returns views from
 
 from __future__ import annotations
 
-import math
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from sqlalchemy import Connection, and_, exists, func, or_, select
 from sqlalchemy.sql import Subquery
 
@@ -26,9 +26,9 @@ from astro_pipeline.catalog.views import (
     RunInfo,
     RunSummary,
 )
+from astro_pipeline.sky import separation_deg
 
 __all__ = [
-    "angular_separation_deg",
     "current_decisions",
     "frame_views",
     "is_done",
@@ -39,13 +39,6 @@ __all__ = [
     "select_frames",
     "stats",
 ]
-
-
-def angular_separation_deg(ra1: float, dec1: float, ra2: float, dec2: float) -> float:
-    """Great-circle distance in degrees (haversine; stable at small angles)."""
-    r1, d1, r2, d2 = map(math.radians, (ra1, dec1, ra2, dec2))
-    h = math.sin((d2 - d1) / 2) ** 2 + math.cos(d1) * math.cos(d2) * math.sin((r2 - r1) / 2) ** 2
-    return math.degrees(2 * math.asin(min(1.0, math.sqrt(h))))
 
 
 def normalize_kind(kind: str) -> str:
@@ -183,12 +176,14 @@ def select_frames(conn: Connection, flt: FrameFilter) -> tuple[list[int], int]:
     if region:
         assert flt.ra is not None and flt.dec is not None and flt.radius_deg is not None
         q = q.where(dec.between(flt.dec - flt.radius_deg, flt.dec + flt.radius_deg))
-    ids: list[int] = []
-    for fid, fra, fdec in conn.execute(q):
-        if region and (fra is None or fdec is None
-                       or angular_separation_deg(flt.ra, flt.dec, fra, fdec) > flt.radius_deg):  # type: ignore[arg-type]
-            continue
-        ids.append(fid)
+    rows = list(conn.execute(q))
+    if region:
+        assert flt.ra is not None and flt.dec is not None and flt.radius_deg is not None
+        rows = [r for r in rows if r[1] is not None and r[2] is not None]
+        if rows:
+            sep = separation_deg(flt.ra, flt.dec, np.array([r[1] for r in rows]), np.array([r[2] for r in rows]))
+            rows = [r for r, s in zip(rows, np.atleast_1d(sep), strict=True) if s <= flt.radius_deg]
+    ids = [int(r[0]) for r in rows]
     end = None if flt.limit is None else flt.offset + flt.limit
     return ids[flt.offset:end], len(ids)
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,7 +15,6 @@ __all__ = [
     "QueueFilters",
     "QueueItem",
     "QueuePage",
-    "angular_separation_deg",
 ]
 
 #: Decisions as the catalog stores them, and how the page names them.
@@ -155,13 +153,6 @@ class QueuePage:
     offset: int
     limit: int
     facets: dict[str, list[str]] = field(default_factory=dict)  # flag/archive/run choices
-
-
-def angular_separation_deg(ra1: float, dec1: float, ra2: float, dec2: float) -> float:
-    """Great-circle distance in degrees (haversine; exact enough for any radius)."""
-    r1, d1, r2, d2 = map(math.radians, (ra1, dec1, ra2, dec2))
-    h = math.sin((d2 - d1) / 2) ** 2 + math.cos(d1) * math.cos(d2) * math.sin((r2 - r1) / 2) ** 2
-    return math.degrees(2 * math.asin(min(1.0, math.sqrt(h))))
 
 
 def _fmt(x: float) -> str:

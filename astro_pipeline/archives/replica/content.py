@@ -1,9 +1,9 @@
 """The sample seen as MAST content: CAOM observation rows, product rows, files, resolver names.
 
 Also the protocol pieces a MAST-speaking router needs and other routers may reuse: the invoke
-envelope with paging (``envelope``), the ``request=`` body parser (``parse_invoke_body``), real
-angular distances (``angular_distance_deg``), Portal filter semantics (``row_matches``), and
-the packaged columns config (``columns_config``).
+envelope with paging (``envelope``), the ``request=`` body parser (``parse_invoke_body``), Portal
+filter semantics (``row_matches``), and the packaged columns config (``columns_config``). Angular
+distances come from ``astro_pipeline.sky`` (astropy).
 """
 
 from __future__ import annotations
@@ -21,12 +21,13 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
 
+from astro_pipeline.sky import mean_position, separation_deg
+
 __all__ = [
     "CAOM_FIELDS",
     "PRODUCT_FIELDS",
     "InvokeError",
     "MastContent",
-    "angular_distance_deg",
     "build_mast_content",
     "columns_config",
     "envelope",
@@ -123,13 +124,6 @@ def envelope(rows: list[dict[str, Any]], fields: list[tuple[str, str]] | list[di
         "paging": {"page": page, "pageSize": pagesize, "pagesFiltered": math.ceil(total / pagesize),
                    "rows": len(chunk), "rowsFiltered": total, "rowsTotal": total},
     }
-
-
-def angular_distance_deg(ra1: float, dec1: float, ra2: float, dec2: float) -> float:
-    """Great-circle separation in degrees (haversine; exact at small and large separations)."""
-    r1, d1, r2, d2 = map(math.radians, (ra1, dec1, ra2, dec2))
-    h = math.sin((d2 - d1) / 2) ** 2 + math.cos(d1) * math.cos(d2) * math.sin((r2 - r1) / 2) ** 2
-    return math.degrees(2 * math.asin(min(1.0, math.sqrt(h))))
 
 
 def _like(pattern: str) -> re.Pattern[str]:
@@ -342,8 +336,9 @@ def build_mast_content(index: Any) -> MastContent:
     for fld, rows in sorted(by_field.items()):  # field names resolve too, unless a target has that name
         names.setdefault(_norm_name(fld), (fld, rows))
     for key, (name, rows) in names.items():
-        ra, dec = _mean_position([(r["s_ra"], r["s_dec"]) for r in rows])
-        radius = max(angular_distance_deg(ra, dec, r["s_ra"], r["s_dec"]) for r in rows) + 0.01
+        ra, dec = mean_position((r["s_ra"], r["s_dec"]) for r in rows)
+        ra, dec = round(ra, 6), round(dec, 6)
+        radius = max(separation_deg(ra, dec, r["s_ra"], r["s_dec"]) for r in rows) + 0.01
         content.targets[key] = {
             "canonicalName": name, "ra": ra, "decl": dec,
             "radius": round(radius, 4), "objectType": "G",
@@ -353,18 +348,6 @@ def build_mast_content(index: Any) -> MastContent:
 
 def best_path(items: list[Any], product: dict[str, Any]) -> str:
     return next(it.path for it in items if Path(it.path).name == product["productFilename"])
-
-
-def _mean_position(points: list[tuple[float, float]]) -> tuple[float, float]:
-    x = y = z = 0.0
-    for ra, dec in points:
-        r, d = math.radians(ra), math.radians(dec)
-        x += math.cos(d) * math.cos(r)
-        y += math.cos(d) * math.sin(r)
-        z += math.sin(d)
-    ra = math.degrees(math.atan2(y, x)) % 360.0
-    dec = math.degrees(math.atan2(z, math.hypot(x, y)))
-    return round(ra, 6), round(dec, 6)
 
 
 _LOCK = threading.Lock()

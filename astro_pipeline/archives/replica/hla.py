@@ -29,6 +29,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 import numpy as np
+from astropy.nddata import Cutout2D, NoOverlapError
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 
@@ -41,6 +42,7 @@ from astro_pipeline.archives.replica.web_common import (
     stall,
     web_faults,
 )
+from astro_pipeline.sky import in_cone
 
 __all__ = ["HlaDataset", "build_router", "derive_datasets", "PAGE_SIZE"]
 
@@ -151,12 +153,6 @@ def _datasets(state: Any) -> dict[str, HlaDataset]:
         cached = {d.name: d for d in derive_datasets(sample_items(state))}
         state.extra["hla_datasets"] = cached
     return cached
-
-
-def _sep_deg(ra1: float, dec1: float, ra2: float, dec2: float) -> float:
-    r1, d1, r2, d2 = map(math.radians, (ra1, dec1, ra2, dec2))
-    c = math.sin(d1) * math.sin(d2) + math.cos(d1) * math.cos(d2) * math.cos(r1 - r2)
-    return math.degrees(math.acos(min(1.0, max(-1.0, c))))
 
 
 def _params(request: Request) -> dict[str, str]:
@@ -334,7 +330,7 @@ def build_router(state: Any) -> APIRouter:
                 ra, dec = hits[0].ra, hits[0].dec
         if ra is None or dec is None:
             return []
-        found = [d for d in datasets if _sep_deg(ra, dec, d.ra, d.dec) <= radius]
+        found = [d for d in datasets if in_cone(d.ra, d.dec, ra, dec, radius)]
         if (p.get("inst-control") or "all").lower() != "all" and insts:
             found = [d for d in found if d.instrument.split("/")[0].upper() in insts]
         return found
@@ -419,8 +415,7 @@ def build_router(state: Any) -> APIRouter:
         for d in chosen:
             fld = load_fits_field(state, sample_root(state) / d.fits_path)
             if size_txt == "ALL":
-                x0 = y0 = 0
-                plane = fld.data
+                plane, wcs = fld.data, fld.wcs
             else:
                 try:
                     parts = [int(float(s)) for s in size_txt.split(",")]
@@ -434,15 +429,16 @@ def build_router(state: Any) -> APIRouter:
                 else:
                     xc = _float(p.get("x"), fld.data.shape[1] / 2.0) or 0.0
                     yc = _float(p.get("y"), fld.data.shape[0] / 2.0) or 0.0
-                x0, y0 = int(round(xc - w / 2.0)), int(round(yc - h / 2.0))
-                plane = np.full((h, w), np.nan, np.float32)
-                sy0, sx0 = max(0, y0), max(0, x0)
-                sy1, sx1 = min(fld.data.shape[0], y0 + h), min(fld.data.shape[1], x0 + w)
-                if sy1 > sy0 and sx1 > sx0:
-                    plane[sy0 - y0: sy1 - y0, sx0 - x0: sx1 - x0] = fld.data[sy0:sy1, sx0:sx1]
+                try:  # fitscut pads a cutout that runs off the image; so does mode="partial"
+                    cut = Cutout2D(fld.data, (xc, yc), (h, w), wcs=fld.wcs if fld.wcs.has_celestial else None,
+                                   mode="partial", fill_value=np.nan)
+                except NoOverlapError:
+                    plane, wcs = np.full((h, w), np.nan, np.float32), None
+                else:
+                    plane, wcs = cut.data.astype(np.float32, copy=False), cut.wcs
             planes.append(plane)
             if not header:
-                header = {"x0": x0, "y0": y0, "wcs": fld.wcs}
+                header = {"wcs": wcs}
         shape = (min(pl.shape[0] for pl in planes), min(pl.shape[1] for pl in planes))
         return [pl[: shape[0], : shape[1]] for pl in planes], header
 
@@ -468,8 +464,6 @@ def build_router(state: Any) -> APIRouter:
         wcs = header.get("wcs")
         if wcs is not None and wcs.has_celestial:
             hdr.update(wcs.to_header())
-            hdr["CRPIX1"] = hdr.get("CRPIX1", 0.0) - header["x0"]
-            hdr["CRPIX2"] = hdr.get("CRPIX2", 0.0) - header["y0"]
         d = chosen[0]
         hdr["ORIGIN"] = ("HLA replica fitscut", "astro-pipeline local replica")
         hdr["DATASET"] = d.name

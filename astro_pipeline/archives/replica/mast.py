@@ -29,13 +29,13 @@ from astro_pipeline.archives.replica.content import (
     PRODUCT_FIELDS,
     InvokeError,
     MastContent,
-    angular_distance_deg,
     columns_config,
     envelope,
     filter_rows,
     mast_content,
     parse_invoke_body,
 )
+from astro_pipeline.sky import separation_deg
 
 __all__ = ["build_router", "invoke"]
 
@@ -66,7 +66,7 @@ def _cone(rows: list[dict[str, Any]], ra: float, dec: float, radius: float) -> l
         raise InvokeError("Invalid position: dec must be within [-90, 90] and radius >= 0.")
     out = []
     for row in rows:
-        sep = angular_distance_deg(ra, dec, row["s_ra"], row["s_dec"])
+        sep = separation_deg(ra, dec, row["s_ra"], row["s_dec"])
         if sep <= radius:
             out.append({**row, "objID1": row["objID"], "distance": round(sep * 3600.0, 6)})
     out.sort(key=lambda r: (r["distance"], r["obs_id"]))

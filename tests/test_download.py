@@ -17,7 +17,11 @@ from fastapi.responses import RedirectResponse
 from astro_pipeline.archives.download import (
     DownloadError,
     Downloader,
+    PermanentDownloadError,
+    TransientDownloadError,
+    VerificationError,
     backoff_delay,
+    host_gate,
     safe_filename,
     sidecar_path,
 )
@@ -142,9 +146,9 @@ def test_published_sha256_checked(fresh: FileServer, tmp_path: Path) -> None:
     good = hashlib.sha256(data).hexdigest()
     with Downloader(make_settings(fresh.url)) as dl:
         assert dl.fetch(rec(fresh.url, "f2.fits", sha=good), tmp_path).verified_against == "sha256"
-        with pytest.raises(DownloadError, match="sha256 mismatch") as err:
+        with pytest.raises(VerificationError, match="sha256 mismatch") as err:
             dl.fetch(rec(fresh.url, "f2.fits", sha="0" * 64, filename="other.fits"), tmp_path)
-    assert err.value.attempts == 4  # 1 + 3 retries
+    assert err.value.attempts == 2 and fresh.stats.gets["f2.fits"] == 3  # fetched once more, not 'retries' times
     assert not (tmp_path / "other.fits").exists() and no_partials(tmp_path) == []
 
 
@@ -168,7 +172,7 @@ def test_503_burst_is_retried_then_gives_up(fresh: FileServer, tmp_path: Path) -
         assert dl.fetch(rec(fresh.url, "f1.fits"), tmp_path).size == len(FILES["f1.fits"])
         assert [e.mode for e in plan.events] == ["503", "503"]
         fresh.set_faults("503:/files/f1.fits")
-        with pytest.raises(DownloadError, match=r"gave up after 4 attempts: HTTP 503"):
+        with pytest.raises(TransientDownloadError, match=r"gave up after 4 attempts: HTTP 503"):
             dl.fetch(rec(fresh.url, "f1.fits", filename="again.fits"), tmp_path)
     assert not (tmp_path / "again.fits").exists() and no_partials(tmp_path) == []
 
@@ -186,8 +190,9 @@ def test_short_content_length_caught_by_declared_size(fresh: FileServer, tmp_pat
     """A self-consistent but short reply (Content-Length too small) fails the archive's declared size."""
     fresh.set_faults("badlength:/files/f5.fits:delta=-1000")
     with Downloader(make_settings(fresh.url)) as dl:
-        with pytest.raises(DownloadError, match="size mismatch"):
+        with pytest.raises(VerificationError, match="size mismatch") as err:
             dl.fetch(rec(fresh.url, "f5.fits", size=len(FILES["f5.fits"])), tmp_path)
+    assert err.value.attempts == 2
     assert not (tmp_path / "f5.fits").exists() and no_partials(tmp_path) == []
 
 
@@ -220,7 +225,7 @@ def test_missing_content_length_still_verified_by_declared_size(fresh: FileServe
 
 def test_404_is_not_retried(fresh: FileServer, tmp_path: Path) -> None:
     with Downloader(make_settings(fresh.url)) as dl:
-        with pytest.raises(DownloadError, match="HTTP 404") as err:
+        with pytest.raises(PermanentDownloadError, match="HTTP 404") as err:
             dl.fetch(rec(fresh.url, "nope.fits"), tmp_path)
     assert err.value.attempts == 1
 
@@ -228,9 +233,9 @@ def test_404_is_not_retried(fresh: FileServer, tmp_path: Path) -> None:
 def test_only_configured_hosts(fresh: FileServer, tmp_path: Path) -> None:
     settings = make_settings("https://archive.example.org")  # the replica's host is not configured
     with Downloader(settings) as dl:
-        with pytest.raises(DownloadError, match="not a configured archive host"):
+        with pytest.raises(PermanentDownloadError, match="not a configured archive host"):
             dl.fetch(rec(fresh.url, "f0.fits"), tmp_path)
-        with pytest.raises(DownloadError, match="http/https only"):
+        with pytest.raises(PermanentDownloadError, match="http/https only"):
             dl.fetch(ArchiveRecord(archive="mast", id="x", url="file:///etc/passwd"), tmp_path)
     assert fresh.stats.gets.get("f0.fits") is None
     with Downloader(make_settings(fresh.url)) as dl:  # a redirect off the allow-list is refused too
@@ -266,6 +271,25 @@ def test_per_host_concurrency_and_interval(fresh: FileServer, tmp_path: Path) ->
     assert 1 <= fresh.stats.max_inflight <= 2  # 6 parallel workers would otherwise overlap
     starts = sorted(fresh.stats.starts)
     assert starts[-1] - starts[0] >= 5 * 0.05 * 0.8  # request starts spaced by the polite interval
+
+
+def test_downloaders_of_one_process_share_one_host_gate(fresh: FileServer, tmp_path: Path) -> None:
+    """Two downloaders (two sweep tasks) together stay within the per-host limit."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    fresh.stats.max_inflight = 0
+    settings = make_settings(fresh.url, per_host_concurrency=1)
+    assert Downloader(settings).gate is Downloader(settings).gate is host_gate(settings.download)
+    assert host_gate(make_settings(fresh.url, per_host_concurrency=2).download) is not host_gate(settings.download)
+
+    def one(name: str) -> int:
+        with Downloader(settings) as dl:  # a new downloader per call, as each task makes its own
+            return dl.fetch(ArchiveRecord(archive="mast", id=name, url=f"{fresh.url}/slow/{name}", filename=name),
+                            tmp_path / name).size
+
+    with ThreadPoolExecutor(4) as pool:
+        sizes = list(pool.map(one, list(FILES)[:4]))
+    assert sizes == [len(FILES[n]) for n in list(FILES)[:4]] and fresh.stats.max_inflight == 1
 
 
 def test_fetch_many_reports_failures_without_raising(fresh: FileServer, tmp_path: Path) -> None:

@@ -9,9 +9,14 @@ What a fetch guarantees:
 * verification: the byte count must match ``Content-Length`` and the record's declared size;
   the sha256 must match the record's published checksum when there is one (otherwise it is
   computed and recorded);
-* 5xx/429 replies, connection errors, timeouts, short reads and failed verification are retried
-  with exponential backoff and jitter (``Settings.download``: timeouts, retries, backoff);
-* per-host concurrency limit and a polite minimum interval between requests to one host;
+* the downloader alone retries, each kind of failure as often as it can help: 5xx/429 replies,
+  connection errors, timeouts and short reads up to ``Settings.download.retries`` times with
+  exponential backoff and jitter, then :class:`TransientDownloadError`; a body that fails its size
+  or sha256 check is fetched once more, then :class:`VerificationError`; anything retrying cannot
+  mend (HTTP 4xx, a host off the allow-list, a bad name, no disk) is a
+  :class:`PermanentDownloadError` at once. Callers (the sweep's tasks) never retry a download;
+* one per-host concurrency limit and polite minimum interval between requests to one host for the
+  whole process (:func:`host_gate`), however many ``Downloader`` objects the process makes;
 * a verified file is skipped on rerun: a hidden sidecar ``.<name>.sha256`` (JSON) is written
   after verification and checked (size + sha256) on the next run;
 * server-supplied names are sanitised to one plain file name (no traversal, no absolute path).
@@ -41,15 +46,19 @@ from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
 from astro_pipeline.archives.records import ArchiveRecord, DownloadedFile
-from astro_pipeline.config import DownloadSettings, Settings, get_settings
+from astro_pipeline.config import DownloadSettings, Settings
 from astro_pipeline.fileio import atomic_write_text, create_temp, sha256_file
 
 __all__ = [
     "DownloadError",
     "Downloader",
     "HostGate",
+    "PermanentDownloadError",
     "PoliteSession",
+    "TransientDownloadError",
+    "VerificationError",
     "backoff_delay",
+    "host_gate",
     "safe_filename",
     "sidecar_path",
 ]
@@ -59,8 +68,14 @@ _RETRY_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 _SAFE_CHARS = re.compile(r"[^A-Za-z0-9._+=-]+")
 
 
+#: Transfers of one file whose body fails verification (size or sha256): one retry, for a body
+#: damaged in transit; a second failure means the archive serves other bytes than it declares.
+VERIFY_ATTEMPTS = 2
+
+
 class DownloadError(Exception):
-    """A download that failed for good: ``url`` and a human ``reason`` (after any retries)."""
+    """A download that failed after the downloader's own retries: ``url``, a human ``reason``, and
+    ``attempts`` (transfers made). Its subclass says whether a later run may do better."""
 
     def __init__(self, url: str, reason: str, *, record: ArchiveRecord | None = None, attempts: int = 0) -> None:
         super().__init__(f"{url}: {reason}")
@@ -70,13 +85,35 @@ class DownloadError(Exception):
         self.attempts = attempts
 
 
+class TransientDownloadError(DownloadError):
+    """Network trouble (5xx, 429, timeouts, dropped connections) that outlasted the retries: a later
+    run may succeed; nothing in this run retries it again."""
+
+
+class PermanentDownloadError(DownloadError):
+    """A failure retrying cannot mend (HTTP 4xx, a host or scheme off the allow-list, a bad file
+    name, a folder that cannot be written, too little disk): never retried."""
+
+
+class VerificationError(PermanentDownloadError):
+    """The body failed its size or sha256 check on each of :data:`VERIFY_ATTEMPTS` transfers."""
+
+
 class _Retryable(Exception):
-    """Internal: an attempt failed in a way worth retrying."""
+    """Internal: an attempt failed in a way worth retrying (network trouble)."""
 
     def __init__(self, reason: str, retry_after: float | None = None) -> None:
         super().__init__(reason)
         self.reason = reason
         self.retry_after = retry_after
+
+
+class _Mismatch(Exception):
+    """Internal: a complete body that failed verification (retried once)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
 
 
 def safe_filename(name: str | None) -> str:
@@ -124,7 +161,10 @@ def _content_disposition_name(value: str | None) -> str | None:
 
 
 class HostGate:
-    """Per-host concurrency limit plus a minimum interval between request starts to one host."""
+    """Per-host concurrency limit plus a minimum interval between request starts to one host.
+
+    Get the process's own with :func:`host_gate`: politeness is owed per process, not per object.
+    """
 
     def __init__(self, concurrency: int, min_interval_s: float) -> None:
         self.concurrency = max(1, int(concurrency))
@@ -155,6 +195,25 @@ class HostGate:
             yield
         finally:
             sem.release()
+
+
+_GATES: dict[tuple[int, float], HostGate] = {}
+_GATES_LOCK = threading.Lock()
+
+
+def host_gate(cfg: DownloadSettings) -> HostGate:
+    """The one :class:`HostGate` of this process for ``cfg``'s concurrency and interval.
+
+    Every ``Downloader`` (one per sweep task, one per client) shares it, so concurrent tasks
+    together never exceed ``per_host_concurrency`` requests to one host, nor start requests to it
+    closer than ``min_interval_s`` apart.
+    """
+    key = (max(1, int(cfg.per_host_concurrency)), max(0.0, float(cfg.min_interval_s)))
+    with _GATES_LOCK:
+        gate = _GATES.get(key)
+        if gate is None:
+            gate = _GATES[key] = HostGate(*key)
+        return gate
 
 
 class _TimeoutAdapter(HTTPAdapter):
@@ -209,9 +268,9 @@ class PoliteSession(requests.Session):
         parts = urlsplit(url)
         host = (parts.hostname or "").lower()
         if parts.scheme not in ("http", "https"):
-            raise DownloadError(url, f"scheme {parts.scheme or '(none)'!r} is not fetched (http/https only)")
+            raise PermanentDownloadError(url, f"scheme {parts.scheme or '(none)'!r} is not fetched (http/https only)")
         if host not in self.allowed_hosts:
-            raise DownloadError(
+            raise PermanentDownloadError(
                 url, f"host {host or '(none)'!r} is not a configured archive host "
                 f"(allowed: {', '.join(sorted(self.allowed_hosts)) or 'none'})"
             )
@@ -233,13 +292,14 @@ class Downloader:
     """Fetch ``ArchiveRecord`` URLs into a folder, verified; see the module docstring.
 
     ``settings.download`` gives timeouts, retries, backoff, per-host concurrency and the
-    polite interval; ``settings.allowed_hosts`` the hosts that may be contacted.
+    polite interval; ``settings.allowed_hosts`` the hosts that may be contacted. Close it (or use
+    it as a context manager) to close its HTTP sessions; the host gate outlives it.
     """
 
-    def __init__(self, settings: Settings | None = None, *, seed: int | None = None) -> None:
-        self.settings = settings or get_settings()
-        self.cfg: DownloadSettings = self.settings.download
-        self.gate = HostGate(self.cfg.per_host_concurrency, self.cfg.min_interval_s)
+    def __init__(self, settings: Settings, *, seed: int | None = None) -> None:
+        self.settings = settings
+        self.cfg: DownloadSettings = settings.download
+        self.gate = host_gate(self.cfg)
         hosts = self.settings.allowed_hosts
         #: for callers (scrapers, clients): retries 5xx on GET/HEAD, default timeouts, gated.
         self.session = PoliteSession(hosts, self.gate, self.cfg)
@@ -257,37 +317,45 @@ class Downloader:
         try:
             dest_dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise DownloadError(url, f"cannot create folder {dest_dir}: {exc}", record=record) from exc
+            raise PermanentDownloadError(url, f"cannot create folder {dest_dir}: {exc}", record=record) from exc
         name: str | None = None
         given = filename or record.filename
         if given:
             try:
                 name = safe_filename(given)
             except ValueError as exc:
-                raise DownloadError(url, f"bad file name: {exc}", record=record) from exc
+                raise PermanentDownloadError(url, f"bad file name: {exc}", record=record) from exc
             reused = self._reuse(record, dest_dir / name)
             if reused is not None:
                 return reused
         self._check_disk(dest_dir, record)
 
-        attempts = self.cfg.retries + 1
-        last = "no attempt made"
-        for attempt in range(attempts):
+        budget = self.cfg.retries + 1  # transfers that network trouble may take
+        transfers = mismatches = 0
+        while True:
+            transfers += 1
             try:
                 return self._attempt(record, dest_dir, name, host)
+            except _Mismatch as exc:
+                mismatches += 1
+                if mismatches >= VERIFY_ATTEMPTS:
+                    raise VerificationError(url, f"{exc.reason} (on {mismatches} transfers)", record=record,
+                                            attempts=transfers) from None
+                delay, retry_after = backoff_delay(0, self.cfg.backoff_base_s, self.cfg.backoff_max_s, self._rng), None
             except _Retryable as exc:
-                last = exc.reason
-                if attempt + 1 >= attempts:
-                    break
-                delay = backoff_delay(attempt, self.cfg.backoff_base_s, self.cfg.backoff_max_s, self._rng)
-                if exc.retry_after is not None:
-                    delay = max(delay, min(exc.retry_after, self.cfg.backoff_max_s))
-                self._sleep(delay)
+                if transfers - mismatches >= budget:
+                    raise TransientDownloadError(url, f"gave up after {transfers} attempts: {exc.reason}",
+                                                 record=record, attempts=transfers) from None
+                delay = backoff_delay(transfers - mismatches - 1, self.cfg.backoff_base_s, self.cfg.backoff_max_s,
+                                      self._rng)
+                retry_after = exc.retry_after
             except DownloadError as exc:
                 exc.record = record
-                exc.attempts = attempt + 1
+                exc.attempts = transfers
                 raise
-        raise DownloadError(url, f"gave up after {attempts} attempts: {last}", record=record, attempts=attempts)
+            if retry_after is not None:
+                delay = max(delay, min(retry_after, self.cfg.backoff_max_s))
+            self._sleep(delay)
 
     def fetch_many(
         self,
@@ -314,7 +382,7 @@ class Downloader:
             except DownloadError as exc:
                 result = exc
             except Exception as exc:  # noqa: BLE001 - report, never crash a batch
-                result = DownloadError(rec.url, f"unexpected {type(exc).__name__}: {exc}", record=rec)
+                result = PermanentDownloadError(rec.url, f"unexpected {type(exc).__name__}: {exc}", record=rec)
             if on_done is not None:
                 on_done(rec, result)
             return result
@@ -365,7 +433,7 @@ class Downloader:
         except OSError:
             return
         if free < need:
-            raise DownloadError(
+            raise PermanentDownloadError(
                 record.url,
                 f"not enough free disk in {dest_dir}: {free} bytes free, need {need} "
                 "(file size + min_free_disk_bytes)",
@@ -386,19 +454,19 @@ class Downloader:
                 except (requests.Timeout, requests.ConnectionError) as exc:
                     raise _Retryable(f"{type(exc).__name__}: {exc}") from exc
                 except requests.RequestException as exc:
-                    raise DownloadError(url, f"{type(exc).__name__}: {exc}") from exc
+                    raise PermanentDownloadError(url, f"{type(exc).__name__}: {exc}") from exc
                 with resp:
                     if resp.status_code in _RETRY_STATUS or resp.status_code >= 500:
                         raise _Retryable(f"HTTP {resp.status_code} {resp.reason}", _retry_after(resp))
                     if resp.status_code >= 400:
-                        raise DownloadError(url, f"HTTP {resp.status_code} {resp.reason}")
+                        raise PermanentDownloadError(url, f"HTTP {resp.status_code} {resp.reason}")
                     if name is None:
                         raw_name = _content_disposition_name(resp.headers.get("Content-Disposition")) or \
                             urlsplit(resp.url).path
                         try:
                             name = safe_filename(raw_name)
                         except ValueError as exc:
-                            raise DownloadError(url, f"bad file name from server: {exc}") from exc
+                            raise PermanentDownloadError(url, f"bad file name from server: {exc}") from exc
                         reused = self._reuse(record, dest_dir / name)
                         if reused is not None:
                             return reused
@@ -420,18 +488,18 @@ class Downloader:
                     except requests.RequestException as exc:  # (a subclass of OSError: test it first)
                         raise _Retryable(f"short read after {size} bytes: {type(exc).__name__}") from exc
                     except OSError as exc:
-                        raise DownloadError(url, f"cannot write {tmp_path}: {exc}") from exc
+                        raise PermanentDownloadError(url, f"cannot write {tmp_path}: {exc}") from exc
                     sha = digest.hexdigest()
                     verified = "none"
                     if declared is not None and size != declared:
                         raise _Retryable(f"short read: got {size} bytes, Content-Length says {declared}")
                     if record.size is not None and size != record.size:
-                        raise _Retryable(f"size mismatch: got {size} bytes, archive declares {record.size}")
+                        raise _Mismatch(f"size mismatch: got {size} bytes, archive declares {record.size}")
                     if record.size is not None or declared is not None:
                         verified = "size"
                     if record.sha256:
                         if sha.lower() != record.sha256.lower():
-                            raise _Retryable(f"sha256 mismatch: got {sha}, archive publishes {record.sha256}")
+                            raise _Mismatch(f"sha256 mismatch: got {sha}, archive publishes {record.sha256}")
                         verified = "sha256"
                     final = dest_dir / name
                     os.replace(tmp_path, final)

@@ -25,6 +25,7 @@ from pydantic_settings import (
 )
 
 __all__ = [
+    "DEFAULT_MAX_IMAGE_PIXELS",
     "PROJECT_ROOT",
     "QualityThresholds",
     "DownloadSettings",
@@ -33,6 +34,9 @@ __all__ = [
     "get_settings",
     "shared_dir",
 ]
+
+#: Default refusal limit for the pixels an image header may claim (``Settings.max_image_pixels``).
+DEFAULT_MAX_IMAGE_PIXELS = 1_000_000_000
 
 #: Root of the project checkout (the folder holding ``pyproject.toml`` and ``weights/``).
 PROJECT_ROOT: Path = Path(__file__).resolve().parent.parent
@@ -123,7 +127,7 @@ class Settings(BaseSettings):
 
     # --- ingestion and quality -------------------------------------------------------------------
     quality: QualityThresholds = Field(default_factory=QualityThresholds)
-    max_image_pixels: int = 1_000_000_000  # refuse headers claiming more pixels than this
+    max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS  # refuse headers claiming more pixels than this
 
     # --- inference -------------------------------------------------------------------------------
     device: str = "auto"  # auto | cpu | cuda | cuda:N

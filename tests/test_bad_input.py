@@ -16,6 +16,7 @@ import pytest
 from astropy.io import fits
 from PIL import Image
 
+from astro_pipeline.config import DEFAULT_MAX_IMAGE_PIXELS, QualityThresholds
 from astro_pipeline.ingest.frame import IngestError
 from astro_pipeline.ingest.quality import assess
 from astro_pipeline.ingest.readers import read_frames
@@ -27,9 +28,9 @@ def _fits_bytes(data: np.ndarray | None = None) -> bytes:
     return buf.getvalue()
 
 
-def _expect(path: Path, pattern: str) -> IngestError:
+def _expect(path: Path, pattern: str, *, limit: int = DEFAULT_MAX_IMAGE_PIXELS) -> IngestError:
     with pytest.raises(IngestError, match=pattern) as info:
-        read_frames(path)
+        read_frames(path, max_image_pixels=limit)
     msg = str(info.value)
     assert msg.startswith(str(path)) and "\n" not in msg and "Traceback" not in msg
     return info.value
@@ -86,8 +87,8 @@ def test_unknown_type(tmp_path: Path) -> None:
 def test_all_nan_and_all_zero_are_read_and_flagged(tmp_path: Path, fill: float) -> None:
     p = tmp_path / "flat.fits"
     p.write_bytes(_fits_bytes(np.full((64, 64), fill, np.float32)))
-    (frame,) = read_frames(p)
-    report = assess(frame)
+    (frame,) = read_frames(p, max_image_pixels=DEFAULT_MAX_IMAGE_PIXELS)
+    report = assess(frame, QualityThresholds())
     assert "mostly_blank" in report.flag_names
     blank = next(f for f in report.flags if f.name == "mostly_blank")
     assert blank.value == 1.0 and blank.threshold == 0.5
@@ -135,7 +136,7 @@ def test_lower_pixel_limit_from_settings(tmp_path: Path, monkeypatch: pytest.Mon
     p.write_bytes(_fits_bytes(np.ones((100, 100), np.float32)))
     monkeypatch.setenv("ASTRO_PIPELINE_MAX_IMAGE_PIXELS", "5000")
     get_settings.cache_clear()
-    _expect(p, r"claims 100x100 = 10,000 pixels, above the limit of 5,000")
+    _expect(p, r"claims 100x100 = 10,000 pixels, above the limit of 5,000", limit=get_settings().max_image_pixels)
 
 
 def test_gzip_that_is_not_gzip(tmp_path: Path) -> None:
@@ -192,7 +193,7 @@ def test_png_over_pillow_limit_is_a_clear_error(tmp_path: Path, monkeypatch: pyt
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # 4000 px > 2x limit: Pillow refuses
     _expect(p, r"PNG is larger than Pillow's pixel limit \(1,000 pixels\)")
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 3000)  # between 1x and 2x: Pillow only warns; we read it
-    (f,) = read_frames(p)
+    (f,) = read_frames(p, max_image_pixels=DEFAULT_MAX_IMAGE_PIXELS)
     assert f.shape == (40, 100)
 
 
@@ -203,7 +204,7 @@ def test_tif_over_pillow_limit_reads_with_tifffile(tmp_path: Path, monkeypatch: 
     arr = (np.arange(200 * 300) % 251).astype(np.uint8).reshape(200, 300)
     tifffile.imwrite(p, arr)
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
-    (f,) = read_frames(p)
+    (f,) = read_frames(p, max_image_pixels=DEFAULT_MAX_IMAGE_PIXELS)
     assert f.shape == (200, 300) and f.data[0, 250] == pytest.approx(250 / 255)
 
 
@@ -217,7 +218,7 @@ def test_real_tif_above_pillows_default_limit(tmp_path: Path) -> None:
     p = tmp_path / "huge.tif"
     with tifffile.TiffWriter(p) as tw:
         tw.write(np.zeros((h, w), np.uint8), compression="zlib", tile=(512, 512))
-    (f,) = read_frames(p)
+    (f,) = read_frames(p, max_image_pixels=DEFAULT_MAX_IMAGE_PIXELS)
     assert f.shape == (h, w) and f.is_display
 
 

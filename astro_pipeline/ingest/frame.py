@@ -101,6 +101,12 @@ class StretchParams:
             "percentiles": list(self.percentiles) if self.percentiles else None,
         }
 
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> StretchParams:
+        pct = d.get("percentiles")
+        return cls(method=str(d["method"]), vmin=float(d["vmin"]), vmax=float(d["vmax"]),
+                   asinh_a=float(d.get("asinh_a", 0.1)), percentiles=(float(pct[0]), float(pct[1])) if pct else None)
+
 
 @dataclass(frozen=True)
 class Flag:
@@ -121,12 +127,17 @@ class Flag:
             "message": self.message,
         }
 
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Flag:
+        return cls(name=str(d["name"]), value=float(d["value"]), threshold=float(d["threshold"]),
+                   comparison=str(d["comparison"]), message=str(d.get("message") or ""))
+
 
 @dataclass
 class QualityReport:
     """Quality metrics of one frame and the flags they raised."""
 
-    metrics: dict[str, float]
+    metrics: dict[str, float | None]
     flags: list[Flag] = field(default_factory=list)
 
     @property
@@ -138,3 +149,8 @@ class QualityReport:
             "metrics": {k: (None if v is None else float(v)) for k, v in self.metrics.items()},
             "flags": [f.as_dict() for f in self.flags],
         }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> QualityReport:
+        return cls(metrics={str(k): (None if v is None else float(v)) for k, v in (d.get("metrics") or {}).items()},
+                   flags=[Flag.from_dict(f) for f in d.get("flags") or []])

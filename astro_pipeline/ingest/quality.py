@@ -27,7 +27,7 @@ import math
 
 import numpy as np
 
-from astro_pipeline.config import QualityThresholds, get_settings
+from astro_pipeline.config import QualityThresholds
 from astro_pipeline.ingest.frame import Flag, Frame, QualityReport
 
 __all__ = ["assess", "compute_metrics", "flags_for"]
@@ -116,9 +116,9 @@ def _cosmic_ray_count(data: np.ndarray, mask: np.ndarray, background: float, noi
     return int(near_seed.sum())
 
 
-def compute_metrics(frame: Frame, thresholds: QualityThresholds | None = None) -> dict[str, float | None]:
+def compute_metrics(frame: Frame, thresholds: QualityThresholds) -> dict[str, float | None]:
     """All quality metrics of a frame (values that cannot be measured are None)."""
-    th = thresholds or get_settings().quality
+    th = thresholds
     data = _grey(frame)
     total = data.shape[0] * data.shape[1]
     mask = frame.mask & np.isfinite(data)
@@ -225,8 +225,7 @@ def flags_for(metrics: dict[str, float | None], th: QualityThresholds) -> list[F
     return flags
 
 
-def assess(frame: Frame, thresholds: QualityThresholds | None = None) -> QualityReport:
-    """Metrics and flags of one frame; thresholds default to ``Settings.quality``."""
-    th = thresholds or get_settings().quality
-    metrics = compute_metrics(frame, th)
-    return QualityReport(metrics=metrics, flags=flags_for(metrics, th))
+def assess(frame: Frame, thresholds: QualityThresholds) -> QualityReport:
+    """Metrics and flags of one frame under ``thresholds`` (callers pass ``Settings.quality``)."""
+    metrics = compute_metrics(frame, thresholds)
+    return QualityReport(metrics=metrics, flags=flags_for(metrics, thresholds))

@@ -20,7 +20,6 @@ from typing import Any
 
 import numpy as np
 
-from astro_pipeline.config import get_settings
 from astro_pipeline.fileio import sha256_file
 from astro_pipeline.ingest.frame import Frame, IngestError
 
@@ -141,10 +140,13 @@ def _describe(kind: str | None) -> str:
 # --------------------------------------------------------------------------------------------
 # Public entry point
 # --------------------------------------------------------------------------------------------
-def read_frames(path: Path | str, *, max_image_pixels: int | None = None) -> list[Frame]:
-    """Read every science image in ``path`` as a Frame; raise IngestError for a bad file."""
+def read_frames(path: Path | str, *, max_image_pixels: int) -> list[Frame]:
+    """Read every science image in ``path`` as a Frame; raise IngestError for a bad file.
+
+    ``max_image_pixels`` (``Settings.max_image_pixels``): headers claiming more are refused unread.
+    """
     path = Path(path)
-    limit = int(max_image_pixels or get_settings().max_image_pixels)
+    limit = int(max_image_pixels)
     try:
         st = os.stat(path)  # follows a symlink the caller named explicitly
     except FileNotFoundError:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import sqlite3
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -16,42 +15,14 @@ from typer.testing import CliRunner
 from astro_pipeline.archives.records import ArchiveRecord, DownloadedFile
 from astro_pipeline.catalog import Catalog, CatalogError, FrameFilter, NotFoundError, export_cumulative_manifest
 from astro_pipeline.catalog import schema as catalog_schema
-from astro_pipeline.ingest.frame import Flag, QualityReport
+from astro_pipeline.ingest.frame import Flag, QualityReport, StretchParams
+from astro_pipeline.products import ModelRecord, Operation, ProcessedInput, Product, ProductFile, ProductStatus
 
-MODELS_V1 = [{"name": "colorizer", "version": "v1", "sha256": "c1" * 32, "arch": "unet"},
-             {"name": "superres", "version": "v1", "sha256": "s1" * 32, "arch": "srresnet"}]
-MODELS_V2 = [{"name": "colorizer", "version": "v2", "sha256": "c2" * 32, "arch": "unet"},
-             {"name": "superres", "version": "v1", "sha256": "s1" * 32, "arch": "srresnet"}]
+MODELS_V1 = (ModelRecord(name="colorizer", version="v1", sha256="c1" * 32, arch="unet"),
+             ModelRecord(name="superres", version="v1", sha256="s1" * 32, arch="srresnet"))
+MODELS_V2 = (ModelRecord(name="colorizer", version="v2", sha256="c2" * 32, arch="unet"),
+             ModelRecord(name="superres", version="v1", sha256="s1" * 32, arch="srresnet"))
 PARAMS = {"tile": 256, "overlap": 32, "stretch": "zscale+asinh"}
-
-
-@dataclass
-class ProductFile:
-    path: Path
-    sha256: str
-
-
-@dataclass(kw_only=True)
-class Product:
-    """Shaped like ``astro_pipeline.products.Product`` (CONTRACTS.md); the catalog takes any such object."""
-
-    run_id: str | None = None
-    source_path: str
-    source_sha256: str
-    hdu: int | None = 1
-    plane: int | None = None
-    frame_key: str = ""
-    operation: str = "enhance"
-    status: str = "ok"
-    error: str | None = None
-    provenance: dict[str, Any] = field(default_factory=dict)
-    metrics: dict[str, Any] = field(default_factory=dict)
-    flags: list[dict[str, Any]] = field(default_factory=list)
-    stretch: dict[str, Any] | None = None
-    models: list[dict[str, Any]] = field(default_factory=lambda: list(MODELS_V1))
-    params: dict[str, Any] = field(default_factory=lambda: dict(PARAMS))
-    tile_count: int = 4
-    files: dict[str, ProductFile] = field(default_factory=dict)
 
 
 def record(n: int, *, archive: str = "mast", ra: float = 210.8, dec: float = 54.35, kind: str = "science",
@@ -75,20 +46,23 @@ def noisy(snr: float = 1.5) -> QualityReport:
 
 
 def product_for(tmp: Path, dl: DownloadedFile, *, hdu: int | None = 1, run_id: str | None = None,
-                status: str = "ok", models: list[dict[str, Any]] | None = None, flags: bool = True,
+                status: str = "ok", models: tuple[ModelRecord, ...] | None = None, flags: bool = True,
                 operation: str = "enhance") -> Product:
     out = tmp / "products"
     out.mkdir(exist_ok=True)
     png = out / f"{dl.sha256[-6:]}_{hdu}_{operation}.png"
     png.write_bytes(b"png")
+    ok = status == "ok"
     return Product(
-        run_id=run_id, source_path=str(dl.path), source_sha256=dl.sha256, hdu=hdu, frame_key=f"{dl.path}[{hdu}]",
-        operation=operation, status=status, error=None if status == "ok" else f"{dl.path}: broken",
-        metrics={"snr": 1.5}, models=list(models or MODELS_V1),
-        flags=[Flag("noisy", 1.5, 3.0, "<").as_dict()] if flags and status == "ok" else [],
-        stretch={"method": "zscale+asinh", "vmin": 0.1, "vmax": 9.0, "asinh_a": 0.1, "percentiles": None},
-        files={"png": ProductFile(png, "ab" * 32), "fits": ProductFile(png.with_suffix(".fits"), "cd" * 32)}
-        if status == "ok" else {})
+        run_id=run_id, source_path=str(dl.path), source_sha256=dl.sha256, hdu=hdu, plane=None,
+        frame_key=f"{dl.path}[{hdu}]", operation=Operation(operation), status=ProductStatus(status),
+        error=None if ok else f"{dl.path}: broken", metrics={"snr": 1.5}, models=models or MODELS_V1,
+        params=dict(PARAMS), tile_count=4,
+        quality=QualityReport(metrics={"snr": 1.5}, flags=[Flag("noisy", 1.5, 3.0, "<")] if flags and ok else []),
+        stretch=StretchParams(method="zscale+asinh", vmin=0.1, vmax=9.0),
+        files={"png": ProductFile(path=png, sha256="ab" * 32), "fits": ProductFile(path=png.with_suffix(".fits"),
+                                                                                    sha256="cd" * 32)}
+        if ok else {})
 
 
 @pytest.fixture()
@@ -105,13 +79,16 @@ def count(c: Catalog, table: str) -> int:
 # --- schema -------------------------------------------------------------------------------------
 
 def test_default_location_wal_and_schema_version(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from astro_pipeline.config import get_settings
+
     monkeypatch.setenv("ASTRO_PIPELINE_OUTPUT_DIR", str(tmp_path / "o"))
-    with Catalog() as c:
+    get_settings.cache_clear()
+    with Catalog(settings=get_settings()) as c:
         assert c.url == f"sqlite:///{(tmp_path / 'o' / 'catalog.sqlite').resolve()}"
         assert c.schema_version == catalog_schema.LATEST
         assert c.read(lambda conn: conn.exec_driver_sql("PRAGMA journal_mode").scalar()) == "wal"
         assert c.read(lambda conn: conn.exec_driver_sql("PRAGMA busy_timeout").scalar()) >= 10_000
-    with Catalog() as again:  # reopening neither recreates nor re-stamps
+    with Catalog(settings=get_settings()) as again:  # reopening neither recreates nor re-stamps
         assert again.read(lambda conn: conn.exec_driver_sql("SELECT count(*) FROM schema_version").scalar()) == 1
 
 
@@ -134,6 +111,40 @@ def test_upgrade_steps_run_in_order_and_newer_schema_is_refused(tmp_path: Path,
     monkeypatch.setattr(catalog_schema, "LATEST", base)
     with pytest.raises(CatalogError, match=f"schema version {base + 1}, newer than this code's {base}"):
         Catalog.for_output(tmp_path)
+
+
+def test_version_1_catalog_is_upgraded_in_place(tmp_path: Path) -> None:
+    """A version-1 catalog is upgraded step by step: review sessions (2), then deleted_at / notes /
+    quality_metrics (3), with its products' quality metrics moved out of ``metrics`` (where versions
+    1 and 2 kept them under a ``quality_`` prefix)."""
+    import json
+
+    Catalog.for_output(tmp_path).close()
+    db = sqlite3.connect(tmp_path / "catalog.sqlite")
+    for table, column in (("files", "deleted_at"), ("frames", "notes"), ("products", "quality_metrics")):
+        db.execute(f"ALTER TABLE {table} DROP COLUMN {column}")  # back to the version-1 shape
+    db.execute("DROP TABLE review_sessions")
+    db.execute("DELETE FROM schema_version")
+    db.execute("INSERT INTO schema_version VALUES (1, 'initial catalog tables', '2026-01-01 00:00:00')")
+    db.execute("INSERT INTO products (product_key, source_path, hdu_idx, plane_idx, operation, status, models, "
+               "models_hash, params, params_hash, metrics, attempts, created_at, updated_at) VALUES "
+               "('k', '/x.fits', -1, -1, 'upscale', 'ok', '[]', 'h', '{}', 'h', ?, 1, '2026-01-01', '2026-01-01')",
+               (json.dumps({"quality_snr": 4.5, "quality_noise": 0.2, "inference_seconds": 1.0}),))
+    db.commit()
+    db.close()
+    with Catalog.for_output(tmp_path) as c:
+        assert c.schema_version == catalog_schema.LATEST == 3
+    db = sqlite3.connect(tmp_path / "catalog.sqlite")
+    try:
+        assert "deleted_at" in [r[1] for r in db.execute("PRAGMA table_info(files)")]
+        assert "notes" in [r[1] for r in db.execute("PRAGMA table_info(frames)")]
+        metrics, quality = db.execute("SELECT metrics, quality_metrics FROM products").fetchone()
+        assert json.loads(metrics) == {"inference_seconds": 1.0}
+        assert json.loads(quality) == {"snr": 4.5, "noise": 0.2}
+        assert [r[0] for r in db.execute("SELECT version FROM schema_version ORDER BY version")] == [1, 2, 3]
+        assert db.execute("SELECT count(*) FROM review_sessions").fetchone() == (0,)
+    finally:
+        db.close()
 
 
 def test_foreign_database_and_missing_catalog_are_refused(tmp_path: Path) -> None:
@@ -166,7 +177,6 @@ def test_upserts_are_idempotent_by_archive_id_and_content_hash(cat: Catalog, tmp
     source = cat.file_for_record("mast", "mast:obs1")
     assert source is not None and source["sha256"] == dl.sha256
     assert cat.file_for_record("hla", "hla:obs1") is None
-    assert cat.missing_records([rec, record(2)]) == [record(2)]
 
     frame = cat.upsert_frame(dl.sha256, f"{dl.path}[1]", 1, None, {"ra": 210.9, "dec": 54.3}, noisy())
     assert frame == cat.upsert_frame(dl.sha256, f"{dl.path}[1]", 1, None, None, noisy(1.0))
@@ -201,28 +211,6 @@ def test_done_means_every_frame_ok_with_these_models_and_params(cat: Catalog, tm
     assert not cat.is_done(dl.sha256, {"colorizer": "v2", "superres": "v1"}, PARAMS)
     assert not cat.is_done(dl.sha256, versions, {**PARAMS, "tile": 512})
     assert count(cat, "products") == 2
-
-
-def test_pending_inputs_new_stale_failed_and_rejected(cat: Catalog, tmp_path: Path) -> None:
-    dls = [downloaded(tmp_path, record(n), n) for n in range(4)]
-    for dl in dls:
-        cat.upsert_file(dl)
-    cat.record_product(product_for(tmp_path, dls[0]))
-    cat.record_product(product_for(tmp_path, dls[1], models=MODELS_V2))
-    cat.record_product(product_for(tmp_path, dls[2], status="error"))
-    pending = {p.sha256: p for p in cat.pending_inputs(MODELS_V1, PARAMS)}
-    assert set(pending) == {dls[1].sha256, dls[2].sha256, dls[3].sha256}
-    assert pending[dls[1].sha256].reason == "stale"
-    assert pending[dls[2].sha256].reason == "failed"
-    assert pending[dls[3].sha256].reason == "new" and pending[dls[3].sha256].exists
-    assert pending[dls[3].sha256].archive == "mast"
-    # Everything is pending for new weights; a rejected input is excluded everywhere.
-    frame = cat.frame(cat.flagged_frames()[-1].frame_id)
-    assert frame is not None and frame.sha256 == dls[0].sha256
-    cat.add_review(frame.frame_id, "rejected", "artefact", "ann")
-    assert {p.sha256 for p in cat.pending_inputs(MODELS_V2)} == {dls[0].sha256, dls[2].sha256, dls[3].sha256} - {
-        dls[0].sha256}
-    assert len(cat.pending_inputs(MODELS_V1, PARAMS, limit=1)) == 1
 
 
 # --- queries --------------------------------------------------------------------------------------
@@ -322,8 +310,9 @@ def test_runs_and_run_summary(cat: Catalog, tmp_path: Path) -> None:
     assert info.params == {"regions": ["m101"], "path": str(tmp_path)}
     dl = downloaded(tmp_path, record(1), 1)
     cat.upsert_file(dl, run_id=run)
-    cat.record_products([product_for(tmp_path, dl, run_id=run, hdu=1),
-                         product_for(tmp_path, dl, run_id=run, hdu=2, status="error", flags=False)])
+    cat.record_input(ProcessedInput(path=dl.path, sha256=dl.sha256, size=dl.size, n_frames=2, products=[
+        product_for(tmp_path, dl, run_id=run, hdu=1),
+        product_for(tmp_path, dl, run_id=run, hdu=2, status="error", flags=False)]), run_id=run)
     cat.finish_run(run, "completed_with_errors", {"files": 1, "bytes": 2})
     s = cat.run_summary(run)
     assert s.run.status == "completed_with_errors" and s.run.duration_s is not None and s.run.duration_s >= 0
@@ -367,7 +356,8 @@ def test_cumulative_manifest_read_by_pandas_and_duckdb(cat: Catalog, tmp_path: P
     cat.record_product(product_for(tmp_path, dls[2], run_id="other-run"))
     fid = cat.flagged_frames(run_id=run)[0].frame_id
     cat.add_review(fid, "approved", "<b>nice</b>", "ann")
-    dls[0].path.unlink()  # retention removed the raw download
+    dls[0].path.unlink()  # retention removed the raw download, and recorded it
+    assert cat.record_raw_deleted(dls[0].sha256)
 
     out = tmp_path / "out"
     path = export_cumulative_manifest(cat, output_dir=out)
@@ -391,40 +381,39 @@ def test_cumulative_manifest_read_by_pandas_and_duckdb(cat: Catalog, tmp_path: P
     con.close()
 
 
-def test_real_product_roundtrip_and_run_manifest_columns_are_a_superset(cat: Catalog, tmp_path: Path) -> None:
-    """A real ``products.Product`` records as-is, and the catalog's rows extend ``manifest.manifest_frame``."""
+def test_products_round_trip_typed_and_the_manifest_prefers_archive_records(cat: Catalog, tmp_path: Path) -> None:
+    """A typed ``Product`` records as-is and reads back equal; the manifest prefers the archive record."""
     from astro_pipeline.catalog import export_run_manifest
-    from astro_pipeline.manifest import manifest_frame
-    from astro_pipeline.products import Product as RealProduct
-    from astro_pipeline.products import ProductFile as RealProductFile
+    from astro_pipeline.catalog.writes import key_of
 
     dl = downloaded(tmp_path, record(1), 1)
-    cat.upsert_file(dl)
     png = tmp_path / "out" / "products" / "a.png"
     png.parent.mkdir(parents=True)
     png.write_bytes(b"png")
-    real = RealProduct(
+    real = Product(
         run_id="r1", source_path=str(dl.path), source_sha256=dl.sha256, hdu=1, plane=None,
-        frame_key=f"{dl.path}[1]", operation="colorize", status="ok",
+        frame_key=f"{dl.path}[1]", operation=Operation.COLORIZE, status=ProductStatus.OK,
         provenance={"target": "HEADER-TARGET", "filter": "F814W", "ra": 210.81, "dec": 54.36},
-        metrics={"quality_snr": 2.0, "quality_saturated_fraction": 0.0, "inference_seconds": 0.1},
-        flags=[Flag("noisy", 2.0, 3.0, "<").as_dict()], stretch={"method": "zscale+asinh", "vmin": 0, "vmax": 1},
-        models=MODELS_V1[:1], params={"operation": "colorize"}, tile_count=2,
-        files={"png": RealProductFile(path=png, sha256="ab" * 32)})
-    cat.record_product(real)
+        quality=QualityReport(metrics={"snr": 2.0, "saturated_fraction": 0.0}, flags=[Flag("noisy", 2.0, 3.0, "<")]),
+        metrics={"inference_seconds": 0.1}, stretch=StretchParams(method="zscale+asinh", vmin=0.0, vmax=1.0),
+        models=MODELS_V1[:1], params={"operation": "colorize"}, tile_count=2, notes=("DQ extension shape (1, 2) "
+                                                                                   "does not match SCI; ignored",),
+        files={"png": ProductFile(path=png, sha256="ab" * 32)})
+    cat.record_input(ProcessedInput(path=dl.path, sha256=dl.sha256, size=dl.size, n_frames=1, products=[real]),
+                     run_id="r1", downloaded=dl)
     frame = cat.flagged_frames()[0]
     assert frame.metrics == {"snr": 2.0, "saturated_fraction": 0.0} and frame.ra == 210.81
+    assert frame.notes == list(real.notes)
     assert cat.is_done(dl.sha256, {"colorizer": "v1"}, None, operation="colorize")
+    (back,) = cat.current_products([dl.sha256], operation=Operation.COLORIZE, models={"colorizer": "v1"})
+    assert back == real and key_of(back) == key_of(real)
     parquet, _ = export_run_manifest(cat, "r1", output_dir=tmp_path / "out")
     import pandas as pd
 
-    ours = pd.read_parquet(parquet)
-    theirs = manifest_frame([real], output_dir=tmp_path / "out")
-    assert [c for c in theirs.columns if c not in ours.columns] == []
-    assert list(ours.columns[:len(theirs.columns[:19])]) == list(theirs.columns[:19])  # same leading columns
-    row = ours.iloc[0]
+    row = pd.read_parquet(parquet).iloc[0]
     assert row.png_path == "products/a.png" and row.target == "M101" and row["filter"] == "F814W"
-    assert row.metric_quality_snr == 2.0 and row.archive == "mast"
+    assert row.metric_quality_snr == 2.0 and row.metric_inference_seconds == 0.1 and row.archive == "mast"
+    assert row.notes == real.notes[0] and not row.raw_deleted
 
 
 def test_empty_catalog_exports_a_readable_manifest(cat: Catalog, tmp_path: Path) -> None:
@@ -483,15 +472,16 @@ def test_atomic_manifest_write_leaves_old_file_on_failure(cat: Catalog, tmp_path
 
 
 def test_recording_run_counts_downloads_and_products_and_records_failures(tmp_path: Path) -> None:
-    from astro_pipeline.archives.download import DownloadError
+    from astro_pipeline.archives.download import TransientDownloadError
     from astro_pipeline.catalog import recording_run
 
     url = f"sqlite:///{tmp_path / 'catalog.sqlite'}"
     dl = downloaded(tmp_path, record(1), 1)
     with recording_run("fetch-mast", {"ra": 210.8}, url=url) as run:
         run.records([record(1), record(2)])
-        run.downloads([dl, DownloadError("http://127.0.0.1:9/x", "HTTP 503 after 5 attempts")])
-        run.products([product_for(tmp_path, dl)])
+        run.downloads([dl, TransientDownloadError("http://127.0.0.1:9/x", "HTTP 503 after 5 attempts")])
+        run.inputs([ProcessedInput(path=dl.path, sha256=dl.sha256, size=dl.size, n_frames=1,
+                                   products=[product_for(tmp_path, dl)])])
     with pytest.raises(RuntimeError, match="boom"), recording_run("enhance", {}, url=url) as failing:
         raise RuntimeError("boom")
     with Catalog(url) as cat:

@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from astro_pipeline.catalog import Catalog
+from astro_pipeline.ingest.frame import Flag, QualityReport
+from astro_pipeline.products import ProcessedInput
 
 #: A catalog writer run as ``python -c WORKER <url> <worker> <n> <mode> <go-file>``.
 #: mode "both": the items both workers share plus its own; "hold": write, then wait inside the
@@ -23,15 +25,17 @@ WORKER = r'''
 import json, sys, time
 from datetime import UTC, datetime
 from pathlib import Path
-from types import SimpleNamespace as NS
 from astro_pipeline.archives.records import ArchiveRecord, DownloadedFile
 from astro_pipeline.catalog import Catalog
 from astro_pipeline.catalog import writes
+from astro_pipeline.ingest.frame import Flag, QualityReport, StretchParams
+from astro_pipeline.products import ModelRecord, Product, ProductFile
 
 url, worker, n, mode, go = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], Path(sys.argv[5])
 while not go.exists():
     time.sleep(0.005)
-MODELS = [{"name": "colorizer", "version": "v1", "sha256": "0" * 64, "arch": "unet"}]
+MODELS = (ModelRecord(name="colorizer", version="v1", sha256="0" * 64, arch="unet"),)
+NOISY = QualityReport(metrics={"snr": 1.0}, flags=[Flag("noisy", 1.0, 3.0, "<")])
 
 def item(i):
     rec = ArchiveRecord(archive="mast", id=f"mast:obs{i}", obs_id=f"obs{i}", ra=10.0 + i * 0.01, dec=-5.0,
@@ -40,12 +44,11 @@ def item(i):
                           verified_against="size", downloaded_at=datetime.now(UTC))
 
 def product(dl, params, run_id, hdu=1):
-    return NS(run_id=run_id, source_path=str(dl.path), source_sha256=dl.sha256, hdu=hdu, plane=None,
-              frame_key=f"{dl.path}[{hdu}]", operation="colorize", status="ok", error=None, provenance={},
-              metrics={"snr": 1.0}, flags=[{"name": "noisy", "value": 1.0, "threshold": 3.0, "comparison": "<"}],
-              stretch={"method": "zscale+asinh", "vmin": 0.0, "vmax": 1.0}, models=MODELS, params=params,
-              tile_count=1, files={"png": NS(path=Path(f"/p/{dl.sha256[-8:]}_{hdu}.png"), sha256="a" * 64),
-                                   "fits": NS(path=Path(f"/p/{dl.sha256[-8:]}_{hdu}.fits"), sha256="b" * 64)})
+    return Product(run_id=run_id, source_path=str(dl.path), source_sha256=dl.sha256, hdu=hdu, plane=None,
+                   frame_key=f"{dl.path}[{hdu}]", operation="colorize", status="ok", quality=NOISY,
+                   stretch=StretchParams(method="zscale+asinh", vmin=0.0, vmax=1.0), models=MODELS, params=params,
+                   tile_count=1, files={"png": ProductFile(path=Path(f"/p/{dl.sha256[-8:]}_{hdu}.png"), sha256="a" * 64),
+                                        "fits": ProductFile(path=Path(f"/p/{dl.sha256[-8:]}_{hdu}.fits"), sha256="b" * 64)})
 
 cat = Catalog(url)
 if mode == "both":
@@ -53,8 +56,7 @@ if mode == "both":
     for i in range(n):
         dl = item(i)
         cat.upsert_file(dl, run_id=run)
-        frame = cat.upsert_frame(dl.sha256, f"{dl.path}[1]", 1, None, {}, {"metrics": {"snr": 1.0},
-                                 "flags": [{"name": "noisy", "value": 1.0, "threshold": 3.0, "comparison": "<"}]})
+        frame = cat.upsert_frame(dl.sha256, f"{dl.path}[1]", 1, None, {}, NOISY)
         cat.record_product(product(dl, {"tile": 256}, run))            # the same product from both workers
         cat.record_product(product(dl, {"tile": 256, "worker": worker}, run))  # this worker's own
         cat.add_review(frame, "approved" if worker else "needs_look", None, f"reviewer{worker}")
@@ -144,17 +146,19 @@ def _read_until(proc: subprocess.Popen[str], marker: str, timeout: float = 120) 
 
 def seed(cat: Catalog) -> None:
     """Two committed products (two files each) and a review, written in this process."""
-    from types import SimpleNamespace as NS
+    from astro_pipeline.ingest.frame import Flag, QualityReport
+    from astro_pipeline.products import ModelRecord, ProcessedInput, Product, ProductFile
 
     for i in range(2):
         sha = f"{900 + i:064x}"
-        cat.upsert_input_file(f"/nonexistent/{i}.fits", sha)
-        cat.record_product(NS(
-            run_id=None, source_path=f"/nonexistent/{i}.fits", source_sha256=sha, hdu=None, plane=None,
-            frame_key=f"{i}.fits", operation="enhance", status="ok", error=None, provenance={}, metrics={"snr": 1.0},
-            flags=[{"name": "noisy", "value": 1.0, "threshold": 3.0, "comparison": "<"}], stretch=None,
-            models=[{"name": "m", "version": "1"}], params={}, tile_count=1,
-            files={"png": f"/p/{i}.png", "fits": {"path": f"/p/{i}.fits", "sha256": "e" * 64}}))
+        src = Path(f"/nonexistent/{i}.fits")
+        cat.record_input(ProcessedInput(path=src, sha256=sha, size=None, n_frames=1, products=[Product(
+            run_id=None, source_path=str(src), source_sha256=sha, hdu=None, plane=None, frame_key=f"{i}.fits",
+            operation="enhance", status="ok", quality=QualityReport(metrics={"snr": 1.0},
+                                                                     flags=[Flag("noisy", 1.0, 3.0, "<")]),
+            models=(ModelRecord(name="m", version="1"),), tile_count=1,
+            files={"png": ProductFile(path=Path(f"/p/{i}.png"), sha256=""),
+                   "fits": ProductFile(path=Path(f"/p/{i}.fits"), sha256="e" * 64)})]))
     cat.add_review(cat.flagged_frames()[0].frame_id, "approved", None, "ann")
 
 
@@ -240,9 +244,10 @@ def test_threads_share_one_catalog(tmp_path: Path) -> None:
     with Catalog(f"sqlite:///{tmp_path / 'catalog.sqlite'}") as cat:
         def work(i: int) -> int:
             sha = f"{i % 10:064x}"  # ten distinct inputs, each written by four threads
-            cat.upsert_input_file(f"/nonexistent/{i % 10}.fits", sha)
-            return cat.upsert_frame(sha, "k", None, None, {}, {"metrics": {"snr": 1.0}, "flags": [
-                {"name": "noisy", "value": 1.0, "threshold": 3.0, "comparison": "<"}]})
+            cat.record_input(ProcessedInput(path=Path(f"/nonexistent/{i % 10}.fits"), sha256=sha, size=None,
+                                            n_frames=None))
+            return cat.upsert_frame(sha, "k", None, None, {}, QualityReport(metrics={"snr": 1.0}, flags=[
+                Flag("noisy", 1.0, 3.0, "<")]))
 
         with ThreadPoolExecutor(max_workers=4) as pool:
             ids = list(pool.map(work, range(40)))

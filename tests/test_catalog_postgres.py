@@ -8,14 +8,14 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from pathlib import Path
-from types import SimpleNamespace as NS
 
 import pytest
 
 from astro_pipeline.archives.records import ArchiveRecord, DownloadedFile
 from astro_pipeline.catalog import Catalog, CatalogError, export_cumulative_manifest
 from astro_pipeline.catalog import schema as catalog_schema
-from astro_pipeline.ingest.frame import Flag, QualityReport
+from astro_pipeline.ingest.frame import Flag, QualityReport, StretchParams
+from astro_pipeline.products import ModelRecord, Product, ProductFile
 
 pytestmark = pytest.mark.postgres
 
@@ -30,13 +30,14 @@ def _downloaded(tmp: Path, n: int, **kw: object) -> DownloadedFile:
                           downloaded_at=datetime.now(UTC))
 
 
-def _product(dl: DownloadedFile, run_id: str, version: str = "v1") -> NS:
-    return NS(run_id=run_id, source_path=str(dl.path), source_sha256=dl.sha256, hdu=1, plane=None,
-              frame_key=f"{dl.path}[1]", operation="enhance", status="ok", error=None,
-              provenance={"note": float("nan")}, metrics={"quality_snr": 1.0},
-              flags=[Flag("noisy", 1.0, 3.0, "<").as_dict()], stretch={"method": "zscale+asinh", "vmin": 0, "vmax": 1},
-              models=[{"name": "colorizer", "version": version, "sha256": "0" * 64, "arch": "unet"}],
-              params={"tile": 256}, tile_count=3, files={"png": NS(path=dl.path.with_suffix(".png"), sha256="a" * 64)})
+def _product(dl: DownloadedFile, run_id: str, version: str = "v1") -> Product:
+    return Product(run_id=run_id, source_path=str(dl.path), source_sha256=dl.sha256, hdu=1, plane=None,
+                   frame_key=f"{dl.path}[1]", operation="enhance", status="ok", provenance={"note": float("nan")},
+                   quality=QualityReport(metrics={"snr": 1.0}, flags=[Flag("noisy", 1.0, 3.0, "<")]),
+                   stretch=StretchParams(method="zscale+asinh", vmin=0.0, vmax=1.0),
+                   models=(ModelRecord(name="colorizer", version=version, sha256="0" * 64, arch="unet"),),
+                   params={"tile": 256}, tile_count=3,
+                   files={"png": ProductFile(path=dl.path.with_suffix(".png"), sha256="a" * 64)})
 
 
 def test_catalog_roundtrip_on_postgres(postgres_url: str, tmp_path: Path) -> None:
@@ -54,7 +55,7 @@ def test_catalog_roundtrip_on_postgres(postgres_url: str, tmp_path: Path) -> Non
             cat.record_product(_product(dl, run))
         assert cat.is_done(dls[0].sha256, {"colorizer": "v1"}, {"tile": 256})
         assert not cat.is_done(dls[0].sha256, {"colorizer": "v2"}, {"tile": 256})
-        assert [p.sha256 for p in cat.pending_inputs({"colorizer": "v1"})] == [dls[2].sha256]
+        assert not cat.is_done(dls[2].sha256, {"colorizer": "v1"}, {"tile": 256})  # never processed
         assert [v.archive_id for v in cat.flagged_frames(ra=151.0, dec=2.0, radius_deg=0.5)] == ["mast:obs1"]
         cat.add_review(frame, "approved", "ok", "ann")
         cat.add_review(frame, "rejected", None, "bob")

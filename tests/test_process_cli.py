@@ -11,9 +11,10 @@ import tifffile
 import torch
 from PIL import Image
 from typer.testing import CliRunner
+from model_helpers import random_weights
 
 from astro_pipeline.cli import app
-from astro_pipeline.models.registry import random_weights, save_weights
+from astro_pipeline.models.registry import save_weights
 
 
 @pytest.fixture(autouse=True)

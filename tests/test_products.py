@@ -11,20 +11,32 @@ import torch
 from astropy.io import fits
 from astropy.wcs import WCS
 from PIL import Image
+from model_helpers import random_weights
 
+from astro_pipeline.config import DEFAULT_MAX_IMAGE_PIXELS
 from astro_pipeline.color import lightness
 from astro_pipeline.inference import Engine
-from astro_pipeline.models.registry import random_weights
+from astro_pipeline.config import QualityThresholds
+from astro_pipeline.engines import Engines
 from astro_pipeline.products import (
     AI_LABEL,
     FLUX_LABEL,
+    Operation,
     Product,
     ProductFile,
-    _preview,
+    ProductStatus,
     process_file,
     scale_wcs,
     write_lupton_composites,
 )
+from astro_pipeline.products.writers import preview as _preview
+
+
+def _process(path, *, operation, output_dir, colorizer=None, upscaler=None, input_root=None, run_id=None):
+    """``process_file`` with default thresholds and pixel limit; the products of the file."""
+    return process_file(path, operation=operation, engines=Engines(colorizer=colorizer, upscaler=upscaler),
+                        output_dir=output_dir, quality=QualityThresholds(), max_image_pixels=DEFAULT_MAX_IMAGE_PIXELS,
+                        input_root=input_root, run_id=run_id).products
 
 
 @pytest.fixture(autouse=True)
@@ -115,7 +127,7 @@ def test_upscale_fits_wcs_round_trip_and_flux_product(tmp_path, engines):
     x0, y0 = 17.3, 22.6
     (tmp_path / "in").mkdir()
     src = _write_fits(tmp_path / "in" / "field_drz.fits", [_source_image(40, 48, x0, y0)])
-    prods = process_file(src, operation="upscale", output_dir=tmp_path / "out", input_root=tmp_path / "in",
+    prods = _process(src, operation="upscale", output_dir=tmp_path / "out", input_root=tmp_path / "in",
                          upscaler=up, run_id="r1")
     assert len(prods) == 1
     p = prods[0]
@@ -161,13 +173,13 @@ def test_multi_frame_suffixes_colorize_keeps_lightness(tmp_path, engines):
     col, _ = engines
     src = _write_fits(tmp_path / "two.fits", [_source_image(30, 34, 10, 12), _source_image(30, 34, 20, 8, seed=1)])
     out = tmp_path / "o"
-    prods = process_file(src, operation="colorize", output_dir=out, input_root=tmp_path, colorizer=col)
+    prods = _process(src, operation="colorize", output_dir=out, input_root=tmp_path, colorizer=col)
     assert [p.status for p in prods] == ["ok", "ok"], [p.error for p in prods]
     assert sorted(f.name for f in out.iterdir()) == sorted(
         f"two_{h}.{e}" for h in (1, 2) for e in ("png", "tif", "fits"))
     for p in prods:
         assert p.metrics["lightness_max_abs_error"] < 0.5
-        assert p.models[0]["name"] == col.meta.name and p.stretch["method"] == "zscale+asinh"
+        assert p.models[0].name == col.meta.name and p.stretch.method == "zscale+asinh"
         cube = fits.getdata(p.files["fits"].path)
         assert cube.shape == (3, 30, 34)
         assert np.std(cube[0] - cube[2]) > 1e-3  # really coloured
@@ -179,7 +191,7 @@ def test_colour_input_reduced_to_lightness(tmp_path, engines):
     rgb = (rng.random((24, 40, 3)) * 255).astype(np.uint8)
     (tmp_path / "in").mkdir()
     Image.fromarray(rgb).save(tmp_path / "in" / "X.png")
-    prods = process_file(tmp_path / "in" / "X.png", operation="colorize", output_dir=tmp_path / "out",
+    prods = _process(tmp_path / "in" / "X.png", operation="colorize", output_dir=tmp_path / "out",
                          input_root=tmp_path / "in", colorizer=col)
     p = prods[0]
     assert p.status == "ok" and set(p.files) == {"png", "tif"}
@@ -194,12 +206,12 @@ def test_bad_file_gives_error_product_and_refuses_overwrite(tmp_path, engines):
     col, up = engines
     bad = tmp_path / "broken.fits"
     bad.write_bytes(b"SIMPLE  = T" + b"x" * 50)
-    prods = process_file(bad, operation="upscale", output_dir=tmp_path / "o", upscaler=up)
+    prods = _process(bad, operation="upscale", output_dir=tmp_path / "o", upscaler=up)
     assert len(prods) == 1 and prods[0].status == "error"
     assert str(bad) in prods[0].error and prods[0].files == {}
     img = tmp_path / "same.png"
     Image.fromarray(np.full((10, 10), 128, np.uint8)).save(img)
-    prods = process_file(img, operation="colorize", output_dir=tmp_path, colorizer=col)
+    prods = _process(img, operation="colorize", output_dir=tmp_path, colorizer=col)
     assert prods[0].status == "error" and "overwrite the input" in prods[0].error
 
 
@@ -217,7 +229,7 @@ def _three_filter_products(tmp_path, col):
     for i, filt in enumerate(["F814W", "F435W", "F606W"]):
         img = _source_image(32, 32, 10 + 4 * i, 16, seed=i)
         src = _write_fits(tmp_path / f"m101_{filt.lower()}.fits", [img], filt=filt)
-        prods += process_file(src, operation="colorize", output_dir=tmp_path / "out", input_root=tmp_path,
+        prods += _process(src, operation="colorize", output_dir=tmp_path / "out", input_root=tmp_path,
                               colorizer=col)
     return prods
 
@@ -226,18 +238,23 @@ def test_lupton_composite_for_three_filters(tmp_path, engines):
     col, _ = engines
     prods = _three_filter_products(tmp_path, col)
     assert all(p.status == "ok" for p in prods), [p.error for p in prods]
-    written = write_lupton_composites(prods, output_dir=tmp_path / "out", input_root=tmp_path)
-    assert len(written) == 1 and written[0].name == "M101_f435w_f606w_f814w_lupton.png"
-    im = Image.open(written[0])
+    written = write_lupton_composites(prods, output_dir=tmp_path / "out", input_root=tmp_path,
+                                      max_image_pixels=DEFAULT_MAX_IMAGE_PIXELS)
+    assert len(written) == 1 and written[0].file.path.name == "M101_f435w_f606w_f814w_lupton.png"
+    im = Image.open(written[0].file.path)
     assert im.size == (32, 32)
     meta = json.loads(im.text["Comment"])
     assert meta["filters"] == {"R": "F814W", "G": "F606W", "B": "F435W"}
     arr = np.asarray(im).astype(int)
     # the F814W source (x=10) is red, the F435W source (x=14) blue
     assert arr[16, 10, 0] > arr[16, 10, 2] and arr[16, 14, 2] > arr[16, 14, 0]
-    assert all(p.files["lupton"].path == written[0] for p in prods)
+    assert written[0].filters == {"R": "F814W", "G": "F606W", "B": "F435W"}
+    assert [m.provenance["filter"] for m in written[0].members] == ["F435W", "F606W", "F814W"]  # the member products
+    # written beside the members' products when no folder is given
+    (beside,) = write_lupton_composites(prods, max_image_pixels=DEFAULT_MAX_IMAGE_PIXELS)
+    assert beside.file.path.parent == prods[0].files["png"].path.parent
     # only two filters: no composite
-    assert write_lupton_composites(prods[:2], output_dir=tmp_path / "out2") == []
+    assert write_lupton_composites(prods[:2], output_dir=tmp_path / "out2", max_image_pixels=DEFAULT_MAX_IMAGE_PIXELS) == []
 
 
 def test_lupton_on_shared_trilogy_cutouts(shared_data, tmp_path):
@@ -249,14 +266,14 @@ def test_lupton_on_shared_trilogy_cutouts(shared_data, tmp_path):
 
     prods = []
     for f in files:
-        fr = read_frames(f)[0]
+        fr = read_frames(f, max_image_pixels=DEFAULT_MAX_IMAGE_PIXELS)[0]
         prods.append(Product(run_id=None, source_path=str(f), source_sha256=fr.source_sha256, hdu=fr.hdu,
-                             plane=None, frame_key=fr.key, operation="colorize", status="ok",
+                             plane=None, frame_key=fr.key, operation=Operation.COLORIZE, status=ProductStatus.OK,
                              provenance=dict(fr.provenance),
                              files={"fits": ProductFile(path=f, sha256=fr.source_sha256)}))
-    written = write_lupton_composites(prods, output_dir=tmp_path, input_root=hst)
-    assert len(written) == 1 and written[0].name.endswith("_f475w_f606w_f814w_lupton.png")
-    arr = np.asarray(Image.open(written[0]))
+    written = write_lupton_composites(prods, output_dir=tmp_path, input_root=hst, max_image_pixels=DEFAULT_MAX_IMAGE_PIXELS)
+    assert len(written) == 1 and written[0].file.path.name.endswith("_f475w_f606w_f814w_lupton.png")
+    arr = np.asarray(Image.open(written[0].file.path))
     assert arr.shape == (500, 500, 3) and arr.std() > 5
 
 
@@ -268,7 +285,7 @@ def test_products_get_the_umask_permissions_not_a_temp_files_0600(tmp_path, engi
     src = _write_fits(tmp_path / "in.fits", [_source_image(16, 16, 8, 8)])
     old = os.umask(0o022)
     try:
-        (p,) = process_file(src, operation="upscale", output_dir=tmp_path / "out", upscaler=up)
+        (p,) = _process(src, operation="upscale", output_dir=tmp_path / "out", upscaler=up)
     finally:
         os.umask(old)
     assert p.status == "ok", p.error

@@ -351,11 +351,13 @@ def test_input_preview_of_a_fits_frame_is_rendered_by_catalog_id(tmp_path: Path)
     """A grey FITS input goes through ingestion's display stretch; big frames are shrunk to 1024 px."""
     import hashlib
     from io import BytesIO
-    from types import SimpleNamespace
 
     import numpy as np
     from astropy.io import fits
     from PIL import Image
+
+    from astro_pipeline.ingest.frame import Flag, QualityReport
+    from astro_pipeline.products import Operation, ProcessedInput, Product, ProductStatus
 
     rng = np.random.default_rng(0)
     data = rng.normal(100.0, 5.0, (1200, 600)).astype(np.float32)
@@ -365,12 +367,10 @@ def test_input_preview_of_a_fits_frame_is_rendered_by_catalog_id(tmp_path: Path)
     sha = hashlib.sha256(src.read_bytes()).hexdigest()
     cat = Catalog(f"sqlite:///{tmp_path / 'fits.sqlite'}")
     try:
-        cat.upsert_input_file(src, sha, size=src.stat().st_size)
-        cat.record_product(SimpleNamespace(
-            run_id=None, source_path=str(src), source_sha256=sha, hdu=1, plane=None, frame_key=f"{src}[1]",
-            operation="colorize", status="error", error="no weights", provenance={}, metrics={},
-            flags=[{"name": "noisy", "value": 2.0, "threshold": 3.0, "comparison": "<", "message": ""}],
-            stretch=None, models=[], params={}, tile_count=0, files={}))
+        failed = Product(run_id=None, source_path=str(src), source_sha256=sha, hdu=1, plane=None, frame_key=f"{src}[1]",
+                         operation=Operation.COLORIZE, status=ProductStatus.ERROR, error="no weights",
+                         quality=QualityReport(metrics={}, flags=[Flag("noisy", 2.0, 3.0, "<")]))
+        cat.record_input(ProcessedInput(path=src, sha256=sha, size=src.stat().st_size, n_frames=1, products=[failed]))
         [view] = cat.flagged_frames()
         with ReviewServer(catalog=cat, settings=_settings(tmp_path)) as srv, \
                 httpx.Client(base_url=srv.url, timeout=30) as client:

@@ -1,9 +1,10 @@
 """The catalog: what came from where, what was made from it with which model, and what curators decided.
 
 ``Catalog`` is the entry point (SQLite WAL at ``<output>/catalog.sqlite`` by default, PostgreSQL by
-URL). Tables live in ``tables.py``, schema versions in ``schema.py``, idempotent upserts in
-``writes.py``, queries in ``queries.py``, the review history in ``reviews.py``, and the cumulative
-manifest export in ``export.py``, the review page's sign-in sessions in ``sessions.py``.
+URL). Tables live in ``tables.py``, schema versions in ``schema.py``, idempotent upserts (the typed
+``Product`` writer) in ``writes.py``, queries in ``queries.py``, the review history in
+``reviews.py``, the manifest (a pure function of catalog rows) in ``export.py``, the catalog run
+around a CLI command in ``recording.py``, and the review page's sign-in sessions in ``sessions.py``.
 """
 
 from __future__ import annotations
@@ -12,13 +13,13 @@ from astro_pipeline.catalog.db import CatalogError
 from astro_pipeline.catalog.export import catalog_manifest, export_cumulative_manifest, export_run_manifest
 from astro_pipeline.catalog.recording import RunRecorder, recording_run
 from astro_pipeline.catalog.reviews import NotFoundError
-from astro_pipeline.catalog.store import RUN_STATUSES, Catalog, new_run_id
+from astro_pipeline.catalog.store import RUN_STATUSES, Catalog, RunStatus, new_run_id
 from astro_pipeline.catalog.views import (
     DECISIONS,
     Decision,
     FrameFilter,
     FrameView,
-    PendingInput,
+    ManifestRow,
     ProductFileView,
     ProductView,
     ReviewEvent,
@@ -35,14 +36,15 @@ __all__ = [
     "Decision",
     "FrameFilter",
     "FrameView",
+    "ManifestRow",
     "NotFoundError",
-    "PendingInput",
     "ProductFileView",
     "ProductView",
     "ReviewEvent",
     "ReviewSession",
     "RunInfo",
     "RunRecorder",
+    "RunStatus",
     "RunSummary",
     "catalog_manifest",
     "export_cumulative_manifest",

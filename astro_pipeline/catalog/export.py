@@ -1,99 +1,129 @@
-"""Manifests rebuilt from the catalog: ``OUTPUT/manifests/all.parquet`` (cumulative) and per-run files.
+"""The manifest: one row per product, a pure function of catalog rows, written as Parquet and CSV.
 
-One row per product. The product columns are exactly the per-run manifest's
-(``manifest.manifest_columns``: ``<kind>_path`` / ``<kind>_sha256`` pairs, stretch, metrics, flags,
-models); the catalog adds where the input came from (archive, observation, URL, title, filters,
-``raw_path``, which may name a file retention deleted) and the curator's current decision, and
-prefers the archive record's target/position/date/instrument/credit/licence over the header's.
-pandas and DuckDB read both files directly.
+``OUTPUT/manifests/<run_id>.parquet`` (and ``.csv``) after every run, sweep or CLI alike, and
+``OUTPUT/manifests/all.parquet`` for the whole catalog. :func:`manifest_frame` builds the table
+from :class:`~astro_pipeline.catalog.views.ManifestRow` s alone (it never looks at the file
+system), so what the manifest says is what the catalog recorded: ``raw_deleted`` is the
+retention the catalog recorded, file paths are the files the products recorded. pandas and
+DuckDB read both files directly.
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
+import json
+from collections.abc import Sequence
 from pathlib import Path
-from types import SimpleNamespace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Connection, select
-
-from astro_pipeline.catalog import tables as t
-from astro_pipeline.catalog.keys import index_or_none
-from astro_pipeline.catalog.queries import current_decisions
+from astro_pipeline.catalog.queries import manifest_rows
+from astro_pipeline.catalog.views import ManifestRow
 from astro_pipeline.fileio import atomic_write
-from astro_pipeline.manifest import BASE_COLUMNS, manifest_columns
+from astro_pipeline.products.types import FileKind
 
-__all__ = ["CATALOG_COLUMNS", "catalog_manifest", "export_cumulative_manifest", "export_run_manifest"]
+if TYPE_CHECKING:  # pragma: no cover
+    import pandas as pd
 
-#: Columns the catalog adds to the per-run manifest's, placed right after its leading columns.
+    from astro_pipeline.catalog.store import Catalog
+
+__all__ = ["BASE_COLUMNS", "CATALOG_COLUMNS", "PRODUCT_KINDS", "catalog_manifest", "export_cumulative_manifest",
+           "export_run_manifest", "manifest_frame"]
+
+#: Product kinds that always get ``<kind>_path`` / ``<kind>_sha256`` columns (others are added when present).
+PRODUCT_KINDS: tuple[str, ...] = (FileKind.PNG, FileKind.TIF, FileKind.FITS, FileKind.FITS_FLUX, FileKind.LUPTON)
+
+#: Leading columns, in order.
+BASE_COLUMNS: tuple[str, ...] = (
+    "run_id", "status", "error", "operation", "source_path", "input_sha256", "hdu", "plane", "frame_key",
+    "target", "ra", "dec", "date_obs", "instrument", "filter", "exptime", "bunit", "credit", "license",
+)
+
+#: Where the input came from and what curators decided, right after the leading columns.
 CATALOG_COLUMNS: tuple[str, ...] = (
-    "archive", "archive_id", "obs_id", "source_url", "title", "filters", "raw_path", "raw_deleted",
+    "archive", "archive_id", "obs_id", "source_url", "title", "filters", "raw_path", "raw_deleted", "notes",
     "review_decision", "review_note", "reviewer", "reviewed_at", "product_id", "frame_id", "created_at",
     "updated_at",
 )
 
-
-def _product(r: Any, files: dict[str, tuple[str, str | None]]) -> SimpleNamespace:
-    """A Product-shaped view of a catalog row, for ``manifest_columns``."""
-    return SimpleNamespace(
-        run_id=r.run_id, status=r.status, error=r.error, operation=r.operation, source_path=r.source_path,
-        source_sha256=r.source_sha256, hdu=index_or_none(r.hdu_idx), plane=index_or_none(r.plane_idx),
-        frame_key=r.frame_key, provenance=r.provenance or {}, stretch=r.stretch, metrics=r.metrics or {},
-        flags=r.flags or [], tile_count=r.tile_count, models=r.models or [], params=r.params or {},
-        files={kind: SimpleNamespace(path=Path(path), sha256=sha) for kind, (path, sha) in files.items()})
+_PROV_COLUMNS = ("target", "ra", "dec", "date_obs", "instrument", "filter", "exptime", "bunit", "credit", "license")
 
 
-def _rows(conn: Connection, run_id: str | None, output_dir: Path | None) -> list[dict[str, Any]]:
-    p, fi, rec = t.products, t.files, t.archive_records
-    cur = current_decisions()
-    q = (select(p, fi.c.path.label("raw_path"), rec.c.archive, rec.c.archive_id, rec.c.obs_id,
-                rec.c.url.label("source_url"), rec.c.title, rec.c.target, rec.c.ra.label("rec_ra"),
-                rec.c.dec.label("rec_dec"), rec.c.date_obs, rec.c.instrument, rec.c.filters, rec.c.credit,
-                rec.c.license, t.frames.c.ra.label("frame_ra"), t.frames.c.dec.label("frame_dec"),
-                cur.c.decision, cur.c.note, cur.c.reviewer, cur.c.created_at.label("reviewed_at"))
-         .select_from(p.outerjoin(fi, fi.c.id == p.c.file_id).outerjoin(rec, rec.c.id == fi.c.record_id)
-                      .outerjoin(t.frames, t.frames.c.id == p.c.frame_id)
-                      .outerjoin(cur, cur.c.frame_id == p.c.frame_id))
-         .order_by(p.c.id))
-    fq = select(t.product_files.c.product_id, t.product_files.c.kind, t.product_files.c.path,
-                t.product_files.c.sha256)
-    if run_id is not None:
-        q = q.where(p.c.run_id == run_id)
-        fq = fq.join(p, p.c.id == t.product_files.c.product_id).where(p.c.run_id == run_id)
-    prods = list(conn.execute(q))
-    files: dict[int, dict[str, tuple[str, str | None]]] = defaultdict(dict)
-    for pid, kind, path, sha in conn.execute(fq):
-        files[pid][kind] = (path, sha)
-    rows = []
-    for r in prods:
-        row = manifest_columns(_product(r, files.get(r.id, {})), output_dir=output_dir)
-        known = {"target": r.target, "ra": r.frame_ra if r.frame_ra is not None else r.rec_ra,
-                 "dec": r.frame_dec if r.frame_dec is not None else r.rec_dec, "date_obs": r.date_obs,
-                 "instrument": r.instrument, "credit": r.credit, "license": r.license}
-        row.update({k: v for k, v in known.items() if v is not None})
-        raw = r.raw_path or r.source_path
-        row.update({
-            "archive": r.archive, "archive_id": r.archive_id, "obs_id": r.obs_id, "source_url": r.source_url,
-            "title": r.title, "filters": ",".join(r.filters) if r.filters else None,
-            "raw_path": raw, "raw_deleted": not Path(raw).is_file(),
-            "review_decision": r.decision, "review_note": r.note, "reviewer": r.reviewer,
-            "reviewed_at": r.reviewed_at, "product_id": r.id, "frame_id": r.frame_id,
-            "created_at": r.created_at, "updated_at": r.updated_at,
-        })
-        rows.append(row)
-    return rows
+def _dumps(value: Any) -> str | None:
+    return None if value is None else json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
 
 
-def catalog_manifest(catalog: Any, run_id: str | None = None, *, output_dir: str | Path | None = None) -> Any:
-    """A pandas DataFrame with one row per product (of one run, or all); paths relative to ``output_dir``."""
+def _relative(path: Path, output_dir: Path | None) -> str:
+    if output_dir is not None:
+        try:
+            return Path(path).resolve().relative_to(output_dir.resolve()).as_posix()
+        except ValueError:
+            pass
+    return str(path)
+
+
+def _row(m: ManifestRow, output_dir: Path | None) -> dict[str, Any]:
+    p = m.product
+    prov = dict(p.provenance or {})
+    quality = p.quality.metrics if p.quality is not None else {}
+    flags = [f.as_dict() for f in p.quality.flags] if p.quality is not None else []
+    stretch = p.stretch.as_dict() if p.stretch is not None else None
+    models = [x.as_dict() for x in p.models]
+    row: dict[str, Any] = {
+        "run_id": p.run_id, "status": str(p.status), "error": p.error, "operation": str(p.operation),
+        "source_path": p.source_path, "input_sha256": p.source_sha256 or None, "hdu": p.hdu, "plane": p.plane,
+        "frame_key": p.frame_key,
+    }
+    known = {"target": m.target, "ra": m.ra, "dec": m.dec, "date_obs": m.date_obs, "instrument": m.instrument,
+             "credit": m.credit, "license": m.license}  # the archive record's, where the catalog has one
+    for key in _PROV_COLUMNS:
+        row[key] = known[key] if known.get(key) is not None else prov.get(key)
+    review = m.review
+    row.update({
+        "archive": m.archive, "archive_id": m.archive_id, "obs_id": m.obs_id, "source_url": m.source_url,
+        "title": m.title, "filters": ",".join(m.filters) if m.filters else None, "raw_path": m.raw_path,
+        "raw_deleted": m.raw_deleted, "notes": "; ".join(p.notes) if p.notes else None,
+        "review_decision": review.decision if review else None, "review_note": review.note if review else None,
+        "reviewer": review.reviewer if review else None, "reviewed_at": review.at if review else None,
+        "product_id": m.product_id, "frame_id": m.frame_id, "created_at": m.created_at, "updated_at": m.updated_at,
+    })
+    row.update({
+        "provenance": _dumps(prov),
+        "stretch_method": stretch["method"] if stretch else None,
+        "stretch_vmin": stretch["vmin"] if stretch else None,
+        "stretch_vmax": stretch["vmax"] if stretch else None,
+        "stretch_asinh_a": stretch["asinh_a"] if stretch else None,
+        "stretch": _dumps(stretch),
+        "metrics": _dumps(p.metrics or {}),
+        "quality_metrics": _dumps(quality) if p.quality is not None else None,
+        "flags": ",".join(f["name"] for f in flags),
+        "flags_detail": _dumps(flags),
+        "tile_count": int(p.tile_count or 0),
+        "model_names": ";".join(x["name"] for x in models),
+        "model_versions": ";".join(x["version"] for x in models),
+        "model_sha256": ";".join(x["sha256"] for x in models),
+        "models": _dumps(models),
+        "params": _dumps(p.params or {}),
+    })
+    numeric = {f"quality_{k}": v for k, v in quality.items()} | dict(p.metrics or {})
+    for name, value in sorted(numeric.items()):
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            row[f"metric_{name}"] = float(value)
+    for kind in sorted(set(PRODUCT_KINDS) | set(p.files)):
+        pf = p.files.get(kind)
+        row[f"{kind}_path"] = _relative(pf.path, output_dir) if pf is not None else None
+        row[f"{kind}_sha256"] = pf.sha256 if pf is not None else None
+    return row
+
+
+def manifest_frame(rows: Sequence[ManifestRow], *, output_dir: str | Path | None = None) -> pd.DataFrame:
+    """The manifest of these catalog rows: a DataFrame, product file paths relative to ``output_dir``."""
     import pandas as pd
 
     out = Path(output_dir) if output_dir is not None else None
-    rows = catalog.read(lambda c: _rows(c, run_id, out))
-    if not rows:
-        return pd.DataFrame({c: pd.Series(dtype="string") for c in (*BASE_COLUMNS, *CATALOG_COLUMNS)})
-    frame = pd.DataFrame(rows)
-    lead = [c for c in (*BASE_COLUMNS, *CATALOG_COLUMNS) if c in frame.columns]
+    records = [_row(m, out) for m in rows]
+    lead = (*BASE_COLUMNS, *CATALOG_COLUMNS)
+    if not records:
+        return pd.DataFrame({c: pd.Series(dtype="string") for c in lead})
+    frame = pd.DataFrame(records)
     frame = frame[[*lead, *(c for c in frame.columns if c not in lead)]]
     for col in ("product_id", "frame_id", "hdu", "plane", "tile_count"):
         frame[col] = frame[col].astype("Int64")
@@ -106,22 +136,32 @@ def catalog_manifest(catalog: Any, run_id: str | None = None, *, output_dir: str
     return frame
 
 
-def export_cumulative_manifest(catalog: Any, *, output_dir: str | Path, csv: bool = False) -> Path:
+def catalog_manifest(catalog: Catalog, run_id: str | None = None, *,
+                     output_dir: str | Path | None = None) -> pd.DataFrame:
+    """The manifest of one run (or of the whole catalog) as a DataFrame."""
+    return manifest_frame(catalog.read(lambda c: manifest_rows(c, run_id)), output_dir=output_dir)
+
+
+def _write(frame: pd.DataFrame, path: Path, *, csv: bool) -> Path:
+    if csv:
+        return atomic_write(path, lambda tmp: frame.to_csv(tmp, index=False))
+    return atomic_write(path, lambda tmp: frame.to_parquet(tmp, index=False))
+
+
+def export_cumulative_manifest(catalog: Catalog, *, output_dir: str | Path, csv: bool = False) -> Path:
     """Rebuild ``<output_dir>/manifests/all.parquet`` (and ``all.csv`` if asked) from the whole catalog."""
     frame = catalog_manifest(catalog, output_dir=output_dir)
     out = Path(output_dir) / "manifests" / "all.parquet"
-    atomic_write(out, lambda tmp: frame.to_parquet(tmp, index=False))
+    _write(frame, out, csv=False)
     if csv:
-        atomic_write(out.with_suffix(".csv"), lambda tmp: frame.to_csv(tmp, index=False))
+        _write(frame, out.with_suffix(".csv"), csv=True)
     return out
 
 
-def export_run_manifest(catalog: Any, run_id: str, *, output_dir: str | Path) -> tuple[Path, Path]:
+def export_run_manifest(catalog: Catalog, run_id: str, *, output_dir: str | Path) -> tuple[Path, Path]:
     """Write ``<output_dir>/manifests/<run_id>.parquet`` and ``.csv`` from the catalog's rows of one run."""
     if not run_id or "/" in run_id or run_id.startswith("."):
         raise ValueError(f"bad run id {run_id!r}")
     frame = catalog_manifest(catalog, run_id, output_dir=output_dir)
     folder = Path(output_dir) / "manifests"
-    parquet = atomic_write(folder / f"{run_id}.parquet", lambda tmp: frame.to_parquet(tmp, index=False))
-    csv_path = atomic_write(folder / f"{run_id}.csv", lambda tmp: frame.to_csv(tmp, index=False))
-    return parquet, csv_path
+    return _write(frame, folder / f"{run_id}.parquet", csv=False), _write(frame, folder / f"{run_id}.csv", csv=True)

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from astro_pipeline.catalog.tables import NO_INDEX
 
-__all__ = ["canonical_json", "digest", "jsonable", "index_or_none", "model_versions", "models_hash", "params_hash",
+__all__ = ["canonical_json", "digest", "index_or_none", "model_versions", "models_hash", "params_hash",
            "product_key", "to_index"]
 
 
@@ -27,26 +26,6 @@ def _default(value: Any) -> Any:
     return str(value)
 
 
-def jsonable(value: Any) -> Any:
-    """``value`` as plain JSON data: paths to strings, numpy scalars to numbers, NaN/inf to None."""
-    if value is None or isinstance(value, bool | int | str):
-        return value
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, Mapping):
-        return {str(k): jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple | set | frozenset):
-        items = sorted(value, key=str) if isinstance(value, set | frozenset) else value
-        return [jsonable(v) for v in items]
-    if hasattr(value, "tolist"):  # numpy scalars and arrays
-        return jsonable(value.tolist())
-    if hasattr(value, "as_dict"):
-        return jsonable(value.as_dict())
-    if hasattr(value, "model_dump"):
-        return jsonable(value.model_dump(mode="json"))
-    return str(value)
-
-
 def canonical_json(value: Any) -> str:
     """Deterministic JSON: sorted keys, no whitespace, paths and numpy scalars converted."""
     return json.dumps(value, sort_keys=True, separators=(",", ":"), default=_default)
@@ -56,16 +35,20 @@ def digest(value: Any) -> str:
     return hashlib.sha256(canonical_json(value).encode()).hexdigest()
 
 
-def model_versions(models: Mapping[str, Any] | Sequence[Mapping[str, Any]] | None) -> dict[str, str]:
-    """``{name: version}`` from a mapping of that shape or a Product's ``models`` list."""
+def model_versions(models: Mapping[str, Any] | Sequence[Any] | None) -> dict[str, str]:
+    """``{name: version}`` from a mapping of that shape, or a product's models (``ModelRecord`` s or dicts)."""
     if not models:
         return {}
     if isinstance(models, Mapping):
         return {str(k): str(v) for k, v in models.items()}
-    return {str(m["name"]): str(m.get("version", "")) for m in models}
+    out: dict[str, str] = {}
+    for m in models:
+        name, version = (m["name"], m.get("version", "")) if isinstance(m, Mapping) else (m.name, m.version)
+        out[str(name)] = str(version)
+    return out
 
 
-def models_hash(models: Mapping[str, Any] | Sequence[Mapping[str, Any]] | None) -> str:
+def models_hash(models: Mapping[str, Any] | Sequence[Any] | None) -> str:
     return digest(model_versions(models))
 
 

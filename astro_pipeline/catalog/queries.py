@@ -1,4 +1,4 @@
-"""Read queries: pending inputs, flagged frames, approved training items, runs and stats.
+"""Read queries: what is done, flagged frames, approved training items, products, runs and stats.
 
 Each function takes an open ``Connection`` (one snapshot) and returns views from ``views.py``.
 """
@@ -20,20 +20,23 @@ from astro_pipeline.catalog.views import (
     Decision,
     FrameFilter,
     FrameView,
-    PendingInput,
+    ManifestRow,
     ProductFileView,
     ProductView,
     RunInfo,
     RunSummary,
 )
+from astro_pipeline.ingest.frame import QualityReport, StretchParams
+from astro_pipeline.products.types import ModelRecord, Operation, Product, ProductFile, ProductStatus
 from astro_pipeline.sky import separation_deg
 
 __all__ = [
     "current_decisions",
+    "current_products",
     "frame_views",
     "is_done",
+    "manifest_rows",
     "normalize_kind",
-    "pending_inputs",
     "run_info",
     "run_summary",
     "select_frames",
@@ -68,7 +71,7 @@ def current_decisions() -> Subquery:
     )
 
 
-# --- done / pending ---------------------------------------------------------------------------
+# --- done -----------------------------------------------------------------------------------
 
 def _product_states(conn: Connection, models: Any, params: Mapping[str, Any] | None,
                     operation: str | None, sha256: str | None = None) -> dict[str, dict[tuple[int, int], bool]]:
@@ -89,59 +92,18 @@ def _product_states(conn: Connection, models: Any, params: Mapping[str, Any] | N
     return states
 
 
-def _done(frames_state: dict[tuple[int, int], bool] | None, n_frames: int | None) -> tuple[bool, str]:
-    if not frames_state:
-        return False, "new"
-    if not all(frames_state.values()):
-        return False, "failed"
-    if n_frames is not None and len(frames_state) < n_frames:
-        return False, "incomplete"
-    return True, "done"
-
-
 def is_done(conn: Connection, input_sha256: str, models: Any, params: Mapping[str, Any] | None,
             operation: str | None = None) -> bool:
-    """True when every frame of the input has an ok product with these model versions and params."""
-    states = _product_states(conn, models, params, operation, input_sha256)
-    n_frames = conn.execute(select(t.files.c.n_frames).where(t.files.c.sha256 == input_sha256)).scalar()
-    return _done(states.get(input_sha256), n_frames)[0]
+    """True when every frame of the input has an ok product with these model versions and params.
 
-
-def pending_inputs(conn: Connection, models: Any, params: Mapping[str, Any] | None = None, *,
-                   operation: str | None = None, archive: str | None = None,
-                   limit: int | None = None) -> list[PendingInput]:
-    """Known input files not yet processed with these model versions (and params, if given).
-
-    Files whose every known frame a curator rejected are left out: rejected is excluded everywhere.
+    "Every frame" is every frame the reader found (``files.n_frames``): a file whose later frames
+    never got a product is incomplete, not done.
     """
-    states = _product_states(conn, models, params, operation)
-    any_product = {row[0] for row in conn.execute(
-        select(t.products.c.source_sha256).where(t.products.c.source_sha256.is_not(None)).distinct())}
-    cur = current_decisions()
-    frame_rows = conn.execute(select(t.frames.c.file_id, cur.c.decision).select_from(
-        t.frames.outerjoin(cur, cur.c.frame_id == t.frames.c.id)))
-    decisions: dict[int, list[str | None]] = defaultdict(list)
-    for file_id, decision in frame_rows:
-        decisions[file_id].append(decision)
-    f, r = t.files, t.archive_records
-    q = (select(f.c.id, f.c.sha256, f.c.path, f.c.n_frames, r.c.archive, r.c.archive_id, r.c.kind)
-         .select_from(f.outerjoin(r, r.c.id == f.c.record_id)).order_by(f.c.id))
-    if archive is not None:
-        q = q.where(r.c.archive == archive)
-    out: list[PendingInput] = []
-    for fid, sha, path, n_frames, arch, arch_id, kind in conn.execute(q):
-        done, reason = _done(states.get(sha), n_frames)
-        if done:
-            continue
-        if decisions.get(fid) and all(d == "rejected" for d in decisions[fid]):
-            continue
-        if reason == "new" and sha in any_product:
-            reason = "stale"
-        out.append(PendingInput(file_id=fid, sha256=sha, path=path, exists=Path(path).is_file(),
-                                archive=arch, archive_id=arch_id, kind=kind, reason=reason))
-        if limit is not None and len(out) >= limit:
-            break
-    return out
+    frames = _product_states(conn, models, params, operation, input_sha256).get(input_sha256)
+    n_frames = conn.execute(select(t.files.c.n_frames).where(t.files.c.sha256 == input_sha256)).scalar()
+    if not frames or not all(frames.values()):
+        return False
+    return n_frames is None or len(frames) >= n_frames
 
 
 # --- frames -------------------------------------------------------------------------------------
@@ -251,7 +213,88 @@ def frame_views(conn: Connection, frame_ids: Sequence[int]) -> list[FrameView]:
             date_obs=row.date_obs, credit=row.credit, license=row.license, source_url=row.url,
             preview_url=row.preview_url, flags=flags.get(fid, []), metrics=metrics.get(fid, {}),
             stretch=row.stretch, provenance=row.provenance or {}, decision=decision, products=products,
-            updated_at=row.updated_at, last_run_id=row.last_run_id, release=row.release))
+            updated_at=row.updated_at, last_run_id=row.last_run_id, release=row.release, notes=list(row.notes or [])))
+    return out
+
+
+# --- products, as the processing path made them ------------------------------------------------
+
+def _product(row: Any, files: dict[str, ProductFile], notes: list[str] | None) -> Product:
+    """The typed product a ``products`` row records (with its files and its frame's reader notes)."""
+    quality = None
+    if row.quality_metrics is not None or row.flags:
+        quality = QualityReport.from_dict({"metrics": row.quality_metrics or {}, "flags": row.flags or []})
+    return Product(
+        run_id=row.run_id, source_path=row.source_path, source_sha256=row.source_sha256 or "",
+        hdu=index_or_none(row.hdu_idx), plane=index_or_none(row.plane_idx), frame_key=row.frame_key,
+        operation=Operation(row.operation), status=ProductStatus(row.status), error=row.error,
+        provenance=dict(row.provenance or {}), quality=quality,
+        stretch=StretchParams.from_dict(row.stretch) if row.stretch else None,
+        models=tuple(ModelRecord.from_dict(m) for m in row.models or []), params=dict(row.params or {}),
+        metrics={str(k): v for k, v in (row.metrics or {}).items()}, notes=tuple(notes or ()),
+        tile_count=int(row.tile_count or 0), files=files)
+
+
+def _files_of(conn: Connection, product_ids: Sequence[int]) -> dict[int, dict[str, ProductFile]]:
+    out: dict[int, dict[str, ProductFile]] = defaultdict(dict)
+    pf = t.product_files
+    for chunk in _chunks(list(product_ids)):
+        for pid, kind, path, sha in conn.execute(select(pf.c.product_id, pf.c.kind, pf.c.path, pf.c.sha256)
+                                                 .where(pf.c.product_id.in_(chunk))):
+            out[pid][kind] = ProductFile(path=Path(path), sha256=sha or "")
+    return out
+
+
+def current_products(conn: Connection, sha256s: Iterable[str], *, operation: str, models: Any) -> list[Product]:
+    """The ok products of these inputs made by ``operation`` with these model versions (newest per frame)."""
+    wanted = sorted({s for s in sha256s if s})
+    if not wanted:
+        return []
+    p = t.products
+    rows: dict[tuple[str, int, int], Any] = {}
+    for chunk in _chunks(wanted):  # type: ignore[arg-type]
+        q = (select(p, t.frames.c.notes).select_from(p.outerjoin(t.frames, t.frames.c.id == p.c.frame_id))
+             .where(p.c.source_sha256.in_(chunk), p.c.operation == str(operation), p.c.status == "ok",
+                    p.c.models_hash == models_hash(models)).order_by(p.c.id))
+        for row in conn.execute(q):
+            rows[(row.source_sha256, row.hdu_idx, row.plane_idx)] = row  # later ids replace earlier ones
+    files = _files_of(conn, [r.id for r in rows.values()])
+    return [_product(r, files.get(r.id, {}), r.notes) for r in sorted(rows.values(), key=lambda r: r.id)]
+
+
+def manifest_rows(conn: Connection, run_id: str | None = None) -> list[ManifestRow]:
+    """One row per product (of one run, or all), joined with its input file, archive record and review."""
+    p, fi, rec = t.products, t.files, t.archive_records
+    cur = current_decisions()
+    q = (select(p, fi.c.path.label("raw_path"), fi.c.deleted_at, rec.c.archive, rec.c.archive_id, rec.c.obs_id,
+                rec.c.url.label("source_url"), rec.c.title, rec.c.target.label("rec_target"), rec.c.ra.label("rec_ra"),
+                rec.c.dec.label("rec_dec"), rec.c.date_obs.label("rec_date_obs"),
+                rec.c.instrument.label("rec_instrument"), rec.c.filters, rec.c.credit.label("rec_credit"),
+                rec.c.license.label("rec_license"), t.frames.c.ra.label("frame_ra"), t.frames.c.dec.label("frame_dec"),
+                t.frames.c.notes, cur.c.review_id, cur.c.decision, cur.c.note.label("review_note"), cur.c.reviewer,
+                cur.c.created_at.label("reviewed_at"))
+         .select_from(p.outerjoin(fi, fi.c.id == p.c.file_id).outerjoin(rec, rec.c.id == fi.c.record_id)
+                      .outerjoin(t.frames, t.frames.c.id == p.c.frame_id)
+                      .outerjoin(cur, cur.c.frame_id == p.c.frame_id))
+         .order_by(p.c.id))
+    if run_id is not None:
+        q = q.where(p.c.run_id == run_id)
+    found = list(conn.execute(q))
+    files = _files_of(conn, [r.id for r in found])
+    out = []
+    for r in found:
+        review = None
+        if r.review_id is not None:
+            review = Decision(review_id=r.review_id, decision=r.decision, note=r.review_note, reviewer=r.reviewer,
+                              at=r.reviewed_at)
+        out.append(ManifestRow(
+            product=_product(r, files.get(r.id, {}), r.notes), product_id=r.id, frame_id=r.frame_id,
+            created_at=r.created_at, updated_at=r.updated_at, archive=r.archive, archive_id=r.archive_id,
+            obs_id=r.obs_id, source_url=r.source_url, title=r.title, filters=list(r.filters or []),
+            target=r.rec_target, ra=r.frame_ra if r.frame_ra is not None else r.rec_ra,
+            dec=r.frame_dec if r.frame_dec is not None else r.rec_dec, date_obs=r.rec_date_obs,
+            instrument=r.rec_instrument, credit=r.rec_credit, license=r.rec_license,
+            raw_path=r.raw_path or r.source_path, raw_deleted=r.deleted_at is not None, review=review))
     return out
 
 

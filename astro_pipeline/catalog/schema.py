@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from sqlalchemy import Connection, Engine, func, inspect, select, text
+from sqlalchemy import Column, Connection, Engine, Table, func, inspect, select, text, update
 
 from astro_pipeline.catalog import tables as t
 from astro_pipeline.catalog.db import CatalogError, is_sqlite, redact, run_write
@@ -21,7 +21,7 @@ from astro_pipeline.catalog.db import CatalogError, is_sqlite, redact, run_write
 __all__ = ["LATEST", "UPGRADES", "current_version", "migrate"]
 
 #: The schema version this code writes.
-LATEST = 2
+LATEST = 3
 
 
 def _add_review_sessions(conn: Connection) -> None:
@@ -29,9 +29,34 @@ def _add_review_sessions(conn: Connection) -> None:
     t.review_sessions.create(conn)  # CREATE TABLE and its index, explicit DDL on either database
 
 
+def _add_column(conn: Connection, table: Table, column: Column) -> None:
+    """``ALTER TABLE table ADD COLUMN column`` with the column's type as this database spells it."""
+    spelled = column.type.compile(dialect=conn.dialect)
+    conn.execute(text(f'ALTER TABLE {table.name} ADD COLUMN {column.name} {spelled}'))
+
+
+def _v3_records(conn: Connection) -> None:
+    """3: retention deletions, reader notes, and products' quality metrics in their own column.
+
+    ``files.deleted_at`` (the manifest's ``raw_deleted`` comes from it, no longer from the file
+    system at export time), ``frames.notes``, and ``products.quality_metrics``, filled from the
+    ``quality_<name>`` keys versions 1 and 2 kept inside ``products.metrics`` (which keeps the rest).
+    """
+    _add_column(conn, t.files, t.files.c.deleted_at)
+    _add_column(conn, t.frames, t.frames.c.notes)
+    _add_column(conn, t.products, t.products.c.quality_metrics)
+    p = t.products
+    for pid, metrics in list(conn.execute(select(p.c.id, p.c.metrics))):
+        metrics = dict(metrics or {})
+        quality = {k[len("quality_"):]: metrics.pop(k) for k in list(metrics) if k.startswith("quality_")}
+        if quality:
+            conn.execute(update(p).where(p.c.id == pid).values(metrics=metrics, quality_metrics=quality))
+
+
 #: version -> (description, step upgrading version-1 to version).
 UPGRADES: dict[int, tuple[str, Callable[[Connection], None]]] = {
     2: ("review_sessions: revocable review page sign-ins", _add_review_sessions),
+    3: ("files.deleted_at, frames.notes, products.quality_metrics", _v3_records),
 }
 
 _DESCRIPTION_FRESH = "initial catalog tables"

@@ -10,9 +10,10 @@ import dataclasses
 import os
 import socket
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from sqlalchemy import Connection, select, update
 from sqlalchemy.engine import make_url
@@ -21,26 +22,45 @@ from sqlalchemy.exc import DBAPIError
 from astro_pipeline.catalog import queries, reviews, sessions, writes
 from astro_pipeline.catalog import tables as t
 from astro_pipeline.catalog.db import CatalogError, make_engine, redact, run_read, run_write, storage_error
-from astro_pipeline.catalog.keys import jsonable
 from astro_pipeline.catalog.reviews import NotFoundError
 from astro_pipeline.catalog.schema import migrate
 from astro_pipeline.catalog.views import (
     Decision,
     FrameFilter,
     FrameView,
-    PendingInput,
     ProductFileView,
     ReviewEvent,
     ReviewSession,
     RunInfo,
     RunSummary,
 )
+from astro_pipeline.ingest.frame import QualityReport, StretchParams
+from astro_pipeline.jsondata import jsonable
+from astro_pipeline.products.composites import Composite
+from astro_pipeline.products.process import ProcessedInput
+from astro_pipeline.products.types import FileKind, Operation, Product
 
-__all__ = ["RUN_STATUSES", "Catalog", "new_run_id"]
+if TYPE_CHECKING:  # pragma: no cover
+    from astro_pipeline.archives.records import ArchiveRecord, DownloadedFile
+    from astro_pipeline.config import Settings
 
-#: Usual run statuses ("running" while it is going); any short word is accepted (flows may add their own).
-RUN_STATUSES: tuple[str, ...] = ("running", "ok", "completed", "completed_with_errors", "partial", "failed",
-                                 "cancelled")
+__all__ = ["RUN_STATUSES", "Catalog", "RunStatus", "new_run_id"]
+
+T = TypeVar("T")
+
+
+class RunStatus(StrEnum):
+    """How a run ended (``running`` while it goes)."""
+
+    RUNNING = "running"
+    COMPLETED = "completed"
+    COMPLETED_WITH_ERRORS = "completed_with_errors"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+#: Usual run statuses; any short word is accepted (flows may add their own).
+RUN_STATUSES: tuple[str, ...] = tuple(RunStatus)
 
 
 def _filter(filters: FrameFilter | None, kw: dict[str, Any]) -> FrameFilter:
@@ -62,12 +82,10 @@ class Catalog:
     ``create=False`` refuses to create a missing SQLite file (read-only CLI commands use it).
     """
 
-    def __init__(self, url: str | None = None, *, settings: Any = None, create: bool = True) -> None:
+    def __init__(self, url: str | None = None, *, settings: Settings | None = None, create: bool = True) -> None:
         if url is None:
             if settings is None:
-                from astro_pipeline.config import get_settings
-
-                settings = get_settings()
+                raise TypeError("Catalog needs a database URL or the settings that name one")
             url = settings.catalog_database_url
         self.url: str = url
         parsed = make_url(url)
@@ -102,7 +120,7 @@ class Catalog:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def write(self, fn: Any, **kw: Any) -> Any:
+    def write(self, fn: Callable[[Connection], T], **kw: Any) -> T:
         """Run ``fn(conn)`` in one write transaction (retried on lock conflicts).
 
         A storage failure (read-only file, full disk) becomes a ``CatalogError`` naming the database.
@@ -112,7 +130,7 @@ class Catalog:
         except DBAPIError as exc:
             raise storage_error(exc, self.url) or exc from exc
 
-    def read(self, fn: Any) -> Any:
+    def read(self, fn: Callable[[Connection], T]) -> T:
         try:
             return run_read(self.engine, fn)
         except DBAPIError as exc:
@@ -160,15 +178,15 @@ class Catalog:
         return summary
 
     # --- archive records and files ---------------------------------------------------------------
-    def upsert_record(self, record: Any, *, run_id: str | None = None) -> int:
+    def upsert_record(self, record: ArchiveRecord, *, run_id: str | None = None) -> int:
         """Insert or refresh an ``ArchiveRecord`` (keyed by archive and id); returns its row id."""
         return self.write(lambda c: writes.upsert_record(c, record, run_id=run_id))
 
-    def upsert_records(self, records: Iterable[Any], *, run_id: str | None = None) -> list[int]:
+    def upsert_records(self, records: Iterable[ArchiveRecord], *, run_id: str | None = None) -> list[int]:
         items = list(records)
         return self.write(lambda c: [writes.upsert_record(c, r, run_id=run_id) for r in items])
 
-    def upsert_file(self, downloaded: Any, *, run_id: str | None = None, n_frames: int | None = None) -> int:
+    def upsert_file(self, downloaded: DownloadedFile, *, run_id: str | None = None, n_frames: int | None = None) -> int:
         """Record a ``DownloadedFile`` and its record (keyed by content sha256); returns the file id."""
 
         def step(conn: Connection) -> int:
@@ -178,20 +196,6 @@ class Catalog:
                                       downloaded_at=downloaded.downloaded_at, n_frames=n_frames, run_id=run_id)
 
         return self.write(step)
-
-    def upsert_input_file(self, path: str | Path, sha256: str, *, size: int | None = None,
-                          n_frames: int | None = None, run_id: str | None = None) -> int:
-        """Record a local input file that came from no archive (e.g. ``enhance`` on a folder)."""
-        return self.write(lambda c: writes.upsert_file(c, sha256, path=path, size=size, n_frames=n_frames,
-                                                       run_id=run_id))
-
-    def missing_records(self, records: Iterable[Any]) -> list[Any]:
-        """The records the catalog has no downloaded file for (what a sweep still has to fetch)."""
-        items = list(records)
-        have = self.read(lambda c: {(a, i) for a, i in c.execute(
-            select(t.archive_records.c.archive, t.archive_records.c.archive_id)
-            .join(t.files, t.files.c.record_id == t.archive_records.c.id))})
-        return [r for r in items if (r.archive, r.id) not in have]
 
     def file_for_record(self, archive: str, archive_id: str) -> dict[str, Any] | None:
         """``{"id","sha256","path","size"}`` of the file downloaded for a record, if any."""
@@ -205,37 +209,46 @@ class Catalog:
 
     # --- frames and products ---------------------------------------------------------------------
     def upsert_frame(self, sha256: str, frame_key: str, hdu: int | None, plane: int | None,
-                     provenance: Mapping[str, Any] | None = None, quality: Any = None, *,
-                     stretch: Mapping[str, Any] | Any = None, kind: str | None = None,
-                     ra: float | None = None, dec: float | None = None, path: str | Path | None = None,
-                     n_frames: int | None = None, run_id: str | None = None) -> int:
-        """Insert or refresh a frame of the file with this sha256; a quality report replaces its flags.
-
-        The file must be known (``upsert_file``) unless ``path`` is given.
-        """
-        if stretch is not None and not isinstance(stretch, Mapping):
-            stretch = stretch.as_dict()
+                     provenance: Mapping[str, Any] | None = None, quality: QualityReport | None = None, *,
+                     stretch: StretchParams | None = None, notes: Sequence[str] | None = None,
+                     kind: str | None = None, ra: float | None = None, dec: float | None = None,
+                     run_id: str | None = None) -> int:
+        """Insert or refresh a frame of the (known) file with this sha256; a quality report replaces its flags."""
 
         def step(conn: Connection) -> int:
             file_id = conn.execute(select(t.files.c.id).where(t.files.c.sha256 == sha256)).scalar()
-            if file_id is None or n_frames is not None:
-                if file_id is None and path is None:
-                    raise NotFoundError(f"no file with sha256 {sha256} in the catalog (record it first, or pass path)")
-                file_id = writes.upsert_file(conn, sha256, path=path or "", n_frames=n_frames, run_id=run_id,
-                                             move_path=False)
+            if file_id is None:
+                raise NotFoundError(f"no file with sha256 {sha256} in the catalog (record it first)")
             return writes.upsert_frame(conn, file_id, frame_key=frame_key, hdu=hdu, plane=plane,
-                                       provenance=provenance, quality=quality, stretch=stretch, kind=kind,
-                                       ra=ra, dec=dec, run_id=run_id)
+                                       provenance=provenance, quality=quality, stretch=stretch, notes=notes,
+                                       kind=kind, ra=ra, dec=dec, run_id=run_id)
 
         return self.write(step)
 
-    def record_product(self, product: Any, *, run_id: str | None = None) -> int:
-        """Record a ``Product`` with its frame, quality flags and files, atomically; returns its id."""
+    def record_input(self, processed: ProcessedInput, *, run_id: str | None = None,
+                     downloaded: DownloadedFile | None = None) -> list[int]:
+        """Record a processed input in one transaction: its file (and archive record, when
+        downloaded), how many frames it has, and every product with its frame and files."""
+        return self.write(lambda c: writes.record_input(c, processed, run_id=run_id, downloaded=downloaded))
+
+    def record_product(self, product: Product, *, run_id: str | None = None) -> int:
+        """Record one ``Product`` with its frame, quality flags and files, atomically; returns its id."""
         return self.write(lambda c: writes.record_product(c, product, run_id=run_id))
 
-    def record_products(self, products: Iterable[Any], *, run_id: str | None = None) -> list[int]:
-        items = list(products)
-        return self.write(lambda c: [writes.record_product(c, p, run_id=run_id) for p in items])
+    def record_raw_deleted(self, sha256: str) -> bool:
+        """Record that retention deleted this input's raw file (the manifest's ``raw_deleted``)."""
+        return self.write(lambda c: writes.record_deleted(c, sha256))
+
+    def attach_composites(self, composites: Iterable[Composite]) -> int:
+        """Add each composite's file to its member products (``files["lupton"]``); returns files attached."""
+        items = list(composites)
+        return self.write(lambda c: sum(writes.attach_composite(c, comp, kind=FileKind.LUPTON) for comp in items))
+
+    def current_products(self, sha256s: Iterable[str], *, operation: Operation,
+                         models: Mapping[str, str]) -> list[Product]:
+        """The ok products of these inputs by ``operation`` with these model versions, newest per frame."""
+        wanted = list(sha256s)
+        return self.read(lambda c: queries.current_products(c, wanted, operation=operation, models=models))
 
     def is_done(self, input_sha256: str, model_versions: Any, params: Mapping[str, Any] | None, *,
                 operation: str | None = None) -> bool:
@@ -244,13 +257,6 @@ class Catalog:
         ``model_versions``: ``{name: version}`` or a Product's ``models`` list.
         """
         return self.read(lambda c: queries.is_done(c, input_sha256, model_versions, params, operation))
-
-    def pending_inputs(self, model_versions: Any, params: Mapping[str, Any] | None = None, *,
-                       operation: str | None = None, archive: str | None = None,
-                       limit: int | None = None) -> list[PendingInput]:
-        """Known inputs that are new, or not yet processed with these model versions (and params)."""
-        return self.read(lambda c: queries.pending_inputs(c, model_versions, params, operation=operation,
-                                                          archive=archive, limit=limit))
 
     def flagged_frames(self, filters: FrameFilter | None = None, **kw: Any) -> list[FrameView]:
         """Flagged frames, newest first. Filters: flag, archive, run_id, ra/dec/radius_deg, decision, kind."""

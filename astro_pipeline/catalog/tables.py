@@ -150,7 +150,8 @@ files = Table(
     Column("record_id", Integer, ForeignKey("archive_records.id")),
     Column("verified_against", String(16)),
     Column("downloaded_at", UtcDateTime),
-    Column("n_frames", Integer),  # frames in the file, when ingestion reported it
+    Column("n_frames", Integer),  # frames the reader found in the file (None: never read, or unreadable)
+    Column("deleted_at", UtcDateTime),  # when retention deleted the file at ``path`` (None: not deleted)
     Column("first_seen", UtcDateTime, nullable=False),
     Column("last_seen", UtcDateTime, nullable=False),
     Column("last_run_id", String(80)),
@@ -170,6 +171,7 @@ frames = Table(
     Column("dec", Float),
     Column("provenance", JSON(none_as_null=True)),
     Column("stretch", JSON(none_as_null=True)),
+    Column("notes", JSON(none_as_null=True)),  # the reader's notes on the frame ["WCS unreadable: ...", ...]
     Column("flag_count", Integer, nullable=False),
     Column("first_seen", UtcDateTime, nullable=False),
     Column("updated_at", UtcDateTime, nullable=False),
@@ -219,7 +221,8 @@ products = Table(
     Column("params", JSON(none_as_null=True), nullable=False),
     Column("params_hash", String(64), nullable=False),
     Column("provenance", JSON(none_as_null=True)),
-    Column("metrics", JSON(none_as_null=True)),
+    Column("metrics", JSON(none_as_null=True)),  # the product's own: lightness kept, engine seconds, size, ...
+    Column("quality_metrics", JSON(none_as_null=True)),  # the frame's quality metrics behind ``flags``
     Column("flags", JSON(none_as_null=True)),
     Column("stretch", JSON(none_as_null=True)),
     Column("tile_count", Integer),

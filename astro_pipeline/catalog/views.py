@@ -1,4 +1,4 @@
-"""Read-only views the catalog's queries return: frames with flags and products, runs, reviews."""
+"""Read-only views the catalog's queries return: frames with flags and products, manifest rows, runs, reviews."""
 
 from __future__ import annotations
 
@@ -9,12 +9,14 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from astro_pipeline.products.types import Product
+
 __all__ = [
     "DECISIONS",
     "Decision",
     "FrameFilter",
     "FrameView",
-    "PendingInput",
+    "ManifestRow",
     "ProductFileView",
     "ProductView",
     "ReviewEvent",
@@ -126,6 +128,7 @@ class FrameView:
     updated_at: datetime
     last_run_id: str | None
     release: str | None = None  # ESA/Hubble release id of colour images (a natural training group)
+    notes: list[str] = field(default_factory=list)  # the reader's notes on the frame
 
     @property
     def path(self) -> str:
@@ -176,17 +179,34 @@ class FrameFilter:
 
 
 @dataclass(frozen=True, kw_only=True)
-class PendingInput:
-    """A known input file that still needs processing with the given model versions."""
+class ManifestRow:
+    """One product as the catalog knows it: the typed product, where its input came from, its review.
 
-    file_id: int
-    sha256: str
-    path: str
-    exists: bool
-    archive: str | None
-    archive_id: str | None
-    kind: str | None  # the archive record's kind ("science" | "color"), when known
-    reason: str  # "new" (never processed) | "stale" (other models/params) | "failed" | "incomplete"
+    ``target`` .. ``license`` are the archive record's (position: the frame's WCS centre first),
+    None where the catalog has no record; ``raw_deleted`` is True when retention deleted the input.
+    """
+
+    product: Product
+    product_id: int
+    frame_id: int | None
+    created_at: datetime
+    updated_at: datetime
+    archive: str | None = None
+    archive_id: str | None = None
+    obs_id: str | None = None
+    source_url: str | None = None
+    title: str | None = None
+    filters: list[str] = field(default_factory=list)
+    target: str | None = None
+    ra: float | None = None
+    dec: float | None = None
+    date_obs: str | None = None
+    instrument: str | None = None
+    credit: str | None = None
+    license: str | None = None
+    raw_path: str = ""
+    raw_deleted: bool = False
+    review: Decision | None = None
 
 
 def _pid_alive(pid: int) -> bool:

@@ -3,22 +3,38 @@
 Every function takes a ``Connection`` inside an open write transaction, so a caller can group
 several writes atomically (a product and its files land together or not at all). Upserts use
 ``INSERT ... ON CONFLICT DO UPDATE``, which is race-free across processes on SQLite and PostgreSQL.
+The product writer takes the typed :class:`~astro_pipeline.products.types.Product`.
 """
 
 from __future__ import annotations
 
-import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Connection, Table, delete, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
+from astro_pipeline.archives.records import ArchiveRecord, DownloadedFile
 from astro_pipeline.catalog import tables as t
-from astro_pipeline.catalog.keys import jsonable, models_hash, params_hash, product_key, to_index
+from astro_pipeline.catalog.keys import models_hash, params_hash, product_key, to_index
+from astro_pipeline.ingest.frame import QualityReport, StretchParams
+from astro_pipeline.jsondata import jsonable
+from astro_pipeline.products.composites import Composite
+from astro_pipeline.products.process import ProcessedInput
+from astro_pipeline.products.types import Product, ProductFile
 
-__all__ = ["normalize_quality", "record_product", "upsert_file", "upsert_frame", "upsert_record"]
+__all__ = [
+    "attach_composite",
+    "key_of",
+    "record_deleted",
+    "record_input",
+    "record_product",
+    "upsert_file",
+    "upsert_frame",
+    "upsert_record",
+]
 
 
 def _insert(conn: Connection, table: Table) -> Any:
@@ -36,7 +52,7 @@ def _upsert(conn: Connection, table: Table, values: dict[str, Any], keys: list[s
 _EXCLUDED = object()  # marker: "take the value being inserted"
 
 
-def upsert_record(conn: Connection, record: Any, *, run_id: str | None = None) -> int:
+def upsert_record(conn: Connection, record: ArchiveRecord, *, run_id: str | None = None) -> int:
     """Insert or refresh an ``ArchiveRecord``; fields the new listing lacks keep their old values."""
     now = t.utcnow()
     values = {
@@ -56,9 +72,12 @@ def upsert_record(conn: Connection, record: Any, *, run_id: str | None = None) -
 
 def upsert_file(conn: Connection, sha256: str, *, path: str | Path, size: int | None = None,
                 record_id: int | None = None, verified_against: str | None = None,
-                downloaded_at: Any = None, n_frames: int | None = None, run_id: str | None = None,
+                downloaded_at: datetime | None = None, n_frames: int | None = None, run_id: str | None = None,
                 move_path: bool = True) -> int:
-    """Insert or refresh a file by content hash. ``move_path`` records ``path`` as its new location."""
+    """Insert or refresh a file by content hash.
+
+    ``move_path``: the file is at ``path`` now (recorded as its location, and no longer deleted).
+    """
     now = t.utcnow()
     values = {"sha256": sha256, "size": size, "path": str(path), "record_id": record_id,
               "verified_against": verified_against, "downloaded_at": downloaded_at, "n_frames": n_frames,
@@ -68,21 +87,16 @@ def upsert_file(conn: Connection, sha256: str, *, path: str | Path, size: int | 
     upd["last_seen"] = _EXCLUDED
     if move_path:
         upd["path"] = _EXCLUDED
+        upd["deleted_at"] = None
     if record_id is not None:  # the first record that delivered these bytes stays their source
         upd["record_id"] = func.coalesce(t.files.c.record_id, record_id)
     return _upsert(conn, t.files, values, ["sha256"], upd)
 
 
-def normalize_quality(quality: Any) -> tuple[dict[str, float | None], list[dict[str, Any]]] | None:
-    """(metrics, flags) from a ``QualityReport``, a ``{"metrics","flags"}`` dict, or None."""
-    if quality is None:
-        return None
-    if isinstance(quality, Mapping):
-        metrics, flags = quality.get("metrics") or {}, quality.get("flags") or []
-    else:
-        metrics, flags = quality.metrics, quality.flags
-    flag_dicts = [jsonable(f.as_dict() if hasattr(f, "as_dict") else dict(f)) for f in flags]
-    return {str(k): jsonable(v) for k, v in metrics.items()}, flag_dicts
+def record_deleted(conn: Connection, sha256: str, *, when: datetime | None = None) -> bool:
+    """Record that retention deleted the file with this content at its recorded path."""
+    result = conn.execute(update(t.files).where(t.files.c.sha256 == sha256).values(deleted_at=when or t.utcnow()))
+    return result.rowcount > 0
 
 
 def _frame_kind(conn: Connection, file_id: int, provenance: Mapping[str, Any]) -> str:
@@ -102,105 +116,83 @@ def _position(provenance: Mapping[str, Any]) -> tuple[float | None, float | None
 
 
 def upsert_frame(conn: Connection, file_id: int, *, frame_key: str, hdu: int | None, plane: int | None,
-                 provenance: Mapping[str, Any] | None = None, quality: Any = None,
-                 stretch: Mapping[str, Any] | None = None, kind: str | None = None,
-                 ra: float | None = None, dec: float | None = None, run_id: str | None = None) -> int:
-    """Insert or refresh a frame; a given quality report replaces its metrics and flags."""
+                 provenance: Mapping[str, Any] | None = None, quality: QualityReport | None = None,
+                 stretch: StretchParams | None = None, notes: Sequence[str] | None = None,
+                 kind: str | None = None, ra: float | None = None, dec: float | None = None,
+                 run_id: str | None = None) -> int:
+    """Insert or refresh a frame; a given quality report replaces its metrics and flags, given notes its notes."""
     prov = jsonable(dict(provenance or {}))
-    q = normalize_quality(quality)
     if ra is None or dec is None:
         ra, dec = _position(prov)
+    flags = {f.name: f for f in quality.flags} if quality is not None else {}
     now = t.utcnow()
     values = {"file_id": file_id, "hdu_idx": to_index(hdu), "plane_idx": to_index(plane), "frame_key": frame_key,
               "kind": kind or _frame_kind(conn, file_id, prov), "ra": ra, "dec": dec,
-              "provenance": prov or None, "stretch": jsonable(dict(stretch)) if stretch else None,
-              "flag_count": len(q[1]) if q else 0, "first_seen": now, "updated_at": now, "last_run_id": run_id}
+              "provenance": prov or None, "stretch": stretch.as_dict() if stretch is not None else None,
+              "notes": list(notes) if notes is not None else None, "flag_count": len(flags),
+              "first_seen": now, "updated_at": now, "last_run_id": run_id}
     upd: dict[str, Any] = {"frame_key": _EXCLUDED, "updated_at": _EXCLUDED}
     for col in ("ra", "dec", "provenance", "stretch", "last_run_id"):
         if values[col] is not None:
             upd[col] = _EXCLUDED
+    if notes is not None:
+        upd["notes"] = _EXCLUDED
     if kind is not None:
         upd["kind"] = _EXCLUDED
-    if q is not None:
+    if quality is not None:
         upd["flag_count"] = _EXCLUDED
     frame_id = _upsert(conn, t.frames, values, ["file_id", "hdu_idx", "plane_idx"], upd)
-    if q is not None:
-        metrics, flags = q
+    if quality is not None:
         conn.execute(delete(t.frame_metrics).where(t.frame_metrics.c.frame_id == frame_id))
         conn.execute(delete(t.frame_flags).where(t.frame_flags.c.frame_id == frame_id))
-        if metrics:
+        if quality.metrics:
             conn.execute(t.frame_metrics.insert(), [
-                {"frame_id": frame_id, "name": k, "value": v if isinstance(v, int | float) else None}
-                for k, v in metrics.items()])
-        unique_flags = {f["name"]: f for f in flags}
-        if unique_flags:
+                {"frame_id": frame_id, "name": str(k), "value": jsonable(v)} for k, v in quality.metrics.items()])
+        if flags:
             conn.execute(t.frame_flags.insert(), [
-                {"frame_id": frame_id, "name": f["name"], "value": f.get("value"), "threshold": f.get("threshold"),
-                 "comparison": f.get("comparison"), "message": f.get("message")} for f in unique_flags.values()])
-            if len(unique_flags) != len(flags):
-                conn.execute(update(t.frames).where(t.frames.c.id == frame_id).values(flag_count=len(unique_flags)))
+                {"frame_id": frame_id, "name": f.name, "value": f.value, "threshold": f.threshold,
+                 "comparison": f.comparison, "message": f.message} for f in flags.values()])
     return frame_id
 
 
-def _file_entry(value: Any) -> tuple[str, str | None]:
-    if isinstance(value, str | os.PathLike):
-        return str(value), None
-    if isinstance(value, Mapping):
-        return str(value["path"]), value.get("sha256")
-    return str(value.path), getattr(value, "sha256", None)
+def key_of(product: Product) -> str:
+    """The product's catalog key: input content, frame, operation, model versions and parameters."""
+    models = [m.as_dict() for m in product.models]
+    return product_key(source_sha256=product.source_sha256 or None, source_path=product.source_path,
+                       hdu=product.hdu, plane=product.plane, operation=str(product.operation),
+                       models_h=models_hash(models), params_h=params_hash(jsonable(product.params)))
 
 
-def _quality_metrics(metrics: Mapping[str, Any]) -> dict[str, Any]:
-    """The frame's quality metrics inside a product's metrics.
+def record_product(conn: Connection, product: Product, *, file_id: int | None = None,
+                   run_id: str | None = None) -> int:
+    """Record one product, its frame (provenance, quality, stretch, reader notes) and its files.
 
-    ``products.process_file`` stores them as ``quality_<name>``; a nested ``metrics["quality"]``
-    dict is accepted too; otherwise every numeric metric counts.
+    ``file_id``: the input's file row (found by the product's sha256 when not given).
     """
-    prefixed = {k[len("quality_"):]: v for k, v in metrics.items() if k.startswith("quality_")}
-    if prefixed:
-        return prefixed
-    nested = metrics.get("quality")
-    if isinstance(nested, Mapping):
-        return dict(nested)
-    return {k: v for k, v in metrics.items() if isinstance(v, int | float) and not isinstance(v, bool)}
-
-
-def record_product(conn: Connection, product: Any, *, run_id: str | None = None) -> int:
-    """Record a ``Product`` (any object with the contract's attributes), its frame, quality and files."""
-    g = lambda name, default=None: getattr(product, name, default)  # noqa: E731
-    run_id = run_id or g("run_id")
-    sha, source_path = g("source_sha256") or None, str(g("source_path"))
-    hdu, plane, status = g("hdu"), g("plane"), g("status", "ok")
-    provenance = jsonable(dict(g("provenance") or {}))
-    metrics, flags = dict(g("metrics") or {}), list(g("flags") or [])
-    quality_metrics = _quality_metrics(metrics)
-    stretch = g("stretch")
-    if stretch is not None and not isinstance(stretch, Mapping):
-        stretch = stretch.as_dict()
-    frame_key = g("frame_key") or source_path
-    file_id = frame_id = None
-    if sha:
-        n_frames = provenance.get("n_frames_in_file")
-        file_id = upsert_file(conn, sha, path=source_path, n_frames=n_frames if isinstance(n_frames, int) else None,
-                              run_id=run_id, move_path=False)
-        if status == "ok" or quality_metrics or flags:
-            quality = {"metrics": quality_metrics, "flags": flags} if (quality_metrics or flags) else None
-            frame_id = upsert_frame(conn, file_id, frame_key=frame_key, hdu=hdu, plane=plane, provenance=provenance,
-                                    quality=quality, stretch=stretch, run_id=run_id)
-    models = jsonable(list(g("models") or []))
-    params = jsonable(dict(g("params") or {}))
-    m_h, p_h = models_hash(models), params_hash(params)
-    operation = str(g("operation"))
-    key = product_key(source_sha256=sha, source_path=source_path, hdu=hdu, plane=plane, operation=operation,
-                      models_h=m_h, params_h=p_h)
+    run_id = run_id or product.run_id
+    sha = product.source_sha256 or None
+    if file_id is None and sha:
+        file_id = upsert_file(conn, sha, path=product.source_path, run_id=run_id, move_path=False)
+    frame_id = None
+    if file_id is not None and product.frame_key is not None:
+        frame_id = upsert_frame(conn, file_id, frame_key=product.frame_key, hdu=product.hdu, plane=product.plane,
+                                provenance=product.provenance, quality=product.quality, stretch=product.stretch,
+                                notes=product.notes, run_id=run_id)
+    models = [m.as_dict() for m in product.models]
+    params = jsonable(product.params)
+    quality = product.quality
     now = t.utcnow()
-    values = {"product_key": key, "run_id": run_id, "file_id": file_id, "frame_id": frame_id,
-              "source_path": source_path, "source_sha256": sha, "hdu_idx": to_index(hdu), "plane_idx": to_index(plane),
-              "frame_key": frame_key, "operation": operation, "status": status, "error": g("error"),
-              "models": models, "models_hash": m_h, "params": params, "params_hash": p_h,
-              "provenance": provenance, "metrics": jsonable(metrics), "flags": jsonable(flags),
-              "stretch": jsonable(dict(stretch)) if stretch else None, "tile_count": g("tile_count"),
-              "attempts": 1, "created_at": now, "updated_at": now}
+    values = {"product_key": key_of(product), "run_id": run_id, "file_id": file_id, "frame_id": frame_id,
+              "source_path": product.source_path, "source_sha256": sha, "hdu_idx": to_index(product.hdu),
+              "plane_idx": to_index(product.plane), "frame_key": product.frame_key,
+              "operation": str(product.operation), "status": str(product.status), "error": product.error,
+              "models": models, "models_hash": models_hash(models), "params": params,
+              "params_hash": params_hash(params), "provenance": jsonable(product.provenance),
+              "metrics": jsonable(product.metrics),
+              "quality_metrics": jsonable(quality.metrics) if quality is not None else None,
+              "flags": [f.as_dict() for f in quality.flags] if quality is not None else [],
+              "stretch": product.stretch.as_dict() if product.stretch is not None else None,
+              "tile_count": product.tile_count, "attempts": 1, "created_at": now, "updated_at": now}
     upd: dict[str, Any] = {k: _EXCLUDED for k in values if k not in {"product_key", "created_at", "attempts"}}
     upd["attempts"] = t.products.c.attempts + 1
     if file_id is None:
@@ -209,8 +201,43 @@ def record_product(conn: Connection, product: Any, *, run_id: str | None = None)
         upd.pop("frame_id")
     product_id = _upsert(conn, t.products, values, ["product_key"], upd)
     conn.execute(delete(t.product_files).where(t.product_files.c.product_id == product_id))
-    entries = [(kind, *_file_entry(v)) for kind, v in (g("files") or {}).items()]
-    if entries:
+    if product.files:
         conn.execute(t.product_files.insert(), [
-            {"product_id": product_id, "kind": kind, "path": path, "sha256": fsha} for kind, path, fsha in entries])
+            {"product_id": product_id, "kind": str(kind), "path": str(pf.path), "sha256": pf.sha256}
+            for kind, pf in product.files.items()])
     return product_id
+
+
+def record_input(conn: Connection, processed: ProcessedInput, *, run_id: str | None = None,
+                 downloaded: DownloadedFile | None = None) -> list[int]:
+    """Record one processed input: its file (and archive record, when downloaded), frame count, products."""
+    file_id = None
+    if downloaded is not None:
+        record_id = upsert_record(conn, downloaded.record, run_id=run_id)
+        file_id = upsert_file(conn, downloaded.sha256, path=downloaded.path, size=downloaded.size, record_id=record_id,
+                              verified_against=downloaded.verified_against, downloaded_at=downloaded.downloaded_at,
+                              n_frames=processed.n_frames, run_id=run_id)
+    elif processed.sha256:
+        file_id = upsert_file(conn, processed.sha256, path=processed.path, size=processed.size,
+                              n_frames=processed.n_frames, run_id=run_id)
+    return [record_product(conn, p, file_id=file_id, run_id=run_id) for p in processed.products]
+
+
+def attach_composite(conn: Connection, composite: Composite, *, kind: str) -> int:
+    """Add a composite's file to each member product's files (the members' attempts are untouched)."""
+    attached = 0
+    for member in composite.members:
+        pid = conn.execute(select(t.products.c.id).where(t.products.c.product_key == key_of(member))).scalar()
+        if pid is None:
+            continue
+        attached += _put_file(conn, int(pid), kind, composite.file)
+    return attached
+
+
+def _put_file(conn: Connection, product_id: int, kind: str, pf: ProductFile) -> int:
+    values = {"product_id": product_id, "kind": kind, "path": str(pf.path), "sha256": pf.sha256}
+    stmt = _insert(conn, t.product_files).values(**values)
+    stmt = stmt.on_conflict_do_update(index_elements=["product_id", "kind"],
+                                      set_={"path": stmt.excluded.path, "sha256": stmt.excluded.sha256})
+    conn.execute(stmt)
+    return 1

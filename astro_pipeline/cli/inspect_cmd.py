@@ -17,6 +17,7 @@ import typer
 
 from astro_pipeline.cli._app import app
 from astro_pipeline.cli._common import console, progress
+from astro_pipeline.config import Settings
 
 
 def _clean(value: Any) -> Any:
@@ -37,7 +38,7 @@ def _clean(value: Any) -> Any:
     return str(value)
 
 
-def inspect_file(path: Path, extra: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+def inspect_file(path: Path, extra: dict[str, Any] | None = None, *, settings: Settings) -> list[dict[str, Any]]:
     """Records for every frame of one file (or one error record). Never raises for a bad file."""
     from astro_pipeline.ingest.frame import IngestError
     from astro_pipeline.ingest.quality import assess
@@ -49,7 +50,7 @@ def inspect_file(path: Path, extra: dict[str, Any] | None = None) -> list[dict[s
     if extra:
         base.update(extra)
     try:
-        frames = read_frames(path)
+        frames = read_frames(path, max_image_pixels=settings.max_image_pixels)
     except IngestError as exc:
         return [dict(base, error=str(exc))]
     except Exception as exc:  # noqa: BLE001 - last line of defence: report, never a traceback
@@ -59,7 +60,7 @@ def inspect_file(path: Path, extra: dict[str, Any] | None = None) -> list[dict[s
         rec = dict(base, hdu=f.hdu, plane=f.plane, frame=f.key, format=f.format, shape=list(f.data.shape),
                    is_display=f.is_display, provenance=f.provenance, notes=f.notes, sha256=f.source_sha256)
         try:
-            report = assess(f)
+            report = assess(f, settings.quality)
         except Exception as exc:  # noqa: BLE001
             rec.update(status="error", error=f"{f.key}: quality assessment failed: {type(exc).__name__}: {exc}")
         else:
@@ -103,8 +104,10 @@ def inspect(
     mini: bool = typer.Option(False, "--mini", help="With --sample: the small sample."),
 ) -> None:
     """Read images (FITS, TIF, PNG, JPEG) and report frames, quality metrics and flags."""
+    from astro_pipeline.config import get_settings
     from astro_pipeline.ingest.readers import iter_input_files
 
+    settings = get_settings()
     paths = list(paths or [])
     extras: dict[str, dict[str, Any]] = {}
     if mini and not sample:
@@ -114,7 +117,7 @@ def inspect(
         from astro_pipeline.sample import build_sample
 
         with console.status("building the built-in sample" + (" (mini)" if mini else "")):
-            index = build_sample(mini=mini)
+            index = build_sample(mini=mini, cache_dir=settings.cache_dir)
         console.print(f"sample: {len(index.items)} items under {index.root}")
         for item in index.items:
             p = index.path_of(item)
@@ -132,7 +135,7 @@ def inspect(
     with progress() as bar:
         task = bar.add_task("inspecting", total=len(files))
         for p in files:
-            recs = inspect_file(p, extras.get(str(p)))
+            recs = inspect_file(p, extras.get(str(p)), settings=settings)
             if as_json:
                 for r in recs:
                     typer.echo(json.dumps(r, allow_nan=False))

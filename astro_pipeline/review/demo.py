@@ -142,26 +142,27 @@ def _record_in_catalog(catalog: Any, *, run_id: str, record: Any, raw: Path, raw
                        files: dict[str, tuple[Path, str]]) -> tuple[int, dict[str, int]]:
     """Record the archive record, the input file and one product per operation (with the frame's flags)."""
     from datetime import UTC, datetime
-    from types import SimpleNamespace
 
     from astro_pipeline.archives.records import DownloadedFile
     from astro_pipeline.catalog import FrameFilter
+    from astro_pipeline.ingest.frame import Flag, QualityReport, StretchParams
+    from astro_pipeline.products.types import FileKind, ModelRecord, Operation, Product, ProductFile, ProductStatus
 
     catalog.upsert_record(record)
     catalog.upsert_file(DownloadedFile(record=record, path=raw, size=raw.stat().st_size, sha256=raw_sha,
                                        verified_against="none", downloaded_at=datetime.now(UTC)))
-    flag_dicts = [{"name": name, "value": value, "threshold": thr, "comparison": cmp,
-                   "message": f"{name}: {value:g} {cmp} {thr:g}"} for name, value, thr, cmp in flags]
-    metrics = {"snr": next((v for n, v, _, _ in flags if n == "noisy"), 12.5)}
+    quality = QualityReport(metrics={"snr": next((v for n, v, _, _ in flags if n == "noisy"), 12.5)},
+                            flags=[Flag(name=name, value=value, threshold=thr, comparison=cmp,
+                                        message=f"{name}: {value:g} {cmp} {thr:g}") for name, value, thr, cmp in flags])
     product_ids: dict[str, int] = {}
     for operation, (path, sha) in files.items():
-        product = SimpleNamespace(
+        product = Product(
             run_id=run_id, source_path=str(raw), source_sha256=raw_sha, hdu=None, plane=None,
-            frame_key=str(raw), operation=operation, status="ok", error=None,
+            frame_key=str(raw), operation=Operation(operation), status=ProductStatus.OK,
             provenance={"ra": ra, "dec": dec, "demo": "stand-in product from a scikit-image crop"},
-            metrics=metrics, flags=flag_dicts, stretch={"method": "none", "vmin": 0.0, "vmax": 1.0},
-            models=[{"name": f"demo-{operation}", "version": "0", "sha256": "0" * 64, "arch": "demo"}],
-            params={"demo": True}, tile_count=1, files={"png": {"path": str(path), "sha256": sha}},
+            quality=quality, stretch=StretchParams(method="none", vmin=0.0, vmax=1.0),
+            models=(ModelRecord(name=f"demo-{operation}", version="0", sha256="0" * 64, arch="demo"),),
+            params={"demo": True}, tile_count=1, files={FileKind.PNG: ProductFile(path=path, sha256=sha)},
         )
         product_ids[operation] = int(catalog.record_product(product))
     frame_id = next(v.frame_id for v in catalog.flagged_frames(FrameFilter(flagged_only=False)) if v.sha256 == raw_sha)

@@ -19,6 +19,7 @@ from typing import Any
 
 from astro_pipeline.catalog import FrameFilter, FrameView
 from astro_pipeline.catalog import queries as cq
+from astro_pipeline.config import DEFAULT_MAX_IMAGE_PIXELS
 from astro_pipeline.review.files import FileRefused, ServedImage, open_image, resolve_inside
 from astro_pipeline.review.views import (
     DecisionView,
@@ -169,7 +170,8 @@ class ReviewQueries:
         except FileRefused as exc:
             why = " (retention may have removed it)" if "no longer on disk" in str(exc) else ""
             raise ImageNotFound(f"{exc}{why}") from None
-        png = _render_preview(path, view.hdu, view.plane, frame_id)
+        limit = self.settings.max_image_pixels if self.settings is not None else DEFAULT_MAX_IMAGE_PIXELS
+        png = _render_preview(path, view.hdu, view.plane, frame_id, max_image_pixels=limit)
         with self._cache_lock:
             self._preview_cache[key] = png
             while len(self._preview_cache) > 64:
@@ -254,7 +256,7 @@ def _iso(value: Any) -> str:
     return str(value or "")
 
 
-def _render_preview(path: Path, hdu: int | None, plane: int | None, frame_id: int) -> bytes:
+def _render_preview(path: Path, hdu: int | None, plane: int | None, frame_id: int, *, max_image_pixels: int) -> bytes:
     """Render one frame of ``path`` as a display PNG (browser images are re-encoded as they are).
 
     What the file is comes from its first bytes, not its name; anything but an image is refused.
@@ -289,7 +291,7 @@ def _render_preview(path: Path, hdu: int | None, plane: int | None, frame_id: in
         from astro_pipeline.ingest.frame import IngestError
 
         try:
-            frames = read_frames(path)
+            frames = read_frames(path, max_image_pixels=max_image_pixels)
         except IngestError as exc:
             raise ImageNotFound(f"frame {frame_id}: {exc}") from None
         match = [fr for fr in frames if fr.hdu == hdu and fr.plane == plane] or frames[:1]

@@ -1,0 +1,62 @@
+"""The one processing path: process an input and record it; compose what was recorded.
+
+The sweep's process step (``steps.process_item``) and the ``colorize``/``upscale``/``enhance``
+commands both call these two functions, so both make the same products (same-grid Lupton
+composites included) and write the same catalog rows; their manifests are then exported from
+those rows (``catalog.export``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+from astro_pipeline.archives.records import DownloadedFile
+from astro_pipeline.catalog import Catalog
+from astro_pipeline.config import QualityThresholds
+from astro_pipeline.engines import Engines
+from astro_pipeline.products.composites import Composite, write_lupton_composites
+from astro_pipeline.products.process import ProcessedInput, process_file
+from astro_pipeline.products.types import Operation
+
+__all__ = ["compose_recorded", "process_input"]
+
+
+def process_input(
+    path: Path | str,
+    *,
+    operation: Operation,
+    engines: Engines,
+    output_dir: Path,
+    quality: QualityThresholds,
+    max_image_pixels: int,
+    catalog: Catalog,
+    run_id: str,
+    input_root: Path | None = None,
+    downloaded: DownloadedFile | None = None,
+) -> ProcessedInput:
+    """Process every frame of one input into products under ``output_dir``, and record them.
+
+    One catalog transaction records the input file (with its archive record when ``downloaded``),
+    its frame count, and each product with its frame, quality flags, reader notes and files.
+    """
+    processed = process_file(path, operation=operation, engines=engines, output_dir=output_dir, quality=quality,
+                             max_image_pixels=max_image_pixels, input_root=input_root, run_id=run_id)
+    catalog.record_input(processed, run_id=run_id, downloaded=downloaded)
+    return processed
+
+
+def compose_recorded(catalog: Catalog, sha256s: Iterable[str], *, operation: Operation,
+                     models: Mapping[str, str], max_image_pixels: int) -> list[Composite]:
+    """Same-grid Lupton composites of the recorded products of these inputs, attached in the catalog.
+
+    Works from the catalog, not from memory, so a run that resumes after a crash composes fields
+    whose members an earlier run made. Fields whose members all carry a composite already are left
+    alone; members whose raw input is gone cannot be read and leave their field uncomposed.
+    """
+    products = catalog.current_products(sha256s, operation=operation, models=models)
+    composites = write_lupton_composites([p for p in products if "lupton" not in p.files],
+                                         max_image_pixels=max_image_pixels)
+    catalog.attach_composites(composites)
+    return composites
+

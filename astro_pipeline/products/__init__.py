@@ -1,0 +1,37 @@
+"""Products of colorize / upscale / enhance: the typed contract, names, writers, processing, composites.
+
+* ``types``: :class:`Product` (with its quality, stretch, model records and reader notes),
+  :class:`Operation`, :class:`ProductStatus`, :class:`FileKind`, :class:`ProductFile`;
+* ``naming``: where a product's files go and what they are called;
+* ``writers``: PNG / 16-bit TIFF / FITS cube with the 4x WCS / flux-conserving FITS;
+* ``process``: one frame rendered in memory, its files written, one file processed;
+* ``composites``: same-grid ``make_lupton_rgb`` composites of three filters.
+"""
+
+from astro_pipeline.products.composites import Composite, write_lupton_composites
+from astro_pipeline.products.naming import output_stem, product_path
+from astro_pipeline.products.process import ProcessedInput, Rendered, process_file, render_frame, write_products
+from astro_pipeline.products.types import FileKind, ModelRecord, Operation, Product, ProductFile, ProductStatus
+from astro_pipeline.products.writers import AI_LABEL, FLUX_LABEL, PNG_MAX_SIDE, scale_wcs
+
+__all__ = [
+    "AI_LABEL",
+    "FLUX_LABEL",
+    "PNG_MAX_SIDE",
+    "Composite",
+    "FileKind",
+    "ModelRecord",
+    "Operation",
+    "ProcessedInput",
+    "Product",
+    "ProductFile",
+    "ProductStatus",
+    "Rendered",
+    "output_stem",
+    "process_file",
+    "product_path",
+    "render_frame",
+    "scale_wcs",
+    "write_lupton_composites",
+    "write_products",
+]

@@ -1,0 +1,147 @@
+"""Classical colour baseline: ``make_lupton_rgb`` composites of three filters of one field on one grid.
+
+Where the products of three or more filters of one field (same target, or same position) share
+a pixel grid, the bluest, middle and reddest filters become B, G and R of a Lupton et al. (2004)
+composite, written beside the first member's products and shared by all three. Frames on
+different grids are left alone (aligning them is the field-colour work's job).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from astro_pipeline.products.naming import output_stem
+from astro_pipeline.products.types import FileKind, Product, ProductFile
+from astro_pipeline.products.writers import write_png
+
+__all__ = ["Composite", "filter_of", "write_lupton_composites"]
+
+_FILTER_RE = re.compile(r"(?i)(?<![a-z0-9])(f\d{3,4}(?:w|m|n|lp|x|w2)?)(?![a-z0-9])")
+_NO_FILTER = ("", "CLEAR", "CLEAR1L", "CLEAR2L", "CLEAR2S", "N/A")
+LABEL = "classical make_lupton_rgb composite (Lupton et al. 2004), not AI-generated"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Composite:
+    """One written composite: its file, which filter went to which channel, and its member products."""
+
+    file: ProductFile
+    filters: dict[str, str]  # {"R": ..., "G": ..., "B": ...}
+    members: tuple[Product, ...]  # blue, green, red
+
+
+def filter_of(product: Product) -> str | None:
+    """The filter of a product: from the header provenance, else from the file name."""
+    f = (product.provenance or {}).get("filter")
+    if f and str(f).strip().upper() not in _NO_FILTER:
+        return str(f).strip().upper()
+    m = _FILTER_RE.search(Path(product.source_path).name.replace("_", " "))
+    return m.group(1).upper() if m else None
+
+
+def _wavelength(filt: str) -> float:
+    m = re.search(r"(\d{3,4})", filt)
+    return float(m.group(1)) if m else math.inf
+
+
+def _field_key(product: Product) -> str | None:
+    prov = product.provenance or {}
+    target = prov.get("target")
+    if target and str(target).strip().upper() not in ("ANY", "NONE", ""):
+        return f"target:{str(target).strip().upper()}"
+    ra, dec = prov.get("ra"), prov.get("dec")
+    if ra is None or dec is None:
+        return None
+    return f"pos:{round(float(ra), 3)}:{round(float(dec), 3)}"
+
+
+def _normalised_plane(member: Product, max_image_pixels: int) -> tuple[np.ndarray, object | None] | None:
+    """The member's frame, sky-subtracted and scaled to its 99.5th percentile; None if unreadable."""
+    from astro_pipeline.ingest.frame import IngestError
+    from astro_pipeline.ingest.readers import read_frames
+
+    try:
+        frames = [f for f in read_frames(member.source_path, max_image_pixels=max_image_pixels)
+                  if f.hdu == member.hdu and f.plane == member.plane]
+    except (IngestError, OSError):  # the raw input is gone (retention) or changed
+        return None
+    if not frames:
+        return None
+    fr = frames[0]
+    data = np.where(fr.mask & np.isfinite(fr.data), fr.data, np.nan).astype(np.float64)
+    if not np.isfinite(data).any():
+        return None
+    med = float(np.nanmedian(data))
+    top = float(np.nanpercentile(data, 99.5))
+    span = top - med if top > med else 1.0
+    return np.nan_to_num((data - med) / span, nan=0.0), fr.wcs
+
+
+def _same_grid(planes: list[np.ndarray], wcss: list[object | None]) -> bool:
+    if len({p.shape for p in planes}) != 1:
+        return False
+    if any(w is None for w in wcss):
+        return True  # no WCS to disagree: the shapes match
+    h, w = planes[0].shape
+    ref = wcss[0].pixel_to_world(w / 2, h / 2)  # type: ignore[union-attr]
+    half_pixel = 0.5 * 3600 * abs(float(wcss[0].proj_plane_pixel_scales()[0].value))  # type: ignore[union-attr]
+    return all(ref.separation(wc.pixel_to_world(w / 2, h / 2)).arcsec <= half_pixel for wc in wcss[1:])  # type: ignore[union-attr]
+
+
+def write_lupton_composites(products: Iterable[Product], *, max_image_pixels: int,
+                            output_dir: Path | str | None = None, input_root: Path | str | None = None,
+                            Q: float = 8.0, stretch: float = 0.5) -> list[Composite]:
+    """For each field with three or more filters among the ok FITS products, write a composite.
+
+    The composite goes beside the first member's PNG (or, with ``output_dir``, where that member's
+    products would go under it, relative to ``input_root``). Members are read from their inputs, so
+    inputs that are gone are skipped.
+    """
+    from astropy.visualization import make_lupton_rgb
+
+    groups: dict[str, dict[str, Product]] = {}
+    for p in products:
+        if not p.ok or FileKind.FITS not in p.files:
+            continue
+        key, filt = _field_key(p), filter_of(p)
+        if key is None or filt is None:
+            continue
+        groups.setdefault(key, {}).setdefault(filt, p)
+    written: list[Composite] = []
+    for key, by_filter in sorted(groups.items()):
+        if len(by_filter) < 3:
+            continue
+        filters = sorted(by_filter, key=_wavelength)
+        chosen = [filters[0], filters[len(filters) // 2], filters[-1]]
+        members = tuple(by_filter[f] for f in chosen)
+        read = [_normalised_plane(m, max_image_pixels) for m in members]
+        if any(r is None for r in read):
+            continue
+        planes = [r[0] for r in read if r is not None]
+        if not _same_grid(planes, [r[1] for r in read if r is not None]):
+            continue
+        with np.errstate(invalid="ignore", divide="ignore"):  # 0/0 where all three planes are 0
+            rgb = make_lupton_rgb(planes[2], planes[1], planes[0], minimum=0.0, stretch=stretch, Q=Q)
+        first = members[0]
+        if output_dir is not None:
+            folder = output_stem(Path(first.source_path), input_root=Path(input_root) if input_root else None,
+                                 output_dir=Path(output_dir)).parent
+        else:
+            folder = Path((first.files.get(FileKind.PNG) or first.files[FileKind.FITS]).path).parent
+        name = re.sub(r"[^A-Za-z0-9._-]+", "_", key.split(":", 1)[1]) + "_" + "_".join(f.lower() for f in chosen)
+        meta = {
+            "label": LABEL,
+            "filters": {"R": chosen[2], "G": chosen[1], "B": chosen[0]},
+            "Q": Q,
+            "stretch": stretch,
+            "sources": [{"path": m.source_path, "sha256": m.source_sha256, "hdu": m.hdu} for m in members],
+        }
+        pf = write_png(folder / f"{name}_lupton.png", rgb.astype(np.float32) / 255.0, meta, LABEL)
+        written.append(Composite(file=pf, filters=meta["filters"], members=members))
+    return written

@@ -1,0 +1,304 @@
+"""Processing one input: read its frames, assess, stretch, run the engines, write the products.
+
+Three layers, so that every caller shares the same path:
+
+* :func:`render_frame` runs one :class:`~astro_pipeline.ingest.frame.Frame` through quality,
+  stretch and the engines, in memory (:class:`Rendered`: the display image, the linear 4x flux
+  image where there is one, and their records);
+* :func:`write_products` writes a rendered frame's files under a product stem;
+* :func:`process_file` does both for every frame of a file and never raises for a bad input: a
+  frame or file that fails becomes a ``Product`` with status ``error`` naming it and the problem.
+
+Recording in the catalog is ``astro_pipeline.processing``'s job, which the sweep and the CLI call.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from astro_pipeline.config import QualityThresholds
+from astro_pipeline.ingest.frame import Frame, IngestError, QualityReport, StretchParams
+from astro_pipeline.jsondata import jsonable
+from astro_pipeline.products.naming import output_stem, product_path
+from astro_pipeline.products.types import FileKind, ModelRecord, Operation, Product, ProductFile, ProductStatus
+from astro_pipeline.products.writers import AI_LABEL, FLUX_LABEL, write_fits_cube, write_flux_fits, write_png, write_tiff
+
+if TYPE_CHECKING:  # pragma: no cover
+    from astro_pipeline.engines import Engines
+
+__all__ = [
+    "ProcessedInput",
+    "Rendered",
+    "flux_conserving_product",
+    "invert_stretch",
+    "process_file",
+    "render_frame",
+    "write_products",
+]
+
+
+@dataclass(kw_only=True)
+class Rendered:
+    """What the engines made of one frame, before anything is written."""
+
+    operation: Operation
+    image: np.ndarray  # (H', W', 3) float32 display result in [0, 1]
+    colorized: np.ndarray | None  # enhance: the same-size colour step, kept for curators
+    flux: np.ndarray | None  # upscale of a science frame: linear 4x image, flux-conserving
+    scale: int  # output pixels per input pixel, per axis
+    quality: QualityReport
+    stretch: StretchParams
+    models: tuple[ModelRecord, ...]
+    params: dict[str, Any]
+    metrics: dict[str, float]
+    tiles: int
+
+
+@dataclass(kw_only=True)
+class ProcessedInput:
+    """What one input file gave: its identity, how many frames it holds, one product per frame."""
+
+    path: Path
+    sha256: str  # "" when the file could not even be hashed (missing, unreadable)
+    size: int | None
+    n_frames: int | None  # frames the reader found; None when the file could not be read
+    products: list[Product] = field(default_factory=list)
+
+    @property
+    def failed(self) -> list[Product]:
+        return [p for p in self.products if not p.ok]
+
+
+# ---------------------------------------------------------------------------------------------
+# Linear flux from the SR output
+
+
+def invert_stretch(display: np.ndarray, stretch: StretchParams) -> np.ndarray:
+    """Linear values whose stretch is ``display`` (monotone inversion of ``apply_stretch`` on a fine grid)."""
+    from astro_pipeline.ingest.stretch import apply_stretch
+
+    lo, hi = float(stretch.vmin), float(stretch.vmax)
+    grid = np.linspace(lo, hi, 8193)
+    ys = apply_stretch(grid.astype(np.float32), stretch).astype(np.float64)
+    ys = np.maximum.accumulate(ys)
+    keep = np.concatenate([[True], np.diff(ys) > 0])
+    return np.interp(np.asarray(display, dtype=np.float64), ys[keep], grid[keep]).astype(np.float32)
+
+
+def flux_conserving_product(sr_display: np.ndarray, frame: Frame, stretch: StretchParams, scale: int) -> np.ndarray:
+    """Linear-unit 4x image: the SR detail (display -> linear) shifted per block so that each
+    ``scale x scale`` block mean equals the input pixel; invalid input pixels stay NaN."""
+    import torch
+
+    from astro_pipeline.models.superres import flux_conserving
+
+    grey = sr_display.mean(axis=-1) if sr_display.ndim == 3 else sr_display
+    guess = invert_stretch(grey, stretch)
+    valid = np.asarray(frame.mask) & np.isfinite(frame.data)
+    lr = np.where(valid, frame.data, 0.0).astype(np.float32)
+    with torch.inference_mode():
+        out = flux_conserving(torch.from_numpy(guess)[None, None], torch.from_numpy(lr)[None, None], scale=scale)
+    res = out[0, 0].numpy().astype(np.float32)
+    if not valid.all():
+        res[~np.repeat(np.repeat(valid, scale, axis=0), scale, axis=1)] = np.nan
+    return res
+
+
+def _lightness_error(rgb: np.ndarray, lightness_in: np.ndarray) -> float:
+    from astro_pipeline.color import lightness
+
+    worst = 0.0
+    for y0 in range(0, rgb.shape[0], 512):
+        d = np.abs(lightness(rgb[y0 : y0 + 512].astype(np.float64)) - lightness_in[y0 : y0 + 512])
+        worst = max(worst, float(d.max(initial=0.0)))
+    return worst
+
+
+# ---------------------------------------------------------------------------------------------
+# One frame
+
+
+def render_frame(frame: Frame, *, operation: Operation, engines: Engines, quality: QualityThresholds) -> Rendered:
+    """Assess ``frame`` against ``quality``, stretch it, and run ``operation``'s engines on it."""
+    from astro_pipeline.color import lightness, lightness_from_grey
+    from astro_pipeline.inference import colorize_lightness, upscale_display
+    from astro_pipeline.ingest.quality import assess
+    from astro_pipeline.ingest.stretch import display_image
+
+    colorizer, upscaler = engines.for_operation(operation)
+    report = assess(frame, quality)
+    disp, stretch = display_image(frame)
+    params: dict[str, Any] = {"operation": str(operation)}
+    metrics: dict[str, float] = {}
+    models: list[ModelRecord] = []
+    tiles, scale = 0, 1
+    t0 = time.perf_counter()
+    result = disp
+    if colorizer is not None:
+        lum = lightness(disp) if disp.ndim == 3 else lightness_from_grey(disp)
+        result = colorize_lightness(colorizer, lum)
+        metrics["lightness_max_abs_error"] = _lightness_error(result, lum)
+        tiles += colorizer.stats.tiles
+        models.append(ModelRecord.from_meta(colorizer.meta))
+        params["colorizer"] = colorizer.describe()
+    colorized = result if operation is Operation.ENHANCE else None
+    if upscaler is not None:
+        result = upscale_display(upscaler, result)
+        scale = int(upscaler.scale)
+        tiles += upscaler.stats.tiles
+        models.append(ModelRecord.from_meta(upscaler.meta))
+        params["upscaler"] = upscaler.describe()
+    if result.ndim == 2:
+        result = np.repeat(result[..., None], 3, axis=-1)
+    metrics["inference_seconds"] = round(time.perf_counter() - t0, 4)
+    metrics["output_height"], metrics["output_width"] = float(result.shape[0]), float(result.shape[1])
+    flux = None
+    if operation is Operation.UPSCALE and frame.format == "fits" and not frame.is_display:
+        flux = flux_conserving_product(result, frame, stretch, scale)
+        blocks = flux.reshape(frame.shape[0], scale, frame.shape[1], scale).mean(axis=(1, 3))
+        valid = np.asarray(frame.mask) & np.isfinite(frame.data)
+        if valid.any():
+            metrics["flux_block_max_abs_error"] = float(np.abs(blocks[valid] - frame.data[valid]).max())
+    return Rendered(operation=operation, image=result, colorized=colorized, flux=flux, scale=scale, quality=report,
+                    stretch=stretch, models=tuple(models), params=jsonable(params), metrics=metrics, tiles=tiles)
+
+
+def _file_meta(frame: Frame, rendered: Rendered) -> dict[str, Any]:
+    """The description embedded in every file of a product (PNG/TIFF text, FITS keywords)."""
+    prov = jsonable(dict(frame.provenance or {}))
+    prov.setdefault("credit", None)
+    prov.setdefault("license", None)
+    return {
+        "label": AI_LABEL,
+        "operation": str(rendered.operation),
+        "source_name": Path(frame.source_path).name,
+        "source_path": str(frame.source_path),
+        "source_sha256": frame.source_sha256,
+        "hdu": frame.hdu,
+        "plane": frame.plane,
+        "provenance": prov,
+        "stretch": rendered.stretch.as_dict(),
+        "models": [m.as_dict() for m in rendered.models],
+        "credit": prov.get("credit"),
+        "license": prov.get("license"),
+    }
+
+
+def write_products(rendered: Rendered, frame: Frame, *, stem: Path) -> dict[str, ProductFile]:
+    """Write a rendered frame's files under ``stem`` (see ``naming.product_path``); returns them by kind."""
+    meta = _file_meta(frame, rendered)
+    op = str(rendered.operation)
+    files: dict[str, ProductFile] = {
+        FileKind.PNG: write_png(product_path(stem, FileKind.PNG), rendered.image, meta, AI_LABEL),
+        FileKind.TIF: write_tiff(product_path(stem, FileKind.TIF), rendered.image, meta, AI_LABEL),
+    }
+    if rendered.colorized is not None:
+        files[FileKind.COLORIZED] = write_png(product_path(stem, FileKind.COLORIZED), rendered.colorized,
+                                              dict(meta, operation=str(Operation.COLORIZE)), AI_LABEL)
+    if frame.format == "fits":
+        files[FileKind.FITS] = write_fits_cube(product_path(stem, FileKind.FITS), rendered.image, meta, wcs=frame.wcs,
+                                               scale=rendered.scale, label=AI_LABEL, operation=op)
+    if rendered.flux is not None:
+        bunit = (frame.provenance or {}).get("bunit") or (frame.header.get("BUNIT") if frame.header is not None else None)
+        files[FileKind.FITS_FLUX] = write_flux_fits(product_path(stem, FileKind.FITS_FLUX), rendered.flux,
+                                                    dict(meta, label=FLUX_LABEL), wcs=frame.wcs, scale=rendered.scale,
+                                                    bunit=bunit)
+    return {str(k): v for k, v in files.items()}
+
+
+# ---------------------------------------------------------------------------------------------
+# One file
+
+
+def _frame_product(frame: Frame, operation: Operation, run_id: str | None, *, status: ProductStatus,
+                   error: str | None = None, rendered: Rendered | None = None,
+                   files: dict[str, ProductFile] | None = None) -> Product:
+    return Product(
+        run_id=run_id, source_path=str(frame.source_path), source_sha256=frame.source_sha256, hdu=frame.hdu,
+        plane=frame.plane, frame_key=frame.key, operation=operation, status=status, error=error,
+        provenance=jsonable(dict(frame.provenance or {})), notes=tuple(frame.notes),
+        quality=rendered.quality if rendered else None, stretch=rendered.stretch if rendered else None,
+        models=rendered.models if rendered else (), params=rendered.params if rendered else {},
+        metrics=rendered.metrics if rendered else {}, tile_count=rendered.tiles if rendered else 0,
+        files=files or {},
+    )
+
+
+def _file_error(path: Path, operation: Operation, message: str, run_id: str | None, sha: str) -> Product:
+    return Product(run_id=run_id, source_path=str(path), source_sha256=sha, hdu=None, plane=None, frame_key=None,
+                   operation=operation, status=ProductStatus.ERROR, error=message)
+
+
+def _identity(path: Path) -> tuple[str, int | None]:
+    """(sha256, size) of a readable regular file, else ("", None)."""
+    from astro_pipeline.fileio import sha256_file
+
+    try:
+        if path.is_file():
+            return sha256_file(path), path.stat().st_size
+    except OSError:
+        pass
+    return "", None
+
+
+def process_file(
+    path: Path | str,
+    *,
+    operation: Operation | str,
+    engines: Engines,
+    output_dir: Path | str,
+    quality: QualityThresholds,
+    max_image_pixels: int,
+    input_root: Path | str | None = None,
+    run_id: str | None = None,
+) -> ProcessedInput:
+    """Process every frame of one input file into products under ``output_dir``.
+
+    Products mirror the input's path relative to ``input_root`` (default: its folder). Never
+    raises for a bad file or frame: those become error products naming the file and the problem.
+    """
+    from astro_pipeline.ingest.readers import read_frames
+
+    path = Path(path)
+    op = Operation(operation)
+    engines.for_operation(op)  # a missing engine is the caller's mistake, not the file's: raise now
+    root = Path(input_root) if input_root is not None else path.parent
+    try:
+        frames = read_frames(path, max_image_pixels=max_image_pixels)
+    except IngestError as exc:
+        sha, size = _identity(path)
+        return ProcessedInput(path=path, sha256=sha, size=size, n_frames=None,
+                              products=[_file_error(path, op, str(exc), run_id, sha)])
+    except Exception as exc:  # noqa: BLE001 - never a traceback for a bad file
+        sha, size = _identity(path)
+        return ProcessedInput(path=path, sha256=sha, size=size, n_frames=None,
+                              products=[_file_error(path, op, f"{path}: {type(exc).__name__}: {exc}", run_id, sha)])
+    out = ProcessedInput(path=path, sha256=frames[0].source_sha256, size=path.stat().st_size, n_frames=len(frames))
+    for frame in frames:
+        out.products.append(_process_frame(frame, path=path, operation=op, engines=engines,
+                                           output_dir=Path(output_dir), input_root=root, quality=quality,
+                                           run_id=run_id))
+    return out
+
+
+def _process_frame(frame: Frame, *, path: Path, operation: Operation, engines: Engines, output_dir: Path,
+                   input_root: Path, quality: QualityThresholds, run_id: str | None) -> Product:
+    stem = output_stem(path, input_root=input_root, output_dir=output_dir, suffix=frame.suffix)
+    try:
+        if any(product_path(stem, k).resolve() == path.resolve() for k in (FileKind.PNG, FileKind.TIF, FileKind.FITS)):
+            raise ValueError(f"the product {stem}.* would overwrite the input; choose another --output")
+        rendered = render_frame(frame, operation=operation, engines=engines, quality=quality)
+        files = write_products(rendered, frame, stem=stem)
+    except MemoryError:
+        return _frame_product(frame, operation, run_id, status=ProductStatus.ERROR,
+                              error=f"{frame.key}: not enough memory to process this frame")
+    except Exception as exc:  # noqa: BLE001 - one bad frame must not stop the others
+        msg = " ".join(str(exc).split())[:500]
+        return _frame_product(frame, operation, run_id, status=ProductStatus.ERROR,
+                              error=f"{frame.key}: {type(exc).__name__}: {msg}")
+    return _frame_product(frame, operation, run_id, status=ProductStatus.OK, rendered=rendered, files=files)

@@ -1,6 +1,6 @@
 """The built-in sample: deterministic, offline HST-like archive content.
 
-What it holds (``build_sample()``; ``mini=True`` for a small version used by heavy tests):
+What it holds (``build_sample(cache_dir=...)``; ``mini=True`` for a small version used by heavy tests):
 
 * ``mast/<field>/*_drz.fits``: synthetic drizzled ACS/WFC frames (PRIMARY + SCI + WHT) of
   galaxy fields at real positions (M101, M51, NGC 1300) in F435W/F606W/F814W: a bulge + spiral
@@ -588,11 +588,9 @@ def _lupton(r: np.ndarray, g: np.ndarray, b: np.ndarray) -> np.ndarray:
 # --------------------------------------------------------------------------------------------
 # Public API
 # --------------------------------------------------------------------------------------------
-def default_root(mini: bool = False) -> Path:
-    """Where the cached sample lives: ``Settings.cache_dir/sample-<version>[-mini]``."""
-    from astro_pipeline.config import get_settings
-
-    return Path(get_settings().cache_dir) / f"sample-{SAMPLE_VERSION}{'-mini' if mini else ''}"
+def default_root(cache_dir: Path, mini: bool = False) -> Path:
+    """Where the cached sample lives: ``<cache_dir>/sample-<version>[-mini]`` (``Settings.cache_dir``)."""
+    return Path(cache_dir) / f"sample-{SAMPLE_VERSION}{'-mini' if mini else ''}"
 
 
 def _is_complete(root: Path, mini: bool) -> bool:
@@ -609,9 +607,11 @@ def _is_complete(root: Path, mini: bool) -> bool:
         return False
 
 
-def build_sample(root: Path | None = None, *, mini: bool = False) -> SampleIndex:
-    """Generate (or reuse) the built-in sample under ``root`` (default: the cache) and return its index."""
-    root = Path(root) if root is not None else default_root(mini)
+def build_sample(root: Path | None = None, *, mini: bool = False, cache_dir: Path | None = None) -> SampleIndex:
+    """Generate (or reuse) the built-in sample under ``root`` (or the cache, :func:`default_root`)."""
+    if root is None and cache_dir is None:
+        raise TypeError("build_sample needs a root folder or the cache folder (Settings.cache_dir)")
+    root = Path(root) if root is not None else default_root(Path(cache_dir), mini)  # type: ignore[arg-type]
     if _is_complete(root, mini):
         return load_sample(root)
     root.mkdir(parents=True, exist_ok=True)
@@ -642,7 +642,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("outdir", type=Path, nargs="?", help="output folder (default: the cache)")
     ap.add_argument("--mini", action="store_true", help="the small version used by heavy tests")
     args = ap.parse_args(argv)
-    idx = build_sample(args.outdir, mini=args.mini)
+    from astro_pipeline.config import get_settings
+
+    idx = build_sample(args.outdir, mini=args.mini, cache_dir=get_settings().cache_dir)
     for name, items in sorted(idx.fields().items()):
         print(f"{name:8s} {len(items):3d} item(s)")
     print(f"{len(idx.items)} items under {idx.root}")

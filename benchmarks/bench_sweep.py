@@ -46,15 +46,15 @@ def main(argv: list[str] | None = None) -> int:
     from astro_pipeline.archives.replica.server import ReplicaServer
     from astro_pipeline.config import get_settings
     from astro_pipeline.ingest.readers import read_frames
-    from astro_pipeline.pipeline import sample_overrides, sample_watch_list
     from astro_pipeline.sample import build_sample
+    from astro_pipeline.sample_watch_list import sample_overrides, sample_watch_list
     from flows.common import build_task_runner
     from flows.sweep import archive_sweep
 
     archives = [a.strip() for a in args.archives.split(",") if a.strip()]
     out = args.output or Path(tempfile.mkdtemp(prefix="bench-sweep-"))
     t_start = time.perf_counter()
-    index = build_sample(mini=args.mini)
+    index = build_sample(mini=args.mini, cache_dir=get_settings().cache_dir)
     with ReplicaServer(index.root) as replica:
         overrides: dict[str, Any] = {"output_dir": str(out), **sample_overrides(replica.url, get_settings())}
         if args.weights_dir:
@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     for it in made:  # re-read each raw file to split ingest from writing
         if it.raw_path and Path(it.raw_path).is_file():
             t0 = time.perf_counter()
-            read_frames(Path(it.raw_path))
+            read_frames(Path(it.raw_path), max_image_pixels=settings.max_image_pixels)
             ingest += time.perf_counter() - t0
     ingest /= n
     steady = report.work_seconds / n
@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
         ("ingest (read + mask + WCS)", f"{ingest:.3f} s", "re-timed after the run"),
         ("tiling + stitching", f"{stage['tiling']:.3f} s", "engine time outside forward passes"),
         ("writing products (+ stretch, quality)", f"{writing:.3f} s", ""),
-        ("catalog", f"{stage['catalog']:.3f} s", ""),
+        ("catalog", f"{stage['catalog']:.3f} s", "file record and 'done' check (products: in writing)"),
         ("orchestration / overlap", f"{steady - covered / workers:+.3f} s",
          f"wall minus stage sum / {workers} task threads"),
         ("start-up + listing + manifests", f"{total - report.work_seconds:.1f} s", "whole run, excluded above"),

@@ -1,10 +1,13 @@
 """Prefect flows for the archive sweep: ``archive_sweep`` (the watch list) and ``reprocess_region``.
 
-Thin wiring of :mod:`astro_pipeline.pipeline`: list each region's archives (network tasks retry
-with backoff), keep what the catalog lacks, download, process (model calls guarded by the
-per-worker ``inference:<worker>`` concurrency limit), record into the catalog, then write the
-manifests, the contact sheet and the run's artifacts. The catalog decides what is done, so a
-rerun after a crash skips finished work.
+The flow body is a short run of task calls over library functions: list each region's archives
+(``planning.listing_requests``; a stalled scraper page is retried), plan (``planning.plan_run``:
+order, dedupe, what is done, budget), map the downloads and the processing over the admitted
+items (``steps``; model calls hold the per-worker ``inference:<worker>`` concurrency slot),
+compose the same-grid Lupton composites, draw the contact sheet, apply retention, export the
+manifests from the catalog, and publish the run's artifacts. Downloads are never retried here:
+the downloader owns its retries. The catalog decides what is done, so a rerun after a crash
+skips finished work.
 """
 
 from __future__ import annotations
@@ -15,38 +18,36 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from prefect import flow, get_run_logger, task
+from prefect import flow, get_run_logger, task, unmapped
 from prefect.cache_policies import NO_CACHE
-from prefect.futures import as_completed
+from prefect.futures import PrefectFuture
 from prefect.tasks import exponential_backoff
 
-from astro_pipeline import pipeline
-from astro_pipeline.archives.records import ArchiveRecord, DownloadedFile
+from astro_pipeline import planning, steps
+from astro_pipeline.archives.listing import ARCHIVES, is_retryable, list_archive
+from astro_pipeline.archives.records import ArchiveRecord
+from astro_pipeline.catalog import Catalog, RunStatus, export_cumulative_manifest, export_run_manifest
 from astro_pipeline.config import Region, Settings, get_settings
+from astro_pipeline.contact_sheet import round_robin, write_contact_sheet
+from astro_pipeline.engines import load_engines, model_versions
+from astro_pipeline.items import ItemPlan, ItemResult, ItemStatus
+from astro_pipeline.products.types import Operation
+from astro_pipeline.run_report import RunReport, summarise
 from flows.common import build_task_runner, ensure_inference_limit, guard_factory, inference_limit_name
 
 __all__ = ["archive_sweep", "reprocess_region", "resolve_settings", "run_sweep"]
 
 
-
-def _is_transient(task: Any, task_run: Any, state: Any) -> bool:
-    """Retry network trouble, not programming errors (a missing module or a bad argument)."""
+def _retry_listing(task: Any, task_run: Any, state: Any) -> bool:
+    """Retry a listing only for failures no one else retries (``listing.is_retryable``)."""
     try:
         state.result()
-    except (ImportError, TypeError, AttributeError, NameError, NotImplementedError):
-        return False
-    except Exception:  # noqa: BLE001 - anything else (HTTP, timeouts, DownloadError) is retried
-        return True
-    return True
+    except Exception as exc:  # noqa: BLE001 - the failure decides
+        return is_retryable(exc)
+    return False
 
 
-_RETRY: dict[str, Any] = {
-    "retries": 3,
-    "retry_delay_seconds": exponential_backoff(backoff_factor=2),
-    "retry_jitter_factor": 0.5,
-    "retry_condition_fn": _is_transient,
-}
-_CATALOGS: dict[str, Any] = {}
+_CATALOGS: dict[str, Catalog] = {}
 _LIMITS_READY: set[tuple[str, str]] = set()
 _LIMITS_LOCK = threading.Lock()
 
@@ -71,194 +72,133 @@ def resolve_settings(overrides: dict[str, Any] | None = None) -> Settings:
     return base.with_overrides(**overrides) if overrides else base
 
 
-def open_catalog(settings: Settings) -> Any:
+def open_catalog(settings: Settings) -> Catalog:
     """One catalog per process and URL (SQLAlchemy engines are process-local)."""
-    from astro_pipeline.catalog import Catalog
-
     url = settings.catalog_database_url
     cat = _CATALOGS.get(url)
     if cat is None:
         Path(settings.output_dir).mkdir(parents=True, exist_ok=True)
-        cat = _CATALOGS[url] = Catalog(url, settings=settings)
+        cat = _CATALOGS[url] = Catalog(url)
     return cat
 
 
 # ---------------------------------------------------------------------------------- tasks
 
 
-#: Archive failures a listing reports (after its retries) instead of failing the sweep.
-_LISTING_ERRORS = ("MastError", "ScrapeError", "BrowserNotFoundError", "DownloadError")
-
-
-@task(name="list-archive", cache_policy=NO_CACHE, **_RETRY)
-def list_task(archive: str, region: Region, settings: Settings) -> list[ArchiveRecord] | str:
-    """What one archive offers for one region (retried with exponential backoff).
-
-    An archive that still fails on the last try returns the reason (a str) instead of raising,
-    so the rest of the sweep goes on and the report names the archive, the region and why.
-    """
-    from prefect.runtime import task_run
-
-    try:
-        records = pipeline.list_archive(archive, region, settings)
-    except Exception as exc:
-        if type(exc).__name__ not in _LISTING_ERRORS or (task_run.run_count or 1) <= _RETRY["retries"]:
-            raise  # Prefect retries it (or it is a bug, which must not be hidden)
-        reason = f"{archive} listing of region {region.name} failed: {exc}"
-        get_run_logger().error("%s", reason)
-        return reason
-    get_run_logger().info("%s offers %d item(s) for region %s", archive, len(records), region.name)
+@task(name="list-archive", cache_policy=NO_CACHE, retries=3, retry_delay_seconds=exponential_backoff(backoff_factor=2),
+      retry_jitter_factor=0.5, retry_condition_fn=_retry_listing)
+def list_task(request: planning.ListingRequest, settings: Settings) -> list[ArchiveRecord]:
+    """What one archive offers for one region (or its whole list)."""
+    records = list_archive(request.archive, request.region, settings)
+    get_run_logger().info("%s offers %d item(s)", request.name, len(records))
     return records
 
 
-@task(name="download", cache_policy=NO_CACHE, **_RETRY)
-def download_task(
-    plan: pipeline.ItemPlan, settings: Settings, budget: pipeline.RunBudget
-) -> pipeline.Fetched | pipeline.ItemResult:
-    """Fetch one record, verified (retried with exponential backoff on ``DownloadError``)."""
-    t0 = time.perf_counter()
-    out = pipeline.download_item(plan, settings, budget=budget)
-    if isinstance(out, DownloadedFile):
-        return pipeline.Fetched(file=out, seconds=time.perf_counter() - t0)
-    return out
+@task(name="download", cache_policy=NO_CACHE)
+def download_task(plan: ItemPlan, settings: Settings, budget: planning.RunBudget) -> steps.Fetched | ItemResult:
+    """Fetch one record, verified; a failure is the item's result (never retried here)."""
+    return steps.fetch_item(plan, settings, budget=budget)
 
 
 @task(name="process", cache_policy=NO_CACHE)
-def process_task(
-    plan: pipeline.ItemPlan,
-    fetched: pipeline.Fetched,
-    settings: Settings,
-    run_id: str,
-    force: bool,
-    budget: pipeline.RunBudget,
-) -> pipeline.ItemResult:
-    """Ingest, flag, enhance and write products for one file; model calls hold the worker's slot.
-
-    Raw-file retention runs at the end of the sweep, after the contact sheet is drawn.
-    """
+def process_task(plan: ItemPlan, fetched: steps.Fetched | ItemResult, settings: Settings, run_id: str, force: bool,
+                 budget: planning.RunBudget) -> ItemResult:
+    """Ingest, flag, enhance, write and record one file; model calls hold the worker's inference slot."""
+    if isinstance(fetched, ItemResult):  # the download ended the item
+        return fetched
     limit_name = inference_limit_name()  # of the machine this task runs on (a Dask worker's own)
     _ensure_limit_once(limit_name)
-    models = pipeline.load_models(settings).with_guard(guard_factory(limit_name))
-    result = pipeline.process_item(
-        plan, fetched.file, settings, models=models, catalog=open_catalog(settings), run_id=run_id,
-        force=force, budget=budget,
-    )
-    result.timings["download"] = fetched.seconds
-    return result
+    engines = load_engines(plan.operation, settings).with_guard(guard_factory(limit_name))
+    return steps.process_item(plan, fetched, settings, engines=engines, catalog=open_catalog(settings),
+                              run_id=run_id, force=force, budget=budget)
+
+
+@task(name="compose", cache_policy=NO_CACHE)
+def compose_task(items: list[ItemResult], settings: Settings, versions: dict[Operation, dict[str, str]]) -> int:
+    """Same-grid Lupton composites of the run's fields (before retention: they read the inputs)."""
+    return len(steps.compose_run(open_catalog(settings), items, versions=versions, settings=settings))
+
+
+@task(name="contact-sheet", cache_policy=NO_CACHE)
+def contact_sheet_task(items: list[ItemResult], settings: Settings, run_id: str) -> str | None:
+    """The before/after contact sheet (before retention: it shows each raw input)."""
+    path = Path(settings.output_dir) / "manifests" / f"{run_id}_contact.png"
+    drawn = write_contact_sheet(round_robin(items), path, max_image_pixels=settings.max_image_pixels)
+    return str(path) if drawn else None
+
+
+@task(name="retention", cache_policy=NO_CACHE)
+def retention_task(item: ItemResult, settings: Settings) -> ItemResult:
+    """Delete a verified item's raw download unless ``keep_raw``; the catalog records it."""
+    return steps.apply_retention(item, keep_raw=settings.keep_raw, catalog=open_catalog(settings))
+
+
+@task(name="manifests", cache_policy=NO_CACHE)
+def manifest_task(run_id: str, settings: Settings) -> tuple[str, str, str]:
+    """The run's manifest and the cumulative one, exported from the catalog (after retention)."""
+    catalog, out = open_catalog(settings), Path(settings.output_dir)
+    parquet, csv = export_run_manifest(catalog, run_id, output_dir=out)
+    return str(parquet), str(csv), str(export_cumulative_manifest(catalog, output_dir=out))
 
 
 # ---------------------------------------------------------------------------------- the sweep
 
 
-def run_sweep(
-    regions: list[Region],
-    settings: Settings,
-    *,
-    flow_name: str,
-    params: dict[str, Any],
-    dry_run: bool = False,
-    force: bool = False,
-) -> pipeline.RunReport:
-    """The body both flows share (must run inside a flow): list, select, fetch, process, report."""
+def run_sweep(regions: list[Region], settings: Settings, *, flow_name: str, params: dict[str, Any],
+              dry_run: bool = False, force: bool = False) -> RunReport:
+    """The body both flows share (must run inside a flow): list, plan, fetch, process, compose, report."""
     logger = get_run_logger()
     started = time.perf_counter()
     catalog = open_catalog(settings)
-    run_id = (
-        f"dry-{datetime.now(UTC).strftime('%Y%m%dT%H%M%S')}" if dry_run
-        else catalog.start_run(flow_name, _jsonable(params))
-    )
-    models = _models_for_planning(settings, dry_run=dry_run)
-
-    # 1. list: one task per (region, archive); ESA/Hubble has no position query, so list it once.
-    list_futures: dict[tuple[str, str], Any] = {}
-    esa_region = Region(name="esahubble-all", ra=0.0, dec=0.0, radius_deg=180.0)
-    for region in regions:
-        for archive in region.archives:
-            key = ("*", archive) if archive == "esahubble" else (region.name, archive)
-            if key not in list_futures:
-                list_futures[key] = list_task.submit(archive, esa_region if archive == "esahubble" else region, settings)
-    listings: list[tuple[str, list[ArchiveRecord]]] = []
-    items: list[pipeline.ItemResult] = []
-    for region in regions:
-        records: list[ArchiveRecord] = []
-        for archive in region.archives:
-            key = ("*", archive) if archive == "esahubble" else (region.name, archive)
-            got = list_futures[key].result()
-            if isinstance(got, str):  # the archive could not be listed: report it, sweep the rest
-                items.append(pipeline.ItemResult(key=f"list:{region.name}:{archive}", archive=archive,
-                                                 record_id="(listing)", region=region.name, operation="list",
-                                                 status="list_failed", error=got))
-                continue
-            records.extend(r for r in got if archive != "esahubble" or pipeline.in_region(r, region))
-        listings.append((region.name, records))
-    done: list[pipeline.ItemPlan] = []
-    plans = pipeline.plan_items(listings, catalog, models=models, force=force, done=done)
-    items.extend(pipeline.ItemResult.from_plan(p, "already_done") for p in done)
-    logger.info("%d item(s) to fetch and process across %d region(s); %d already done",
-                len(plans), len(regions), len(done))
-
-    # 2. operator caps: files and bytes per run (declared sizes), then the free-disk guard per item.
-    budget = pipeline.RunBudget.from_settings(settings)
-    admitted: list[pipeline.ItemPlan] = []
-    for plan in plans:
-        decision = budget.admit(plan.record)
-        if decision.admitted:
-            admitted.append(plan)
-        else:
-            items.append(pipeline.ItemResult.from_plan(plan, decision.status, decision.reason))
-
+    versions = _versions_for_planning(settings, dry_run=dry_run)
+    requests = planning.listing_requests(regions)
+    listed = list_task.map(requests, unmapped(settings))
+    budget = planning.RunBudget.from_settings(settings)  # per-run caps here, the free-disk guard per item
+    plan = planning.plan_run(regions, {r: f.result() for r, f in zip(requests, listed, strict=True)},
+                             catalog=catalog, versions=versions, budget=budget, force=force)
+    logger.info("%d item(s) to fetch and process across %d region(s); %d not run (done or over budget)",
+                len(plan.admitted), len(regions), len(plan.not_run))
     if dry_run:
-        items = [pipeline.ItemResult.from_plan(p, "planned") for p in admitted] + items
-        report = pipeline.finalize_run(items, settings, run_id=run_id, catalog=None, dry_run=True, started=started)
-        _publish(report, settings)
+        report = summarise(f"dry-{datetime.now(UTC).strftime('%Y%m%dT%H%M%S')}", plan.dry_run_items(),
+                           output_dir=Path(settings.output_dir), products_dir=None, dry_run=True,
+                           wall=time.perf_counter() - started)
+        _publish(report)
         return report
 
-    # 3. fetch and process: downloads run ahead, each file is processed as soon as it lands.
+    run_id = catalog.start_run(flow_name, _jsonable(params))
     work_started = time.perf_counter()
-    by_future = {download_task.submit(p, settings, budget): p for p in admitted}
-    process_futures = []
-    for fut in as_completed(list(by_future)):
-        plan = by_future[fut]
-        try:
-            got = fut.result()
-        except Exception as exc:  # noqa: BLE001 - retries exhausted: record the failure, go on
-            items.append(pipeline.ItemResult.from_plan(plan, "download_failed", _describe(exc)))
-            continue
-        if isinstance(got, pipeline.ItemResult):
-            items.append(got)
-            continue
-        process_futures.append(
-            (plan, process_task.submit(plan, got, settings, run_id, force, budget))
-        )
-    for plan, fut in process_futures:
-        try:
-            items.append(fut.result())
-        except Exception as exc:  # noqa: BLE001 - one bad item never stops the sweep
-            items.append(pipeline.ItemResult.from_plan(plan, "error", f"{plan.record.url}: {_describe(exc)}"))
+    fetched = download_task.map(plan.admitted, unmapped(settings), unmapped(budget))
+    processed = process_task.map(plan.admitted, fetched, unmapped(settings), unmapped(run_id), unmapped(force),
+                                 unmapped(budget))
+    items = plan.sort([*plan.not_run, *(_outcome(p, f) for p, f in zip(plan.admitted, processed, strict=True))])
     work_seconds = time.perf_counter() - work_started
-
-    # 4. manifests, contact sheet, catalog run record, artifacts.
-    order = {p.key: i for i, p in enumerate(plans)}
-    items.sort(key=lambda it: order.get(it.key, len(order)))
-    report = pipeline.finalize_run(items, settings, run_id=run_id, catalog=catalog, started=started)
-    report.work_seconds = work_seconds
-    # retention last, so the contact sheet could still show each raw input
-    for it in report.items:
-        pipeline.apply_retention(it, keep_raw=settings.keep_raw)
-    failed = sum(report.counts.get(s, 0) for s in ("error", "download_failed", "list_failed"))
-    catalog.finish_run(run_id, "completed" if not failed else "completed_with_errors", dict(report.counts))
-    _publish(report, settings)
+    n_composites = compose_task(items, settings, versions) if versions is not None else 0
+    sheet = contact_sheet_task(items, settings, run_id)
+    items = [f.result() for f in retention_task.map(items, unmapped(settings))]  # after the sheet: it reads inputs
+    parquet, csv, cumulative = manifest_task(run_id, settings)  # after retention: raw_deleted is recorded
+    report = summarise(run_id, items, output_dir=Path(settings.output_dir),
+                       products_dir=steps.products_dir_for(settings), dry_run=False,
+                       wall=time.perf_counter() - started)
+    report.work_seconds, report.n_composites, report.contact_sheet = work_seconds, n_composites, sheet
+    report.manifest_parquet, report.manifest_csv, report.all_manifest = parquet, csv, cumulative
+    failed = sum(report.counts.get(s, 0) for s in (ItemStatus.ERROR, ItemStatus.DOWNLOAD_FAILED))
+    catalog.finish_run(run_id, RunStatus.COMPLETED_WITH_ERRORS if failed else RunStatus.COMPLETED, dict(report.counts))
+    _publish(report)
     return report
 
 
-def _describe(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {exc}"
-
-
-def _models_for_planning(settings: Settings, *, dry_run: bool) -> pipeline.LoadedModels | None:
-    """The run's models (needed to ask the catalog what is done); a dry run tolerates none."""
+def _outcome(plan: ItemPlan, future: PrefectFuture[ItemResult]) -> ItemResult:
+    """A processed item's result; a task that crashed becomes an ``error`` item (the sweep goes on)."""
     try:
-        return pipeline.load_models(settings)
+        return future.result()
+    except Exception as exc:  # noqa: BLE001 - one bad item never stops the sweep
+        return ItemResult(plan=plan, status=ItemStatus.ERROR, error=f"{plan.record.url}: {type(exc).__name__}: {exc}")
+
+
+def _versions_for_planning(settings: Settings, *, dry_run: bool) -> dict[Operation, dict[str, str]] | None:
+    """The run's model versions (what "done" means); a dry run tolerates missing weights."""
+    try:
+        return model_versions(settings)
     except Exception as exc:  # noqa: BLE001 - a dry run only lists; a real run must have weights
         if not dry_run:
             raise
@@ -266,22 +206,19 @@ def _models_for_planning(settings: Settings, *, dry_run: bool) -> pipeline.Loade
         return None
 
 
-def _publish(report: pipeline.RunReport, settings: Settings) -> None:
+def _publish(report: RunReport) -> None:
     """Table artifact of the run manifest and a markdown summary (with the contact-sheet link)."""
     from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
     rows = _manifest_rows(report) or report.summary_rows()
     if rows:
-        create_table_artifact(
-            table=rows[:1000], key="sweep-manifest",
-            description=f"Run manifest of {report.run_id} ({len(rows)} row(s))",
-        )
-    create_markdown_artifact(markdown=report.markdown(), key="sweep-summary",
-                             description=f"Summary of {report.run_id}")
+        create_table_artifact(table=rows[:1000], key="sweep-manifest",
+                              description=f"Run manifest of {report.run_id} ({len(rows)} row(s))")
+    create_markdown_artifact(markdown=report.markdown(), key="sweep-summary", description=f"Summary of {report.run_id}")
     get_run_logger().info("sweep %s: %s", report.run_id, report.counts)
 
 
-def _manifest_rows(report: pipeline.RunReport) -> list[dict[str, Any]]:
+def _manifest_rows(report: RunReport) -> list[dict[str, Any]]:
     if not report.manifest_parquet:
         return []
     import pandas as pd
@@ -298,16 +235,10 @@ def _cell(value: Any) -> Any:
     return str(value)
 
 
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
-    if hasattr(value, "model_dump"):
-        return value.model_dump(mode="json")
-    if isinstance(value, Path):
-        return str(value)
-    return value
+def _jsonable(params: dict[str, Any]) -> Any:
+    from astro_pipeline.jsondata import jsonable
+
+    return jsonable(params)
 
 
 # ---------------------------------------------------------------------------------- flows
@@ -323,7 +254,7 @@ def archive_sweep(
     dry_run: bool = False,
     force: bool = False,
     overrides: dict[str, Any] | None = None,
-) -> pipeline.RunReport:
+) -> RunReport:
     """Sweep every region on the watch list (``Settings.watch_list``, or ``regions``)."""
     settings = resolve_settings(overrides)
     todo = list(regions or settings.watch_list)
@@ -347,16 +278,16 @@ def reprocess_region(
     instruments: list[str] | None = None,
     filters: list[str] | None = None,
     overrides: dict[str, Any] | None = None,
-) -> pipeline.RunReport:
+) -> RunReport:
     """The sweep for one region on demand; ``force`` redoes existing products with current weights.
 
     ``instruments`` / ``filters``: optional criteria (e.g. ``["ACS"]``, ``["F606W"]``).
     """
     settings = resolve_settings(overrides)
-    chosen = list(archives or pipeline.ARCHIVES)
-    unknown = sorted(set(chosen) - set(pipeline.ARCHIVES))
+    chosen = list(archives or ARCHIVES)
+    unknown = sorted(set(chosen) - set(ARCHIVES))
     if unknown:
-        raise ValueError(f"unknown archive(s) {unknown}; expected some of {list(pipeline.ARCHIVES)}")
+        raise ValueError(f"unknown archive(s) {unknown}; expected some of {list(ARCHIVES)}")
     region = Region(name=f"ra{ra:.4f}_dec{dec:+.4f}_r{radius_deg:g}", ra=ra, dec=dec, radius_deg=radius_deg,
                     archives=chosen, instruments=list(instruments or []), filters=list(filters or []))
     params = {"ra": ra, "dec": dec, "radius_deg": radius_deg, "archives": chosen, "force": force, "dry_run": dry_run,

@@ -27,7 +27,7 @@ from astropy.utils import iers  # noqa: E402
 iers.conf.auto_download = False
 iers.conf.auto_max_age = None
 
-from astro_pipeline.config import shared_dir  # noqa: E402
+from astro_pipeline.config import Settings, shared_dir  # noqa: E402
 
 SHARED = shared_dir()
 
@@ -99,8 +99,9 @@ def postgres_url() -> Iterator[str]:
 def sweep_weights_dir(session_tmp: Path) -> Path:
     """Tiny random ``colorizer``/``superres`` weights in a temp folder (fast; real models not needed)."""
     import torch
+    from model_helpers import random_weights
 
-    from astro_pipeline.models.registry import random_weights, save_weights
+    from astro_pipeline.models.registry import save_weights
 
     torch.set_num_threads(1)
     folder = session_tmp / "sweep-weights"
@@ -117,7 +118,7 @@ def sweep_replica():
     """The archive replica serving the mini sample on 127.0.0.1 for the whole session."""
     from astro_pipeline.archives.replica.server import ReplicaServer
 
-    with ReplicaServer(mini=True) as server:
+    with ReplicaServer(mini=True, cache_dir=Settings().cache_dir) as server:
         yield server
 
 
@@ -130,7 +131,7 @@ def sweep_env(sweep_replica, sweep_weights_dir: Path) -> dict[str, str]:
     """
     import json
 
-    from astro_pipeline.pipeline import sample_watch_list
+    from astro_pipeline.sample_watch_list import sample_watch_list
     from astro_pipeline.sample import load_sample
 
     index = load_sample(sweep_replica.state.sample_root)

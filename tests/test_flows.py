@@ -10,9 +10,13 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from astro_pipeline import pipeline
+from astro_pipeline import planning, steps
+from astro_pipeline.archives.listing import in_region, matches_criteria
 from astro_pipeline.archives.records import ArchiveRecord
-from astro_pipeline.config import Region
+from astro_pipeline.config import Region, Settings
+from astro_pipeline.items import ItemPlan, ItemResult, ItemStatus
+from astro_pipeline.products import Operation
+from astro_pipeline.sample_watch_list import SAMPLE_HLA_CUTOUT_PX, sample_overrides, sample_watch_list
 
 
 def _record(i: int, *, size: int | None = 100, kind: str = "science", ra: float = 10.0, dec: float = 20.0) -> ArchiveRecord:
@@ -31,49 +35,70 @@ def test_angular_distance_and_region_membership() -> None:
     assert separation_deg(359.95, 0, 0.05, 0) == pytest.approx(0.1, abs=1e-9)
     assert mean_position([(359.9, 10.0), (0.1, 10.0)]) == pytest.approx((0.0, 10.0), abs=1e-3)
     region = Region(name="r", ra=359.99, dec=0.0, radius_deg=0.05)
-    assert pipeline.in_region(_record(1, ra=0.02, dec=0.0), region)
-    assert not pipeline.in_region(_record(2, ra=0.2, dec=0.0), region)
+    assert in_region(_record(1, ra=0.02, dec=0.0), region)
+    assert not in_region(_record(2, ra=0.2, dec=0.0), region)
 
 
 def test_sample_overrides_point_every_archive_at_the_replica() -> None:
-    from astro_pipeline.config import Settings
-
-    over = pipeline.sample_overrides("http://127.0.0.1:5555", Settings())
+    over = sample_overrides("http://127.0.0.1:5555", Settings())
     assert {over[k] for k in ("mast_url", "hla_url", "esahubble_url")} == {"http://127.0.0.1:5555"}
-    assert over["hla_cutout_px"] == pipeline.SAMPLE_HLA_CUTOUT_PX
-    assert "hla_cutout_px" not in pipeline.sample_overrides("http://x", Settings(hla_cutout_px=64))
+    assert over["hla_cutout_px"] == SAMPLE_HLA_CUTOUT_PX
+    assert "hla_cutout_px" not in sample_overrides("http://x", Settings(hla_cutout_px=64))
 
 
 def test_region_criteria_match_instrument_prefix_and_filter() -> None:
     region = Region(name="r", ra=10, dec=20, instruments=["acs"], filters=["F606W"])
     rec = _record(1).model_copy(update={"instrument": "ACS/WFC", "filters": ["F606W"]})
-    assert pipeline.matches_criteria(rec, region)
-    assert not pipeline.matches_criteria(rec.model_copy(update={"filters": ["F814W"]}), region)
-    assert not pipeline.matches_criteria(rec.model_copy(update={"instrument": "WFC3/UVIS"}), region)
+    assert matches_criteria(rec, region)
+    assert not matches_criteria(rec.model_copy(update={"filters": ["F814W"]}), region)
+    assert not matches_criteria(rec.model_copy(update={"instrument": "WFC3/UVIS"}), region)
     colour = rec.model_copy(update={"kind": "color", "filters": [], "instrument": "WFPC2"})
-    assert pipeline.matches_criteria(colour, region)
+    assert matches_criteria(colour, region)
 
 
-def test_select_new_dedupes_and_chooses_operation() -> None:
+def _plan(listings: dict[str, list[ArchiveRecord]], *, budget: planning.RunBudget | None = None) -> planning.RunPlan:
+    regions = [Region(name=name, ra=10.0, dec=20.0, archives=["mast"]) for name in listings]
+    by_request = {planning.ListingRequest("mast", r): listings[r.name] for r in regions}
+    return planning.plan_run(regions, by_request, catalog=None, versions=None,
+                             budget=budget or planning.RunBudget(path=Path.cwd()))
+
+
+def test_planner_dedupes_orders_and_chooses_operation() -> None:
     recs = [_record(1), _record(1), _record(2, kind="color")]
-    plans = pipeline.select_new(recs, None, region="r")
+    plans = _plan({"r": recs}).admitted
     assert [p.key for p in plans] == [recs[0].key, recs[2].key]
-    assert [p.operation for p in plans] == ["enhance", "upscale"]
-    listings = [("a", [_record(1), _record(2)]), ("b", [_record(2), _record(3)])]
-    plans = pipeline.plan_items(listings, None, models=None)
+    assert [p.operation for p in plans] == [Operation.ENHANCE, Operation.UPSCALE]
+    plans = _plan({"a": [_record(1), _record(2)], "b": [_record(2), _record(3)]}).admitted
     assert [(p.region, p.record.id[-11:]) for p in plans] == [("a", "x1_drz.fits"), ("a", "x2_drz.fits"),
                                                              ("b", "x3_drz.fits")]
+    # ESA/Hubble is listed once, whole, and each region keeps the images inside its cone
+    regions = [Region(name="near", ra=10.0, dec=20.0, radius_deg=0.1, archives=["esahubble"]),
+               Region(name="far", ra=50.0, dec=-10.0, radius_deg=0.1, archives=["mast", "esahubble"])]
+    requests = planning.listing_requests(regions)
+    assert [r.name for r in requests] == ["esahubble:*", "mast:far"]
+    esa = [_record(7, kind="color", ra=10.01, dec=20.0), _record(8, kind="color", ra=50.0, dec=-10.02)]
+    plan = planning.plan_run(regions, {requests[0]: esa, requests[1]: []}, catalog=None, versions=None,
+                             budget=planning.RunBudget(path=Path.cwd()))
+    assert [(p.region, p.record.id[-11:]) for p in plan.admitted] == [("near", "x7_drz.fits"), ("far", "x8_drz.fits")]
+
+
+def test_planner_admits_under_the_budget_and_a_dry_run_is_the_plan() -> None:
+    plan = _plan({"r": [_record(i) for i in range(4)]}, budget=planning.RunBudget(max_files=2, path=Path.cwd()))
+    assert len(plan.admitted) == 2 and [r.status for r in plan.not_run] == [ItemStatus.OVER_BUDGET] * 2
+    dry = plan.dry_run_items()
+    assert [r.status for r in dry] == [ItemStatus.PLANNED] * 2 + [ItemStatus.OVER_BUDGET] * 2
+    assert [r.key for r in plan.sort(reversed(dry))] == [r.key for r in dry]
 
 
 def test_run_budget_caps_files_bytes_and_disk(tmp_path: Path) -> None:
-    b = pipeline.RunBudget(max_files=2, path=tmp_path)
+    b = planning.RunBudget(max_files=2, path=tmp_path)
     assert [b.admit(_record(i)).admitted for i in range(3)] == [True, True, False]
-    b = pipeline.RunBudget(max_bytes=250, path=tmp_path)
+    b = planning.RunBudget(max_bytes=250, path=tmp_path)
     decisions = [b.admit(_record(i, size=100)) for i in range(3)]
     assert [d.admitted for d in decisions] == [True, True, False]
     assert decisions[2].status == "over_budget" and "max_bytes_per_run=250" in decisions[2].reason
-    assert pipeline.RunBudget(min_free_bytes=0, path=tmp_path / "not" / "yet").disk_ok().admitted
-    low = pipeline.RunBudget(min_free_bytes=10**18, path=tmp_path).disk_ok()
+    assert planning.RunBudget(min_free_bytes=0, path=tmp_path / "not" / "yet").disk_ok().admitted
+    low = planning.RunBudget(min_free_bytes=10**18, path=tmp_path).disk_ok()
     assert not low.admitted and low.status == "low_disk" and "min_free_disk_bytes" in low.reason
     import pickle
 
@@ -104,7 +129,7 @@ def test_archive_sweep_end_to_end_then_rerun_skips(prefect_harness: None, env: d
     index = load_sample(sweep_replica.state.sample_root)
     # hdf and m101 (whose cone holds the qa field too); F606W frames only, to keep the test short
     regions = [r.model_copy(update={"filters": ["F606W"]} if r.name == "m101" else {})
-               for r in pipeline.sample_watch_list(index) if r.name in ("hdf", "m101")]
+               for r in sample_watch_list(index) if r.name in ("hdf", "m101")]
     out = tmp_path / "out"
     overrides = {"output_dir": str(out), "hla_cutout_px": 64}  # HLA as 64 px fitscut cutouts
     report = archive_sweep(regions=regions, overrides=overrides)
@@ -231,7 +256,7 @@ def own_replica():
     from astro_pipeline.archives.replica.faults import FaultPlan
     from astro_pipeline.archives.replica.server import ReplicaServer
 
-    with ReplicaServer(mini=True, faults=FaultPlan(rules=[])) as server:
+    with ReplicaServer(mini=True, cache_dir=Settings().cache_dir, faults=FaultPlan(rules=[])) as server:
         yield server
 
 
@@ -287,15 +312,15 @@ def test_permanent_download_errors_are_attempted_once_and_checksum_failures_twic
 
     @flow(name="download-once")
     def fetch_all() -> dict[str, object]:
-        budget = pipeline.RunBudget.from_settings(settings)
-        return {k: download_task(pipeline.ItemPlan(record=r, region="r", operation="enhance"), settings, budget,
+        budget = planning.RunBudget.from_settings(settings)
+        return {k: download_task(ItemPlan(record=r, region="r", operation=Operation.ENHANCE), settings, budget,
                                  return_state=True) for k, r in records.items()}
 
     states = fetch_all()
     for name, state in states.items():
         assert _task_run_count(state) == 1, f"{name}: the flow retried a download the downloader owns"
         result = state.result(raise_on_failure=False)
-        assert isinstance(result, pipeline.ItemResult) and result.status == "download_failed", (name, result)
+        assert isinstance(result, ItemResult) and result.status == "download_failed", (name, result)
     assert "HTTP 404" in states["missing"].result().error
     assert "not a configured archive host" in states["foreign"].result().error
     assert "sha256 mismatch" in states["corrupt"].result().error
@@ -379,14 +404,13 @@ def test_sweep_writes_same_grid_composites_and_the_manifest_records_retention(
 
 def test_the_download_step_closes_its_http_session(own_replica, tmp_path: Path) -> None:
     """Each download step closes its connections when it returns (not whenever garbage collection runs)."""
-    from astro_pipeline.config import Settings
-
     settings = Settings(mast_url=own_replica.url, output_dir=tmp_path / "out", min_free_disk_bytes=0)
     uri = "mast:HST/product/j9qa03mbq_drz.fits"
     rec = ArchiveRecord(archive="mast", id=uri, url=f"{own_replica.url}/api/v0.1/Download/file?uri={uri}",
                         filename="j9qa03mbq_drz.fits")
-    got = pipeline.download_item(pipeline.ItemPlan(record=rec, region="r", operation="enhance"), settings)
-    assert Path(got.path).is_file()
+    got = steps.fetch_item(ItemPlan(record=rec, region="r", operation=Operation.ENHANCE), settings,
+                           budget=planning.RunBudget(path=tmp_path))
+    assert isinstance(got, steps.Fetched) and Path(got.file.path).is_file()
     connections = own_replica._server.server_state.connections
     deadline = time.monotonic() + 1.0
     while connections and time.monotonic() < deadline:

@@ -37,7 +37,7 @@ CLI = [sys.executable, "-c", "from astro_pipeline.cli import main; main()"]
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[ReplicaServer]:
-    with ReplicaServer(mini=True, faults=FaultPlan.parse("")) as srv:
+    with ReplicaServer(mini=True, cache_dir=Settings().cache_dir, faults=FaultPlan.parse("")) as srv:
         yield srv
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from mast_fixtures import client_settings, faults, mast_index, replica  # noqa: F401
 
+from astro_pipeline.config import Settings
 from astro_pipeline.archives.download import DownloadError
 from astro_pipeline.archives.mast import MastClient, MastError
 from astro_pipeline.archives.records import DownloadedFile
@@ -178,7 +179,7 @@ def test_built_in_sample_region(tmp_path: Path) -> None:
     from astro_pipeline.sample import build_sample, load_sample
 
     plan = FaultPlan.parse("503:/api/v0/invoke:1,truncate:/api/v0.1/Download/file:1")
-    with ReplicaServer(None, faults=plan, mini=True) as srv:
+    with ReplicaServer(None, faults=plan, mini=True, cache_dir=Settings().cache_dir) as srv:
         index = load_sample(srv.state.sample_root)
         drz = [it for it in index.items if it.archive == "mast" and it.path.endswith("_drz.fits")]
         centre = drz[0]

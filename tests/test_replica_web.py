@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 import requests
 
+from astro_pipeline.config import Settings
 from astro_pipeline.archives.esahubble import parse_dec, parse_ra
 from astro_pipeline.archives.replica.esahubble import format_dec, format_ra
 from astro_pipeline.archives.replica.hla import PAGE_SIZE, derive_datasets
@@ -28,7 +29,7 @@ M101 = (210.802429, 54.34875)
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[ReplicaServer]:
-    with ReplicaServer(mini=True) as srv:
+    with ReplicaServer(mini=True, cache_dir=Settings().cache_dir) as srv:
         yield srv
 
 

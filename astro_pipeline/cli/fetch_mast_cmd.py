@@ -55,7 +55,7 @@ def fetch_mast(
             console.print(f"[red]--faults: {exc}[/red]")
             raise typer.Exit(2) from exc
         with console.status("starting the local replica..."):
-            server = ReplicaServer(None, faults=plan).start()
+            server = ReplicaServer(None, faults=plan, cache_dir=settings.cache_dir).start()
         mast_url = server.url
         settings = settings.with_overrides(mast_resolver_url=f"{server.url}/Santa-war/query")
         console.print(f"replica on {server.url} (faults: {plan.describe()})")

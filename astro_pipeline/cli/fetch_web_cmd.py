@@ -40,7 +40,7 @@ def _settings_for(url_field: str, url: str | None, replica: bool, faults: str, w
             console.print(f"[red]fault spec: {exc}[/red]")
             raise typer.Exit(2) from exc
         with console.status("starting the local replica..."):
-            server = ReplicaServer(None, faults=plan)
+            server = ReplicaServer(None, faults=plan, cache_dir=settings.cache_dir)
             server.state.extra["web_faults"] = wf
             server.start()
         url = server.url

@@ -19,6 +19,7 @@ def serve(
     """Serve the built-in sample through MAST, HLA and ESA/Hubble protocols until Ctrl-C."""
     from astro_pipeline.archives.replica.faults import FaultPlan, FaultSpecError
     from astro_pipeline.archives.replica.server import ReplicaServer
+    from astro_pipeline.config import get_settings
 
     try:
         plan = FaultPlan.parse(faults, seed=seed)
@@ -26,7 +27,7 @@ def serve(
         console.print(f"[red]--faults: {exc}[/red]")
         raise typer.Exit(2) from exc
     with console.status("preparing the sample (cached after the first run)..."):
-        server = ReplicaServer(None, faults=plan, port=port, mini=mini)
+        server = ReplicaServer(None, faults=plan, port=port, mini=mini, cache_dir=get_settings().cache_dir)
     url = server.url
     console.print(f"replica on [bold]{url}[/bold]  (sample: {server.state.sample_root})")
     console.print(f"faults: {plan.describe()}")

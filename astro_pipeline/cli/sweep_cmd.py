@@ -15,12 +15,11 @@ from typing import Any
 
 import typer
 
+from astro_pipeline.archives.listing import ARCHIVES as ARCHIVE_NAMES
 from astro_pipeline.cli._app import app
 from astro_pipeline.cli._checks import check_cone, writable_dir
 from astro_pipeline.cli._common import console
 from astro_pipeline.cli._errors import print_error
-
-ARCHIVE_NAMES = ("mast", "hla", "esahubble")
 
 
 def _prefect_offline_defaults() -> None:
@@ -73,7 +72,8 @@ def _print_report(report: Any) -> None:
         out.print(f"time per stage (summed over items): {stages}")
     out.print(f"wall time: {report.wall_seconds:.1f} s")
     if not report.dry_run:
-        out.print(f"products:  {report.products_dir}  ({report.n_products} product(s))")
+        out.print(f"products:  {report.products_dir}  ({report.n_products} product(s), "
+                  f"{report.n_composites} Lupton composite(s))")
         out.print(f"manifest:  {report.manifest_parquet}")
         out.print(f"           {report.manifest_csv}")
         if report.all_manifest:
@@ -139,10 +139,10 @@ def sweep(
         raise typer.Exit(_exit_code(report))
 
     from astro_pipeline.archives.replica.server import ReplicaServer
-    from astro_pipeline.pipeline import sample_overrides, sample_watch_list
     from astro_pipeline.sample import build_sample
+    from astro_pipeline.sample_watch_list import sample_overrides, sample_watch_list
 
-    index = build_sample(mini=mini)
+    index = build_sample(mini=mini, cache_dir=base.cache_dir)
     with ReplicaServer(index.root) as replica:
         console.print(f"replica of MAST, HLA and ESA/Hubble serving the {'mini ' if mini else ''}sample at "
                       f"{replica.url} ({len(index.items)} items)")

@@ -27,11 +27,12 @@ class ReplicaServer(LocalServer):
         host: str = "127.0.0.1",
         port: int = 0,
         mini: bool = False,
+        cache_dir: Path | None = None,
     ) -> None:
-        if sample_root is None:
+        if sample_root is None:  # the built-in sample, built (or reused) under ``cache_dir``
             from astro_pipeline.sample import build_sample
 
-            sample_root = build_sample(mini=mini).root
+            sample_root = build_sample(mini=mini, cache_dir=cache_dir).root
         self._init_server(host, port)
         self.state = ReplicaState(sample_root=Path(sample_root), faults=faults)
         self.state.base_url = self.url

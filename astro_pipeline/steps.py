@@ -1,0 +1,171 @@
+"""The sweep's item steps: fetch one planned item, process and record it, compose, apply retention.
+
+Each step takes typed inputs and returns typed results, so a flow is only the wiring between them
+(``flows/sweep.py``) and a test can call each step directly. Processing and recording go through
+the same library functions as the ``colorize``/``upscale``/``enhance`` commands
+(``astro_pipeline.processing``). Nothing here imports Prefect.
+
+Order of one item: ``ItemPlan`` -> :func:`fetch_item` (verified file) -> :func:`process_item`
+(products, catalog rows) -> ``ItemResult``; then for the run :func:`compose_run`, the contact
+sheet, :func:`apply_retention`, and the manifest export from the catalog (``run_report``).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from astro_pipeline.archives.download import DownloadError, Downloader
+from astro_pipeline.archives.records import DownloadedFile
+from astro_pipeline.catalog import Catalog
+from astro_pipeline.config import Settings
+from astro_pipeline.engines import Engines
+from astro_pipeline.fileio import sha256_file
+from astro_pipeline.items import ItemPlan, ItemResult, ItemStatus
+from astro_pipeline.planning import RunBudget
+from astro_pipeline.processing import compose_recorded, process_input
+from astro_pipeline.products.composites import Composite
+from astro_pipeline.products.types import Operation
+
+__all__ = ["Fetched", "StageTimer", "apply_retention", "compose_run", "fetch_item", "process_item",
+           "products_dir_for", "raw_dir_for"]
+
+
+def raw_dir_for(settings: Settings) -> Path:
+    """Where raw downloads live: ``<output>/raw``."""
+    return Path(settings.output_dir) / "raw"
+
+
+def products_dir_for(settings: Settings) -> Path:
+    """Where products are written: ``<output>/products``."""
+    return Path(settings.output_dir) / "products"
+
+
+class StageTimer:
+    """Accumulates wall time per named stage: ``with timer("download"): ...``."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def __call__(self, stage: str) -> Iterator[None]:
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.add(stage, time.perf_counter() - t0)
+
+    def add(self, stage: str, seconds: float) -> None:
+        self.seconds[stage] = self.seconds.get(stage, 0.0) + float(seconds)
+
+
+@dataclass(frozen=True)
+class Fetched:
+    """A verified download and the seconds it took (about 0 when an existing file was reused)."""
+
+    file: DownloadedFile
+    seconds: float
+
+
+def fetch_item(plan: ItemPlan, settings: Settings, *, budget: RunBudget) -> Fetched | ItemResult:
+    """Fetch one record into ``<output>/raw/<archive>/`` (verified; reused when already complete).
+
+    Returns the download, or the item's result when it ends here: ``low_disk`` when the free-disk
+    guard stops the run, ``download_failed`` naming the error when the downloader (which alone
+    retries) gave up. The downloader's HTTP sessions are closed before returning; the per-host
+    gate is the process's (``archives.download.host_gate``).
+    """
+    decision = budget.disk_ok()
+    if not decision.admitted:
+        return ItemResult(plan=plan, status=decision.status, error=decision.reason)
+    t0 = time.perf_counter()
+    try:
+        with Downloader(settings) as downloader:
+            got = downloader.fetch(plan.record, raw_dir_for(settings) / plan.record.archive)
+    except DownloadError as exc:
+        return ItemResult(plan=plan, status=ItemStatus.DOWNLOAD_FAILED, error=f"{type(exc).__name__}: {exc}",
+                          timings={"download": time.perf_counter() - t0})
+    return Fetched(file=got, seconds=time.perf_counter() - t0)
+
+
+def process_item(plan: ItemPlan, fetched: Fetched, settings: Settings, *, engines: Engines, catalog: Catalog,
+                 run_id: str, force: bool, budget: RunBudget) -> ItemResult:
+    """Ingest, flag, stretch, tile, enhance and write products for one file; record it all.
+
+    Skips (``skipped_done``) when the catalog already holds this input's products for the current
+    model versions, unless ``force``. Never raises for a bad file: its products carry
+    ``status="error"`` naming the file and the problem, and the item is ``error`` (or
+    ``partial`` when only some frames failed).
+    """
+    timer = StageTimer()
+    timer.add("download", fetched.seconds)
+    got = fetched.file
+    result = ItemResult(plan=plan, status=ItemStatus.OK, raw_path=str(got.path), sha256=got.sha256, size=got.size,
+                        timings=timer.seconds)
+    with timer("catalog"):
+        catalog.upsert_file(got, run_id=run_id)
+        done = not force and catalog.is_done(got.sha256, engines.versions_for(plan.operation), None,
+                                             operation=plan.operation)
+    if done:
+        result.status = ItemStatus.SKIPPED_DONE
+        return result
+    decision = budget.disk_ok()
+    if not decision.admitted:
+        result.status, result.error = decision.status, decision.reason
+        return result
+    engines.take_inference_seconds()
+    t0 = time.perf_counter()
+    processed = process_input(got.path, operation=plan.operation, engines=engines, output_dir=products_dir_for(settings),
+                              quality=settings.quality, max_image_pixels=settings.max_image_pixels, catalog=catalog,
+                              run_id=run_id, input_root=raw_dir_for(settings), downloaded=got)
+    total = time.perf_counter() - t0
+    engine_s, model_s, tiles = engines.take_inference_seconds()
+    timer.add("model", model_s)
+    timer.add("tiling", max(0.0, engine_s - model_s))
+    timer.add("ingest+write", max(0.0, total - engine_s))  # recording the products included
+    result.tiles = tiles
+    result.products = list(processed.products)
+    failed = processed.failed
+    if failed:
+        result.status = ItemStatus.ERROR if len(failed) == len(processed.products) else ItemStatus.PARTIAL
+        result.error = "; ".join(str(p.error) for p in failed)
+    return result
+
+
+def compose_run(catalog: Catalog, items: Sequence[ItemResult], *, versions: dict[Operation, dict[str, str]],
+                settings: Settings) -> list[Composite]:
+    """Same-grid Lupton composites for the fields of this run's inputs (``processing.compose_recorded``)."""
+    out: list[Composite] = []
+    for op in sorted({it.operation for it in items}):
+        shas = [s for it in items if it.operation == op for s in (it.sha256 or it.plan.known_sha256,) if s]
+        out += compose_recorded(catalog, shas, operation=op, models=versions[op],
+                                max_image_pixels=settings.max_image_pixels)
+    return out
+
+
+def _products_verified(result: ItemResult) -> bool:
+    """True when every product file of the item exists with its recorded sha256."""
+    return bool(result.products) and all(
+        Path(pf.path).is_file() and sha256_file(pf.path) == pf.sha256
+        for product in result.products for pf in product.files.values())
+
+
+def apply_retention(result: ItemResult, *, keep_raw: bool, catalog: Catalog) -> ItemResult:
+    """Delete the raw download once its products are verified, unless ``keep_raw``; record it.
+
+    The catalog records the deletion (the manifest's ``raw_deleted``); the manifest keeps
+    ``raw_path``, which then names a deleted file, so provenance survives.
+    """
+    if keep_raw or result.raw_path is None or result.status not in (ItemStatus.OK, ItemStatus.SKIPPED_DONE):
+        return result
+    if result.status is ItemStatus.OK and not _products_verified(result):
+        return result
+    raw = Path(result.raw_path)
+    raw.unlink(missing_ok=True)
+    if result.sha256:
+        catalog.record_raw_deleted(result.sha256)
+    result.raw_deleted = True
+    return result

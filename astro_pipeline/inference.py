@@ -268,12 +268,11 @@ class Engine:
         *,
         out: np.ndarray | None = None,
         order: Sequence[int] | None = None,
-        on_tiles: Callable[[int], None] | None = None,
     ) -> np.ndarray:
         """Run the model over ``image`` (H, W[, C]) and return the stitched (H*s, W*s, C_out) float32.
 
         ``out`` may be a preallocated array or memmap of that shape; ``order`` a permutation of
-        tile indices (the result does not depend on it); ``on_tiles(n)`` reports progress.
+        tile indices (the result does not depend on it).
         """
         if image.ndim not in (2, 3) or image.shape[0] < 1 or image.shape[1] < 1:
             raise ValueError(f"expected an (H, W) or (H, W, C) image, got shape {image.shape}")
@@ -306,8 +305,6 @@ class Engine:
             if isinstance(image, np.memmap) and pos < len(indices) and rest_min[pos] > released:
                 release_rows(image, released, int(rest_min[pos]))
                 released = int(rest_min[pos])
-            if on_tiles is not None:
-                on_tiles(len(chunk))
         assert acc is not None
         res = acc.finish()
         stats.seconds = time.perf_counter() - t0

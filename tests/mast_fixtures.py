@@ -1,7 +1,7 @@
 """Shared fixtures for the MAST tests: a small sample (real FITS files) and a running replica.
 
-The sample has the ``SampleIndex`` shape (``root``, ``items`` with the ``SampleItem`` fields), so the
-replica serves it exactly as it serves the built-in sample. Import the fixtures into a test module
+The sample is a real ``SampleIndex`` of ``SampleItem`` s, so the replica serves it exactly as it
+serves the built-in sample. Import the fixtures into a test module
 with ``from mast_fixtures import mast_index, replica  # noqa: F401``.
 """
 
@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -18,38 +17,9 @@ import pytest
 from astro_pipeline.archives.replica.faults import FaultPlan
 from astro_pipeline.archives.replica.server import ReplicaServer
 from astro_pipeline.config import DownloadSettings, Settings
+from astro_pipeline.sample import SampleIndex, SampleItem
 
-
-@dataclass
-class Item:
-    archive: str
-    id: str
-    path: str
-    kind: str
-    field: str
-    ra: float
-    dec: float
-    target: str
-    instrument: str
-    filter: str
-    exptime: float
-    date_obs: str
-    proposal_id: str
-    obsid: str
-    title: str = ""
-    credit: str = "NASA, ESA"
-    license: str = "public domain"
-    release: str = ""
-    expected_flags: list[str] = field(default_factory=list)
-    size: int = 0
-    sha256: str = ""
-
-
-@dataclass
-class Index:
-    root: Path
-    items: list[Item]
-
+CREDIT, LICENSE = "NASA, ESA", "public domain"
 
 # (obs_id, file, field, target, ra, dec, instrument, filter, exptime, date)
 ROWS = [
@@ -78,29 +48,31 @@ def _write_fits(path: Path, ra: float, dec: float, seed: int) -> None:
     fits.HDUList([fits.PrimaryHDU(), sci, wht]).writeto(path)
 
 
-def build_index(root: Path) -> Index:
+def build_index(root: Path) -> SampleIndex:
     items = []
     for n, (obs_id, rel, fld, target, ra, dec, inst, flt, exp, day) in enumerate(ROWS):
         path = root / "mast" / rel
         _write_fits(path, ra, dec, n)
         data = path.read_bytes()
-        items.append(Item(archive="mast", id=obs_id, path=f"mast/{rel}", kind="science", field=fld, ra=ra,
-                          dec=dec, target=target, instrument=inst, filter=flt, exptime=exp, date_obs=day,
-                          proposal_id=str(10000 + n), obsid=str(2_100_000_000 + n), title=f"{target} {flt}",
-                          size=len(data), sha256=hashlib.sha256(data).hexdigest()))
-    items.append(Item(archive="esahubble", id="heic0000a", path="esahubble/heic0000a.jpg", kind="color",
-                      field="m101", ra=210.8, dec=54.35, target="M101", instrument="ACS/WFC", filter="",
-                      exptime=0.0, date_obs="2006-02-28", proposal_id="", obsid="9"))
-    return Index(root=root, items=items)
+        items.append(SampleItem(archive="mast", id=obs_id, path=f"mast/{rel}", kind="science", field=fld, ra=ra,
+                                dec=dec, target=target, instrument=inst, filter=flt, exptime=exp, date_obs=day,
+                                proposal_id=str(10000 + n), obsid=str(2_100_000_000 + n), title=f"{target} {flt}",
+                                credit=CREDIT, license=LICENSE, release="", size=len(data),
+                                sha256=hashlib.sha256(data).hexdigest()))
+    items.append(SampleItem(archive="esahubble", id="heic0000a", path="esahubble/heic0000a.jpg", kind="color",
+                            field="m101", ra=210.8, dec=54.35, target="M101", instrument="ACS/WFC", filter="",
+                            exptime=0.0, date_obs="2006-02-28", proposal_id="", obsid="9", title="", credit=CREDIT,
+                            license=LICENSE, release=""))
+    return SampleIndex(root=root, items=items)
 
 
 @pytest.fixture(scope="session")
-def mast_index(tmp_path_factory: pytest.TempPathFactory) -> Index:
+def mast_index(tmp_path_factory: pytest.TempPathFactory) -> SampleIndex:
     return build_index(tmp_path_factory.mktemp("mast-sample"))
 
 
 @pytest.fixture(scope="module")
-def replica(mast_index: Index) -> Iterator[ReplicaServer]:
+def replica(mast_index: SampleIndex) -> Iterator[ReplicaServer]:
     """The replica on 127.0.0.1 serving ``mast_index``; ``replica.state.faults`` is an empty FaultPlan."""
     srv = ReplicaServer(mast_index.root, faults=FaultPlan(rules=[]))
     srv.state.extra["sample_index"] = mast_index

@@ -7,8 +7,9 @@ import json
 
 import pytest
 import torch
+from model_helpers import random_weights
 
-from astro_pipeline.models.registry import load_weights, random_weights, read_meta, save_weights
+from astro_pipeline.models.registry import load_weights, read_meta, save_weights
 from astro_pipeline.training import metrics as M
 from astro_pipeline.training.evaluate import evaluate_models, horseshoe_check
 from astro_pipeline.training.promote import gate, promote_candidate

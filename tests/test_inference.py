@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 from torch import nn
+from model_helpers import random_weights
 
 from astro_pipeline.color import lightness, lightness_from_grey, srgb_to_lab
 from astro_pipeline.inference import (
@@ -20,7 +21,6 @@ from astro_pipeline.inference import (
     resolve_precision,
     upscale_display,
 )
-from astro_pipeline.models.registry import random_weights
 
 
 @pytest.fixture(autouse=True)

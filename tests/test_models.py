@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 from torch.nn import functional as F
+from model_helpers import random_weights
 
 from astro_pipeline.models.colorizer import PatchDiscriminator, UNetColorizer
-from astro_pipeline.models.registry import random_weights
 from astro_pipeline.models.superres import SRDiscriminator, SRResNet, flux_conserving
 
 

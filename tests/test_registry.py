@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import pickle
+from pathlib import Path
 
 import pytest
 import torch
+from model_helpers import random_weights
 
 from astro_pipeline.models import registry
 from astro_pipeline.models.registry import (
@@ -14,7 +16,6 @@ from astro_pipeline.models.registry import (
     WeightsNotFoundError,
     build_model,
     load_weights,
-    random_weights,
     read_meta,
     save_weights,
 )
@@ -105,7 +106,11 @@ def test_mismatched_tensors_are_a_clear_error(tmp_path):
 def test_build_model_unknown_arch():
     with pytest.raises(registry.WeightsError, match="unknown architecture"):
         build_model("Nope")
-    assert json.dumps(registry.default_meta("superres", name="x").kwargs)
+    meta = registry.default_meta("superres", name="x")
+    back = registry.WeightsMeta.from_header(meta.to_header(), source=Path("x.safetensors"))
+    assert back.kwargs == meta.kwargs == {"channels": 32, "blocks": 8, "scale": 4}  # survive the string header
+    assert (back.arch, back.scale, back.tile_size) == ("SRResNet", 4, 64)
+    assert json.loads(meta.to_header()["kwargs"]) == meta.kwargs
 
 
 def test_random_weights_are_seeded():

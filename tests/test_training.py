@@ -15,8 +15,9 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from model_helpers import random_weights
 
-from astro_pipeline.models.registry import load_weights, random_weights, save_weights
+from astro_pipeline.models.registry import load_weights, save_weights
 from astro_pipeline.training.checkpoint import checkpoint_step
 from astro_pipeline.training.datasets import ColorizerBatches, ImageBank, SRBatches, downscale_bicubic
 from astro_pipeline.training.colorspace import lab_to_srgb

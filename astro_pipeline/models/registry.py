@@ -31,7 +31,6 @@ __all__ = [
     "load_weights",
     "read_meta",
     "save_weights",
-    "random_weights",
     "resolve_weights_path",
 ]
 
@@ -121,8 +120,11 @@ def build_model(arch: str, **kwargs: Any) -> nn.Module:
     return cls(**kwargs)
 
 
-def resolve_weights_path(name_or_path: str | Path) -> Path:
-    """A weights name (``colorizer``) -> ``Settings.weights_dir/colorizer.safetensors``; a path -> itself."""
+def resolve_weights_path(name_or_path: str | Path, *, weights_dir: str | Path | None = None) -> Path:
+    """A weights name (``colorizer``) -> ``weights_dir/colorizer.safetensors``; a path -> itself.
+
+    ``weights_dir`` defaults to the process settings' (kept for the training commands, which pass names).
+    """
     text = str(name_or_path)
     looks_like_path = isinstance(name_or_path, Path) or "/" in text or os.sep in text or "." in Path(text).name
     if looks_like_path:
@@ -130,9 +132,11 @@ def resolve_weights_path(name_or_path: str | Path) -> Path:
         if not path.exists():
             raise WeightsNotFoundError(f"{path}: weights file not found (pass an existing file with --weights)")
         return path
-    from astro_pipeline.config import get_settings
+    if weights_dir is None:
+        from astro_pipeline.config import get_settings
 
-    path = Path(get_settings().weights_dir) / f"{text}.safetensors"
+        weights_dir = get_settings().weights_dir
+    path = Path(weights_dir) / f"{text}.safetensors"
     if not path.exists():
         raise WeightsNotFoundError(
             f"{path}: default weights {text!r} are not installed; train them (`astro-pipeline train`) "
@@ -156,11 +160,11 @@ def _check_safetensors(path: Path) -> None:
         raise WeightsFormatError(f"{path}: not a safetensors file")
 
 
-def read_meta(path: str | Path) -> WeightsMeta:
-    """Read only the metadata of a weights file (fast; no tensors loaded)."""
+def read_meta(path: str | Path, *, weights_dir: str | Path | None = None) -> WeightsMeta:
+    """Read only the metadata of a weights file or name (fast; no tensors loaded)."""
     from safetensors import SafetensorError, safe_open
 
-    path = resolve_weights_path(path)
+    path = resolve_weights_path(path, weights_dir=weights_dir)
     _check_safetensors(path)
     try:
         with safe_open(str(path), framework="pt") as fh:
@@ -170,12 +174,13 @@ def read_meta(path: str | Path) -> WeightsMeta:
     return WeightsMeta.from_header(header, source=path, sha256=sha256_file(path))
 
 
-def load_weights(name_or_path: str | Path, *, device: str | torch.device = "cpu") -> tuple[nn.Module, WeightsMeta]:
+def load_weights(name_or_path: str | Path, *, device: str | torch.device = "cpu",
+                 weights_dir: str | Path | None = None) -> tuple[nn.Module, WeightsMeta]:
     """Build the network named in the file's metadata and load its tensors (as float32, eval mode)."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    path = resolve_weights_path(name_or_path)
+    path = resolve_weights_path(name_or_path, weights_dir=weights_dir)
     meta = read_meta(path)
     try:
         state = load_file(str(path), device="cpu")
@@ -204,11 +209,6 @@ def save_weights(model: nn.Module, path: str | Path, meta: WeightsMeta, *, dtype
     return path
 
 
-#: Tiny configurations for tests (random weights, seconds to run).
-_TINY = {
-    "colorize": ("UNetColorizer", {"base_channels": 8, "depth": 3, "chroma_scale": 2}, 64),
-    "superres": ("SRResNet", {"channels": 8, "blocks": 2, "scale": 4}, 32),
-}
 #: Shipping configurations (what `astro-pipeline train` builds by default).
 _FULL = {
     "colorize": ("UNetColorizer", {"base_channels": 32, "depth": 4, "chroma_scale": 1, "input_scale": 4}, 256),
@@ -216,12 +216,11 @@ _FULL = {
 }
 
 
-def default_meta(task: str, *, name: str, tiny: bool = False, version: str = "0.0.0") -> WeightsMeta:
-    """The metadata (arch, kwargs, colour space, tile, scale) of a task's standard configuration."""
-    table = _TINY if tiny else _FULL
-    if task not in table:
-        raise WeightsError(f"unknown task {task!r}; known: {sorted(table)}")
-    arch, kwargs, tile = table[task]
+def default_meta(task: str, *, name: str, version: str = "0.0.0") -> WeightsMeta:
+    """The metadata (arch, kwargs, colour space, tile, scale) of a task's shipping configuration."""
+    if task not in _FULL:
+        raise WeightsError(f"unknown task {task!r}; known: {sorted(_FULL)}")
+    arch, kwargs, tile = _FULL[task]
     return WeightsMeta(
         name=name,
         version=version,
@@ -232,15 +231,3 @@ def default_meta(task: str, *, name: str, tiny: bool = False, version: str = "0.
         tile_size=tile,
         scale=1 if task == "colorize" else int(kwargs["scale"]),
     )
-
-
-def random_weights(task: str, *, tiny: bool = True, seed: int = 0) -> tuple[nn.Module, WeightsMeta]:
-    """A randomly initialised model of ``task`` ("colorize" | "superres") built via the registry (tests)."""
-    meta = default_meta(task, name=f"random-{task}", tiny=tiny, version="0.0.0-random")
-    gen = torch.random.fork_rng(devices=[])
-    with gen:
-        torch.manual_seed(seed)
-        model = build_model(meta.arch, **meta.kwargs)
-    model.eval()
-    model.requires_grad_(False)
-    return model, meta

@@ -21,7 +21,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
 
-from astro_pipeline.config import Settings, get_settings
+from astro_pipeline.config import Settings
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from playwright.sync_api import Browser, BrowserContext, ElementHandle, Frame, Page, Playwright
@@ -118,14 +118,13 @@ def _is_executable(path: Path | None) -> bool:
     return path is not None and path.is_file() and os.access(path, os.X_OK)
 
 
-def find_chromium(settings: Settings | None = None, *, playwright_executable: str | None = None) -> Path | None:
+def find_chromium(settings: Settings, *, playwright_executable: str | None = None) -> Path | None:
     """The browser executable to launch.
 
     Returns ``Settings.chromium_path`` when it is an executable file; else ``None`` when
     Playwright's own Chromium (``playwright_executable``) is installed (Playwright then
     launches it by default). Raises :class:`BrowserNotFoundError` with install advice otherwise.
     """
-    settings = settings or get_settings()
     configured = Path(settings.chromium_path).expanduser() if settings.chromium_path else None
     if _is_executable(configured):
         return configured
@@ -194,8 +193,8 @@ class BrowserSession:
     selector wait; timeouts and HTTP errors become :class:`ScrapeError`.
     """
 
-    def __init__(self, settings: Settings | None = None, *, timeout_s: float | None = None) -> None:
-        self.settings = settings or get_settings()
+    def __init__(self, settings: Settings, *, timeout_s: float | None = None) -> None:
+        self.settings = settings
         self.timeout_s = float(timeout_s if timeout_s is not None else self.settings.browser_timeout_s)
         self.politeness = HostPoliteness(self.settings.download.min_interval_s)
         self._pw_cm: Any = None

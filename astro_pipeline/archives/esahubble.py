@@ -25,7 +25,7 @@ from astro_pipeline.archives.browser import (
     run_outside_event_loop,
 )
 from astro_pipeline.archives.records import ArchiveRecord, DownloadedFile
-from astro_pipeline.config import Settings, get_settings
+from astro_pipeline.config import Settings
 
 if TYPE_CHECKING:  # pragma: no cover
     from playwright.sync_api import Page
@@ -130,8 +130,8 @@ class EsaHubbleClient:
 
     archive = "esahubble"
 
-    def __init__(self, settings: Settings | None = None, *, downloader: Downloader | None = None) -> None:
-        self.settings = settings or get_settings()
+    def __init__(self, settings: Settings, *, downloader: Downloader | None = None) -> None:
+        self.settings = settings
         self._downloader = downloader
         self.stats = ScrapeStats()
 

@@ -23,7 +23,7 @@ from astro_pipeline.archives.browser import (
     run_outside_event_loop,
 )
 from astro_pipeline.archives.records import ArchiveRecord, DownloadedFile
-from astro_pipeline.config import Settings, get_settings
+from astro_pipeline.config import Settings
 
 if TYPE_CHECKING:  # pragma: no cover
     from playwright.sync_api import Page
@@ -90,8 +90,8 @@ class HlaClient:
 
     archive = "hla"
 
-    def __init__(self, settings: Settings | None = None, *, downloader: Downloader | None = None) -> None:
-        self.settings = settings or get_settings()
+    def __init__(self, settings: Settings, *, downloader: Downloader | None = None) -> None:
+        self.settings = settings
         self._downloader = downloader
         self.stats = ScrapeStats()
 

@@ -27,7 +27,7 @@ import requests
 
 from astro_pipeline.archives.download import Downloader, DownloadError, _TimeoutAdapter, backoff_delay
 from astro_pipeline.archives.records import ArchiveRecord, DownloadedFile
-from astro_pipeline.config import Settings, get_settings
+from astro_pipeline.config import Settings
 
 __all__ = ["DEFAULT_PRODUCT_TYPES", "MastClient", "MastError", "product_url"]
 
@@ -109,8 +109,8 @@ def _mjd_to_iso(mjd: float | None) -> str | None:
 class MastClient:
     """Query a sky region on MAST (or the replica), list and filter products, fetch them verified."""
 
-    def __init__(self, settings: Settings | None = None, *, downloader: Downloader | None = None) -> None:
-        self.settings = settings or get_settings()
+    def __init__(self, settings: Settings, *, downloader: Downloader | None = None) -> None:
+        self.settings = settings
         self.base_url = self.settings.mast_url.rstrip("/")
         self.downloader = downloader or Downloader(self.settings)
         self._rng = random.Random()

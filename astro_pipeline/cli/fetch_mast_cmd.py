@@ -94,30 +94,12 @@ def fetch_mast(
 
 
 def _summary(results: list, elapsed: float, as_json: bool) -> None:
-    from rich.table import Table
+    from astro_pipeline.cli._downloads import download_rows, print_downloads
 
-    from astro_pipeline.archives.download import DownloadError
-
-    rows = []
-    for res in results:
-        if isinstance(res, DownloadError):
-            rec = res.record
-            rows.append({"file": (rec.filename if rec else None) or res.url, "obs_id": rec.obs_id if rec else None,
-                         "status": "failed", "size": None, "sha256": None, "detail": res.reason})
-        else:
-            rows.append({"file": str(res.path), "obs_id": res.record.obs_id,
-                         "status": "skipped" if res.skipped else "ok", "size": res.size, "sha256": res.sha256,
-                         "detail": f"verified: {res.verified_against}"})
+    rows = [{"file": r["file"], "obs_id": r["id"], "status": r["status"], "size": r["size"], "sha256": r["sha256"],
+             "detail": r["detail"]} for r in download_rows(results, id_field="obs_id")]
     if as_json:
         typer.echo(json.dumps({"elapsed_s": round(elapsed, 3), "files": rows}))
-    table = Table(title=f"MAST fetch: {len(rows)} file(s) in {elapsed:.2f} s")
-    for col in ("file", "obs_id", "status", "size", "detail"):
-        table.add_column(col)
-    for row in rows:
-        style = {"failed": "red", "skipped": "dim"}.get(row["status"], "")
-        table.add_row(Path(row["file"]).name, row["obs_id"] or "", row["status"],
-                      "" if row["size"] is None else f"{row['size']:,}", row["detail"], style=style)
-    console.print(table)
-    ok = sum(r["status"] == "ok" for r in rows)
-    skipped = sum(r["status"] == "skipped" for r in rows)
-    console.print(f"downloaded {ok}, already verified {skipped}, failed {len(rows) - ok - skipped}")
+    n = print_downloads(f"MAST fetch: {len(rows)} file(s) in {elapsed:.2f} s", [dict(r, id=r["obs_id"]) for r in rows],
+                        id_header="obs_id")
+    console.print(f"downloaded {n['ok']}, already verified {n['skipped']}, failed {n['failed']}")

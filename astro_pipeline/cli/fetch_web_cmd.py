@@ -8,16 +8,26 @@ read (the message names the selector and URL) or any download failed.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import typer
 
+from astro_pipeline.archives.records import ArchiveRecord
 from astro_pipeline.cli._app import fetch_app
 from astro_pipeline.cli._checks import check_cone, writable_dir
 from astro_pipeline.cli._common import console
 from astro_pipeline.cli._errors import print_error
+
+
+# Options both scraper commands take.
+_REPLICA = typer.Option(False, "--replica", help="Start the local replica (built-in sample) and use it.")
+_FAULTS = typer.Option("", "--faults", help="With --replica: HTTP fault spec (replica.faults).")
+_WEB_FAULTS = typer.Option("", "--web-faults", help="With --replica: page fault spec (replica.web_common).")
+_TIMEOUT = typer.Option(None, "--timeout", help="Browser wait limit, seconds (Settings.browser_timeout_s).")
+_JSON = typer.Option(False, "--json", help="Print the result as JSON on stdout.")
 
 
 @contextmanager
@@ -62,37 +72,17 @@ def _settings_for(url_field: str, url: str | None, replica: bool, faults: str, w
 
 def _report(archive: str, records: list, results: list, stats: Any, as_json: bool) -> int:
     """Print the outcome; returns the number of failed downloads."""
-    from rich.table import Table
+    from astro_pipeline.cli._downloads import download_rows, print_downloads
 
-    from astro_pipeline.archives.download import DownloadError
-
-    rows = []
-    for res in results:
-        if isinstance(res, DownloadError):
-            rec = res.record
-            rows.append({"file": (rec.filename if rec else None) or res.url, "id": rec.id if rec else None,
-                         "status": "failed", "size": None, "sha256": None, "detail": res.reason,
-                         "credit": rec.credit if rec else None, "license": rec.license if rec else None})
-        else:
-            rows.append({"file": str(res.path), "id": res.record.id, "status": "skipped" if res.skipped else "ok",
-                         "size": res.size, "sha256": res.sha256, "detail": f"verified: {res.verified_against}",
-                         "credit": res.record.credit, "license": res.record.license})
+    rows = download_rows(results, id_field="id")
     timing = stats.summary()
     if as_json:
         typer.echo(json.dumps({"archive": archive, "records": len(records), "timing": timing, "files": rows}))
-    table = Table(title=f"{archive}: {len(rows)} file(s)")
-    for col in ("file", "id", "status", "size", "detail"):
-        table.add_column(col)
-    for row in rows:
-        style = {"failed": "red", "skipped": "dim"}.get(row["status"], "")
-        table.add_row(Path(row["file"]).name, row["id"] or "", row["status"],
-                      "" if row["size"] is None else f"{row['size']:,}", row["detail"], style=style)
-    console.print(table)
-    failed = sum(r["status"] == "failed" for r in rows)
+    n = print_downloads(f"{archive}: {len(rows)} file(s)", rows, id_header="id")
     console.print(f"{len(records)} record(s) from {timing['pages']} page(s): {timing['per_page_s']:.2f} s/page, "
                   f"{timing['per_item_s']:.2f} s/detail page, {timing['per_download_s']:.2f} s/download, "
-                  f"browser start {timing['launch_s']:.2f} s; failed downloads: {failed}")
-    return failed
+                  f"browser start {timing['launch_s']:.2f} s; failed downloads: {n['failed']}")
+    return n["failed"]
 
 
 def _recording(flow: str, params: dict, settings, output: Path):
@@ -102,9 +92,24 @@ def _recording(flow: str, params: dict, settings, output: Path):
     return recording_run(flow, params, settings=settings.with_overrides(output_dir=output))
 
 
-def _scrape_failed(exc: Exception) -> typer.Exit:
-    print_error(f"scrape failed: {exc}")
-    return typer.Exit(1)
+def _scrape(status: str, listing: Callable[[], list[ArchiveRecord]]) -> list[ArchiveRecord]:
+    """Run a scraper's listing under a status line; a page that fails is a clean exit 1."""
+    from astro_pipeline.archives.browser import BrowserNotFoundError, ScrapeError
+
+    try:
+        with console.status(status):
+            return listing()
+    except (ScrapeError, BrowserNotFoundError) as exc:
+        print_error(f"scrape failed: {exc}")
+        raise typer.Exit(1) from exc
+
+
+def _fetch_recorded(flow: str, params: dict, settings: Any, output: Path, records: list[ArchiveRecord],
+                    fetch: Callable[[], list]) -> list:
+    """Record the listing and the downloads as one catalog run under ``output``."""
+    with _recording(flow, params, settings, output) as run:
+        run.records(records)
+        return run.downloads(fetch())
 
 
 @fetch_app.command("hla")
@@ -118,30 +123,25 @@ def fetch_hla(
     previews: bool = typer.Option(False, "--previews", help="Also download each result's JPEG preview."),
     max_pages: int | None = typer.Option(None, "--max-pages", help="Stop after this many results pages."),
     hla_url: str | None = typer.Option(None, "--hla-url", help="Override Settings.hla_url (e.g. a replica)."),
-    replica: bool = typer.Option(False, "--replica", help="Start the local replica (built-in sample) and use it."),
-    faults: str = typer.Option("", "--faults", help="With --replica: HTTP fault spec (replica.faults)."),
-    web_faults: str = typer.Option("", "--web-faults", help="With --replica: page fault spec (replica.web_common)."),
-    timeout: float | None = typer.Option(None, "--timeout", help="Browser wait limit, seconds (Settings.browser_timeout_s)."),
-    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON on stdout."),
+    replica: bool = _REPLICA,
+    faults: str = _FAULTS,
+    web_faults: str = _WEB_FAULTS,
+    timeout: float | None = _TIMEOUT,
+    as_json: bool = _JSON,
 ) -> None:
     """Search the Hubble Legacy Archive around a position, walk every results page, download."""
     check_cone(ra, dec, radius)
     output = writable_dir(output)
-    from astro_pipeline.archives.browser import BrowserNotFoundError, ScrapeError
     from astro_pipeline.archives.hla import HlaClient
 
     with _settings_for("hla_url", hla_url, replica, faults, web_faults, timeout) as settings:
         client = HlaClient(settings)
-        try:
-            with console.status("searching the HLA in headless Chromium..."):
-                records = client.search(ra, dec, radius, cutout_px=cutout_px, max_pages=max_pages)
-        except (ScrapeError, BrowserNotFoundError) as exc:
-            raise _scrape_failed(exc) from exc
+        records = _scrape("searching the HLA in headless Chromium...",
+                          lambda: client.search(ra, dec, radius, cutout_px=cutout_px, max_pages=max_pages))
         console.print(f"{len(records)} dataset(s) on {len(client.stats.page_s)} results page(s)")
         params = {"ra": ra, "dec": dec, "radius_deg": radius, "cutout_px": cutout_px, "max_pages": max_pages}
-        with _recording("fetch-hla", params, settings, output) as run:
-            run.records(records)
-            results = run.downloads(client.fetch(records, output, previews=previews))
+        results = _fetch_recorded("fetch-hla", params, settings, output, records,
+                                  lambda: client.fetch(records, output, previews=previews))
     if _report("hla", records, results, client.stats, as_json):
         raise typer.Exit(1)
 
@@ -152,30 +152,25 @@ def fetch_esahubble(
     max_items: int | None = typer.Option(None, "--max", help="At most this many images (one per release)."),
     search: str | None = typer.Option(None, "--search", help="Only images whose list search matches this text."),
     esahubble_url: str | None = typer.Option(None, "--esahubble-url", help="Override Settings.esahubble_url."),
-    replica: bool = typer.Option(False, "--replica", help="Start the local replica (built-in sample) and use it."),
-    faults: str = typer.Option("", "--faults", help="With --replica: HTTP fault spec (replica.faults)."),
-    web_faults: str = typer.Option("", "--web-faults", help="With --replica: page fault spec (replica.web_common)."),
-    timeout: float | None = typer.Option(None, "--timeout", help="Browser wait limit, seconds (Settings.browser_timeout_s)."),
-    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON on stdout."),
+    replica: bool = _REPLICA,
+    faults: str = _FAULTS,
+    web_faults: str = _WEB_FAULTS,
+    timeout: float | None = _TIMEOUT,
+    as_json: bool = _JSON,
 ) -> None:
     """Walk ESA/Hubble's image list, read each image's metadata, download the largest file (sha256-verified)."""
     if max_items is not None and max_items < 1:
         console.print("[red]--max must be >= 1[/red]")
         raise typer.Exit(2)
     output = writable_dir(output)
-    from astro_pipeline.archives.browser import BrowserNotFoundError, ScrapeError
     from astro_pipeline.archives.esahubble import EsaHubbleClient
 
     with _settings_for("esahubble_url", esahubble_url, replica, faults, web_faults, timeout) as settings:
         client = EsaHubbleClient(settings)
-        try:
-            with console.status("reading ESA/Hubble pages in headless Chromium..."):
-                records = client.list_images(max_items, search=search)
-        except (ScrapeError, BrowserNotFoundError) as exc:
-            raise _scrape_failed(exc) from exc
+        records = _scrape("reading ESA/Hubble pages in headless Chromium...",
+                          lambda: client.list_images(max_items, search=search))
         console.print(f"{len(records)} image(s) (one per release) from {len(client.stats.page_s)} list page(s)")
-        with _recording("fetch-esahubble", {"max": max_items, "search": search}, settings, output) as run:
-            run.records(records)
-            results = run.downloads(client.fetch(records, output))
+        results = _fetch_recorded("fetch-esahubble", {"max": max_items, "search": search}, settings, output, records,
+                                  lambda: client.fetch(records, output))
     if _report("esahubble", records, results, client.stats, as_json):
         raise typer.Exit(1)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Any
 
 from astro_pipeline.archives.records import ArchiveRecord
 from astro_pipeline.products.types import Operation, Product
@@ -23,6 +24,7 @@ class ItemStatus(StrEnum):
     PARTIAL = "partial"  # some frames failed
     ERROR = "error"  # the file or every frame failed
     DOWNLOAD_FAILED = "download_failed"
+    LIST_FAILED = "list_failed"  # an archive could not be listed for a region (the item is that listing)
     ALREADY_DONE = "already_done"  # the planner found it done: not fetched
     SKIPPED_DONE = "skipped_done"  # found done by content hash after the (reused) download
     OVER_BUDGET = "over_budget"  # max_files_per_run / max_bytes_per_run
@@ -53,42 +55,40 @@ class ItemPlan:
 
 @dataclass(kw_only=True)
 class ItemResult:
-    """What happened to one planned item, with its products and time per stage."""
+    """What happened to one item, with its products and time per stage.
 
-    plan: ItemPlan
+    An item is a planned record (:meth:`of`), or an archive listing that failed (:meth:`listing_failed`:
+    no record, no operation).
+    """
+
+    key: str
+    archive: str
+    record_id: str
+    region: str
     status: ItemStatus
+    operation: Operation | None = None
+    record: ArchiveRecord | None = None
     error: str | None = None
     raw_path: str | None = None
-    sha256: str | None = None
+    sha256: str | None = None  # the input's content hash, where known
     size: int | None = None
     raw_deleted: bool = False
     products: list[Product] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
     tiles: int = 0
 
-    @property
-    def key(self) -> str:
-        return self.plan.key
+    @classmethod
+    def of(cls, plan: ItemPlan, status: ItemStatus, **fields: Any) -> ItemResult:
+        """The result of a planned item (``sha256`` defaults to what the catalog knew of it)."""
+        fields.setdefault("sha256", plan.known_sha256)
+        return cls(key=plan.key, archive=plan.record.archive, record_id=plan.record.id, region=plan.region,
+                   status=status, operation=plan.operation, record=plan.record, **fields)
 
-    @property
-    def record(self) -> ArchiveRecord:
-        return self.plan.record
-
-    @property
-    def archive(self) -> str:
-        return self.plan.record.archive
-
-    @property
-    def record_id(self) -> str:
-        return self.plan.record.id
-
-    @property
-    def region(self) -> str:
-        return self.plan.region
-
-    @property
-    def operation(self) -> Operation:
-        return self.plan.operation
+    @classmethod
+    def listing_failed(cls, archive: str, region: str, error: str) -> ItemResult:
+        """An archive that could not be listed for a region (after the listing's own retries)."""
+        return cls(key=f"list:{region}:{archive}", archive=archive, record_id="(listing)", region=region,
+                   status=ItemStatus.LIST_FAILED, error=error)
 
     @property
     def flags(self) -> list[str]:

@@ -1,11 +1,12 @@
 """The sweep's planner: which listings to ask for, and which listed items to fetch, in which order.
 
 A flow asks :func:`listing_requests` what to list (one request per region and archive; an
-archive without a position query once for the whole run), runs the listings, then hands them to
+archive without a position query once for the whole run), runs the listings (each a
+:class:`Listing`: records, or why the archive could not be listed), then hands them to
 :func:`plan_run`, which orders the items by region, drops duplicates (an item seen by an earlier
 region keeps that region), skips what the catalog already holds for the current model versions,
-and admits the rest under the run's file and byte caps (:class:`RunBudget`). A dry run is the
-plan alone: :meth:`RunPlan.dry_run_items`.
+admits the rest under the run's file and byte caps (:class:`RunBudget`), and reports each failed
+listing as a ``list_failed`` item. A dry run is the plan alone: :meth:`RunPlan.dry_run_items`.
 """
 
 from __future__ import annotations
@@ -26,8 +27,8 @@ from astro_pipeline.products.types import Operation
 if TYPE_CHECKING:  # pragma: no cover
     from astro_pipeline.catalog import Catalog
 
-__all__ = ["BudgetDecision", "ListingRequest", "RunBudget", "RunPlan", "listing_requests", "operation_for",
-           "plan_run"]
+__all__ = ["BudgetDecision", "Listing", "ListingRequest", "RunBudget", "RunPlan", "listing_requests",
+           "operation_for", "plan_run"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -49,6 +50,15 @@ class ListingRequest:
 
     def __hash__(self) -> int:
         return hash(self.name)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Listing:
+    """What one listing request gave: its records, or (``error``) why the archive could not be listed."""
+
+    request: ListingRequest
+    records: list[ArchiveRecord] = field(default_factory=list)
+    error: str | None = None
 
 
 def listing_requests(regions: Sequence[Region]) -> list[ListingRequest]:
@@ -154,18 +164,12 @@ class RunPlan:
     """What a run will do: the admitted items in order, and the results of those it will not run."""
 
     admitted: list[ItemPlan]
-    not_run: list[ItemResult] = field(default_factory=list)  # already done, over budget
+    not_run: list[ItemResult] = field(default_factory=list)  # failed listings, already done, over budget
     order: dict[str, int] = field(default_factory=dict)  # item key -> position in the plan
-
-    @property
-    def known_sha256s(self) -> list[str]:
-        """Content hashes the catalog knows for the plan's items (done ones included)."""
-        items = [*self.admitted, *(r.plan for r in self.not_run)]
-        return [p.known_sha256 for p in items if p.known_sha256]
 
     def dry_run_items(self) -> list[ItemResult]:
         """The plan as a dry run reports it: admitted items ``planned``, then the others."""
-        return [ItemResult(plan=p, status=ItemStatus.PLANNED) for p in self.admitted] + list(self.not_run)
+        return [ItemResult.of(p, ItemStatus.PLANNED) for p in self.admitted] + list(self.not_run)
 
     def sort(self, items: Iterable[ItemResult]) -> list[ItemResult]:
         """``items`` in plan order."""
@@ -174,7 +178,7 @@ class RunPlan:
 
 def plan_run(
     regions: Sequence[Region],
-    listings: Mapping[ListingRequest, list[ArchiveRecord]],
+    listings: Iterable[Listing],
     *,
     catalog: Catalog | None,
     versions: Mapping[Operation, Mapping[str, str]] | None,
@@ -188,26 +192,32 @@ def plan_run(
     current model ``versions``; without a catalog or versions (a dry run without weights) nothing
     is done. ``force`` plans everything again.
     """
+    by_request = {listing.request: listing for listing in listings}
     plans: list[ItemPlan] = []
+    failed: list[ItemResult] = []
     seen: set[str] = set()
     for region in regions:
         for archive in region.archives:
             request = ListingRequest(archive, None if archive in WHOLE_LIST_ARCHIVES else region)
-            for record in listings.get(request, []):
+            listing = by_request.get(request, Listing(request=request))
+            if listing.error is not None:
+                failed.append(ItemResult.listing_failed(archive, region.name, listing.error))
+                continue
+            for record in listing.records:
                 if record.key in seen or (request.region is None and not in_region(record, region)):
                     continue
                 seen.add(record.key)
                 plans.append(_plan(record, region.name, catalog=catalog, versions=versions, force=force))
-    out = RunPlan(admitted=[], order={p.key: i for i, p in enumerate(plans)})
+    out = RunPlan(admitted=[], not_run=failed, order={p.key: i for i, p in enumerate(plans)})
     for plan in plans:
         if plan.reason is PlanReason.DONE:
-            out.not_run.append(ItemResult(plan=plan, status=ItemStatus.ALREADY_DONE, sha256=plan.known_sha256))
+            out.not_run.append(ItemResult.of(plan, ItemStatus.ALREADY_DONE))
             continue
         decision = budget.admit(plan.record)
         if decision.admitted:
             out.admitted.append(plan)
         else:
-            out.not_run.append(ItemResult(plan=plan, status=decision.status, error=decision.reason))
+            out.not_run.append(ItemResult.of(plan, decision.status, error=decision.reason))
     return out
 
 

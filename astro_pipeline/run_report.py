@@ -39,7 +39,7 @@ class RunReport:
         return [{
             "item": f"{it.archive}:{short_id(it.record_id)}",
             "region": it.region,
-            "operation": str(it.operation),
+            "operation": str(it.operation) if it.operation is not None else "list",
             "status": str(it.status),
             "flags": ",".join(it.flags),
             "products": len(it.products),

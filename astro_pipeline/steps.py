@@ -80,14 +80,14 @@ def fetch_item(plan: ItemPlan, settings: Settings, *, budget: RunBudget) -> Fetc
     """
     decision = budget.disk_ok()
     if not decision.admitted:
-        return ItemResult(plan=plan, status=decision.status, error=decision.reason)
+        return ItemResult.of(plan, decision.status, error=decision.reason)
     t0 = time.perf_counter()
     try:
         with Downloader(settings) as downloader:
             got = downloader.fetch(plan.record, raw_dir_for(settings) / plan.record.archive)
     except DownloadError as exc:
-        return ItemResult(plan=plan, status=ItemStatus.DOWNLOAD_FAILED, error=f"{type(exc).__name__}: {exc}",
-                          timings={"download": time.perf_counter() - t0})
+        return ItemResult.of(plan, ItemStatus.DOWNLOAD_FAILED, error=f"{type(exc).__name__}: {exc}",
+                             timings={"download": time.perf_counter() - t0})
     return Fetched(file=got, seconds=time.perf_counter() - t0)
 
 
@@ -103,8 +103,8 @@ def process_item(plan: ItemPlan, fetched: Fetched, settings: Settings, *, engine
     timer = StageTimer()
     timer.add("download", fetched.seconds)
     got = fetched.file
-    result = ItemResult(plan=plan, status=ItemStatus.OK, raw_path=str(got.path), sha256=got.sha256, size=got.size,
-                        timings=timer.seconds)
+    result = ItemResult.of(plan, ItemStatus.OK, raw_path=str(got.path), sha256=got.sha256, size=got.size,
+                           timings=timer.seconds)
     with timer("catalog"):
         catalog.upsert_file(got, run_id=run_id)
         done = not force and catalog.is_done(got.sha256, engines.versions_for(plan.operation), None,
@@ -139,8 +139,8 @@ def compose_run(catalog: Catalog, items: Sequence[ItemResult], *, versions: dict
                 settings: Settings) -> list[Composite]:
     """Same-grid Lupton composites for the fields of this run's inputs (``processing.compose_recorded``)."""
     out: list[Composite] = []
-    for op in sorted({it.operation for it in items}):
-        shas = [s for it in items if it.operation == op for s in (it.sha256 or it.plan.known_sha256,) if s]
+    for op in sorted({it.operation for it in items if it.operation is not None}):
+        shas = [it.sha256 for it in items if it.operation == op and it.sha256]
         out += compose_recorded(catalog, shas, operation=op, models=versions[op],
                                 max_image_pixels=settings.max_image_pixels)
     return out

@@ -1,7 +1,8 @@
 """Prefect flows for the archive sweep: ``archive_sweep`` (the watch list) and ``reprocess_region``.
 
 The flow body is a short run of task calls over library functions: list each region's archives
-(``planning.listing_requests``; a stalled scraper page is retried), plan (``planning.plan_run``:
+(``planning.listing_requests``; a stalled scraper page is retried, and an archive that still
+cannot be listed becomes a ``list_failed`` item while the rest goes on), plan (``planning.plan_run``:
 order, dedupe, what is done, budget), map the downloads and the processing over the admitted
 items (``steps``; model calls hold the per-worker ``inference:<worker>`` concurrency slot),
 compose the same-grid Lupton composites, draw the contact sheet, apply retention, export the
@@ -24,8 +25,7 @@ from prefect.futures import PrefectFuture
 from prefect.tasks import exponential_backoff
 
 from astro_pipeline import planning, steps
-from astro_pipeline.archives.listing import ARCHIVES, is_retryable, list_archive
-from astro_pipeline.archives.records import ArchiveRecord
+from astro_pipeline.archives.listing import ARCHIVES, is_archive_failure, is_retryable, list_archive
 from astro_pipeline.catalog import Catalog, RunStatus, export_cumulative_manifest, export_run_manifest
 from astro_pipeline.config import Region, Settings, get_settings
 from astro_pipeline.contact_sheet import round_robin, write_contact_sheet
@@ -85,13 +85,29 @@ def open_catalog(settings: Settings) -> Catalog:
 # ---------------------------------------------------------------------------------- tasks
 
 
-@task(name="list-archive", cache_policy=NO_CACHE, retries=3, retry_delay_seconds=exponential_backoff(backoff_factor=2),
-      retry_jitter_factor=0.5, retry_condition_fn=_retry_listing)
-def list_task(request: planning.ListingRequest, settings: Settings) -> list[ArchiveRecord]:
-    """What one archive offers for one region (or its whole list)."""
-    records = list_archive(request.archive, request.region, settings)
-    get_run_logger().info("%s offers %d item(s)", request.name, len(records))
-    return records
+_LISTING_RETRIES = 3
+
+
+@task(name="list-archive", cache_policy=NO_CACHE, retries=_LISTING_RETRIES,
+      retry_delay_seconds=exponential_backoff(backoff_factor=2), retry_jitter_factor=0.5,
+      retry_condition_fn=_retry_listing)
+def list_task(request: planning.ListingRequest, settings: Settings) -> planning.Listing:
+    """What one archive offers for one region (or its whole list); an archive that cannot be listed
+    (after the retries that can help) gives the reason instead, so the rest of the sweep goes on."""
+    from prefect.runtime import task_run
+
+    where = f"region {request.region.name}" if request.region is not None else "its whole list"
+    try:
+        records = list_archive(request.archive, request.region, settings)
+    except Exception as exc:
+        last_try = not is_retryable(exc) or (task_run.run_count or 1) > _LISTING_RETRIES
+        if not (is_archive_failure(exc) and last_try):
+            raise  # Prefect retries it, or it is a bug, which must not be hidden
+        reason = f"{request.archive} listing of {where} failed: {exc}"
+        get_run_logger().error("%s", reason)
+        return planning.Listing(request=request, error=reason)
+    get_run_logger().info("%s offers %d item(s) for %s", request.archive, len(records), where)
+    return planning.Listing(request=request, records=records)
 
 
 @task(name="download", cache_policy=NO_CACHE)
@@ -152,10 +168,9 @@ def run_sweep(regions: list[Region], settings: Settings, *, flow_name: str, para
     catalog = open_catalog(settings)
     versions = _versions_for_planning(settings, dry_run=dry_run)
     requests = planning.listing_requests(regions)
-    listed = list_task.map(requests, unmapped(settings))
+    listings = [f.result() for f in list_task.map(requests, unmapped(settings))]
     budget = planning.RunBudget.from_settings(settings)  # per-run caps here, the free-disk guard per item
-    plan = planning.plan_run(regions, {r: f.result() for r, f in zip(requests, listed, strict=True)},
-                             catalog=catalog, versions=versions, budget=budget, force=force)
+    plan = planning.plan_run(regions, listings, catalog=catalog, versions=versions, budget=budget, force=force)
     logger.info("%d item(s) to fetch and process across %d region(s); %d not run (done or over budget)",
                 len(plan.admitted), len(regions), len(plan.not_run))
     if dry_run:
@@ -181,7 +196,7 @@ def run_sweep(regions: list[Region], settings: Settings, *, flow_name: str, para
                        wall=time.perf_counter() - started)
     report.work_seconds, report.n_composites, report.contact_sheet = work_seconds, n_composites, sheet
     report.manifest_parquet, report.manifest_csv, report.all_manifest = parquet, csv, cumulative
-    failed = sum(report.counts.get(s, 0) for s in (ItemStatus.ERROR, ItemStatus.DOWNLOAD_FAILED))
+    failed = sum(report.counts.get(s, 0) for s in (ItemStatus.ERROR, ItemStatus.DOWNLOAD_FAILED, ItemStatus.LIST_FAILED))
     catalog.finish_run(run_id, RunStatus.COMPLETED_WITH_ERRORS if failed else RunStatus.COMPLETED, dict(report.counts))
     _publish(report)
     return report
@@ -192,7 +207,7 @@ def _outcome(plan: ItemPlan, future: PrefectFuture[ItemResult]) -> ItemResult:
     try:
         return future.result()
     except Exception as exc:  # noqa: BLE001 - one bad item never stops the sweep
-        return ItemResult(plan=plan, status=ItemStatus.ERROR, error=f"{plan.record.url}: {type(exc).__name__}: {exc}")
+        return ItemResult.of(plan, ItemStatus.ERROR, error=f"{plan.record.url}: {type(exc).__name__}: {exc}")
 
 
 def _versions_for_planning(settings: Settings, *, dry_run: bool) -> dict[Operation, dict[str, str]] | None:

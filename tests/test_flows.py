@@ -58,8 +58,8 @@ def test_region_criteria_match_instrument_prefix_and_filter() -> None:
 
 def _plan(listings: dict[str, list[ArchiveRecord]], *, budget: planning.RunBudget | None = None) -> planning.RunPlan:
     regions = [Region(name=name, ra=10.0, dec=20.0, archives=["mast"]) for name in listings]
-    by_request = {planning.ListingRequest("mast", r): listings[r.name] for r in regions}
-    return planning.plan_run(regions, by_request, catalog=None, versions=None,
+    found = [planning.Listing(request=planning.ListingRequest("mast", r), records=listings[r.name]) for r in regions]
+    return planning.plan_run(regions, found, catalog=None, versions=None,
                              budget=budget or planning.RunBudget(path=Path.cwd()))
 
 
@@ -77,9 +77,17 @@ def test_planner_dedupes_orders_and_chooses_operation() -> None:
     requests = planning.listing_requests(regions)
     assert [r.name for r in requests] == ["esahubble:*", "mast:far"]
     esa = [_record(7, kind="color", ra=10.01, dec=20.0), _record(8, kind="color", ra=50.0, dec=-10.02)]
-    plan = planning.plan_run(regions, {requests[0]: esa, requests[1]: []}, catalog=None, versions=None,
-                             budget=planning.RunBudget(path=Path.cwd()))
+    plan = planning.plan_run(regions, [planning.Listing(request=requests[0], records=esa),
+                                       planning.Listing(request=requests[1], records=[])],
+                             catalog=None, versions=None, budget=planning.RunBudget(path=Path.cwd()))
     assert [(p.region, p.record.id[-11:]) for p in plan.admitted] == [("near", "x7_drz.fits"), ("far", "x8_drz.fits")]
+    # an archive that could not be listed is one list_failed item per region, and the rest is planned
+    down = planning.plan_run(regions, [planning.Listing(request=requests[0], records=esa),
+                                       planning.Listing(request=requests[1], error="mast listing of region far failed")],
+                             catalog=None, versions=None, budget=planning.RunBudget(path=Path.cwd()))
+    assert len(down.admitted) == 2
+    assert [(r.status, r.archive, r.region, r.error) for r in down.not_run] == [
+        (ItemStatus.LIST_FAILED, "mast", "far", "mast listing of region far failed")]
 
 
 def test_planner_admits_under_the_budget_and_a_dry_run_is_the_plan() -> None:

@@ -11,7 +11,8 @@ from astro_pipeline.archives.records import ArchiveRecord
 from astro_pipeline.config import Region, Settings
 from astro_pipeline.sky import in_cone
 
-__all__ = ["ARCHIVES", "WHOLE_LIST_ARCHIVES", "in_region", "is_retryable", "list_archive", "matches_criteria"]
+__all__ = ["ARCHIVES", "WHOLE_LIST_ARCHIVES", "in_region", "is_archive_failure", "is_retryable", "list_archive",
+           "matches_criteria"]
 
 ARCHIVES: tuple[str, ...] = ("mast", "hla", "esahubble")
 
@@ -68,6 +69,15 @@ def in_region(record: ArchiveRecord, region: Region) -> bool:
     if record.ra is None or record.dec is None:
         return True
     return in_cone(record.ra, record.dec, region.ra, region.dec, region.radius_deg)
+
+
+def is_archive_failure(exc: BaseException) -> bool:
+    """An archive that could not be listed (a sweep reports it and goes on), not a bug in this code."""
+    from astro_pipeline.archives.browser import BrowserNotFoundError, ScrapeError
+    from astro_pipeline.archives.download import DownloadError
+    from astro_pipeline.archives.mast import MastError
+
+    return isinstance(exc, MastError | ScrapeError | BrowserNotFoundError | DownloadError)
 
 
 def is_retryable(exc: BaseException) -> bool:

@@ -30,7 +30,10 @@ def _add_review_sessions(conn: Connection) -> None:
 
 
 def _add_column(conn: Connection, table: Table, column: Column) -> None:
-    """``ALTER TABLE table ADD COLUMN column`` with the column's type as this database spells it."""
+    """``ALTER TABLE table ADD COLUMN column`` with the column's type as this database spells it
+    (nothing when the table has the column already)."""
+    if column.name in {c["name"] for c in inspect(conn).get_columns(table.name)}:
+        return
     spelled = column.type.compile(dialect=conn.dialect)
     conn.execute(text(f'ALTER TABLE {table.name} ADD COLUMN {column.name} {spelled}'))
 

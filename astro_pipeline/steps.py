@@ -95,8 +95,9 @@ def process_item(plan: ItemPlan, fetched: Fetched, settings: Settings, *, engine
                  run_id: str, force: bool, budget: RunBudget) -> ItemResult:
     """Ingest, flag, stretch, tile, enhance and write products for one file; record it all.
 
-    Skips (``skipped_done``) when the catalog already holds this input's products for the current
-    model versions, unless ``force``. Never raises for a bad file: its products carry
+    Content the planner could not know (no published checksum, never fetched before) is checked
+    against the catalog now: ``skipped_done`` when its products exist for the current model
+    versions (unless ``force``). Never raises for a bad file: its products carry
     ``status="error"`` naming the file and the problem, and the item is ``error`` (or
     ``partial`` when only some frames failed).
     """
@@ -105,13 +106,12 @@ def process_item(plan: ItemPlan, fetched: Fetched, settings: Settings, *, engine
     got = fetched.file
     result = ItemResult.of(plan, ItemStatus.OK, raw_path=str(got.path), sha256=got.sha256, size=got.size,
                            timings=timer.seconds)
-    with timer("catalog"):
-        catalog.upsert_file(got, run_id=run_id)
-        done = not force and catalog.is_done(got.sha256, engines.versions_for(plan.operation), None,
-                                             operation=plan.operation)
-    if done:
-        result.status = ItemStatus.SKIPPED_DONE
-        return result
+    if not force and got.sha256 != plan.known_sha256:
+        with timer("catalog"):
+            if catalog.is_done(got.sha256, engines.versions_for(plan.operation), None, operation=plan.operation):
+                catalog.upsert_file(got, run_id=run_id)  # the same bytes, from this record, back at this path
+                result.status = ItemStatus.SKIPPED_DONE
+                return result
     decision = budget.disk_ok()
     if not decision.admitted:
         result.status, result.error = decision.status, decision.reason

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from astro_pipeline.products.naming import output_stem
+from astro_pipeline.products.naming import composite_path, output_stem
 from astro_pipeline.products.types import FileKind, Product, ProductFile
 from astro_pipeline.products.writers import write_png
 
@@ -134,7 +134,6 @@ def write_lupton_composites(products: Iterable[Product], *, max_image_pixels: in
                                  output_dir=Path(output_dir)).parent
         else:
             folder = Path((first.files.get(FileKind.PNG) or first.files[FileKind.FITS]).path).parent
-        name = re.sub(r"[^A-Za-z0-9._-]+", "_", key.split(":", 1)[1]) + "_" + "_".join(f.lower() for f in chosen)
         meta = {
             "label": LABEL,
             "filters": {"R": chosen[2], "G": chosen[1], "B": chosen[0]},
@@ -142,6 +141,6 @@ def write_lupton_composites(products: Iterable[Product], *, max_image_pixels: in
             "stretch": stretch,
             "sources": [{"path": m.source_path, "sha256": m.source_sha256, "hdu": m.hdu} for m in members],
         }
-        pf = write_png(folder / f"{name}_lupton.png", rgb.astype(np.float32) / 255.0, meta, LABEL)
+        pf = write_png(composite_path(folder, key.split(":", 1)[1], chosen), rgb.astype(np.float32) / 255.0, meta, LABEL)
         written.append(Composite(file=pf, filters=meta["filters"], members=members))
     return written

@@ -2,17 +2,20 @@
 
 A product mirrors its input's path relative to an input root under the output folder, without
 the input's extension, plus a frame suffix for multi-frame files (``_<hdu>``, ``_p<plane>``);
-each file kind then adds its own ending (:func:`product_path`).
+each file kind then adds its own ending (:func:`product_path`). A field's composite is named for
+the field and its filters (:func:`composite_path`).
 """
 
 from __future__ import annotations
 
+import re
+from collections.abc import Sequence
 from pathlib import Path
 
 from astro_pipeline.ingest.readers import IMAGE_SUFFIXES
 from astro_pipeline.products.types import FileKind
 
-__all__ = ["output_stem", "product_path", "strip_image_suffix"]
+__all__ = ["composite_path", "output_stem", "product_path", "strip_image_suffix"]
 
 #: File-name endings per kind, after the product stem.
 _ENDINGS: dict[FileKind, str] = {
@@ -49,3 +52,9 @@ def output_stem(source: Path, *, input_root: Path | None, output_dir: Path, suff
 def product_path(stem: Path, kind: FileKind) -> Path:
     """The file of ``kind`` for a product stem (``stem.png``, ``stem_flux.fits``, ...)."""
     return stem.with_name(stem.name + _ENDINGS[kind])
+
+
+def composite_path(folder: Path, field: str, filters: Sequence[str]) -> Path:
+    """``folder/<field>_<filter>_..._lupton.png`` for a field's same-grid composite (bluest filter first)."""
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", field)
+    return Path(folder) / f"{safe}_{'_'.join(f.lower() for f in filters)}_lupton.png"

@@ -114,6 +114,16 @@ class LPIPS(nn.Module):
         return [f / (f.pow(2).sum(1, keepdim=True).sqrt() + 1e-10) for f in feats]
 
     @torch.no_grad()
+    def features_and_pooled(self, x: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """:meth:`features` plus the raw relu5_3 activations global-average-pooled (N, 512), from
+        one VGG pass. LPIPS's input scaling is ImageNet normalisation, so the pooled features are
+        the usual VGG16 ones (KID uses them)."""
+        sh, sc = self._SHIFT.to(x), self._SCALE.to(x)
+        feats = self.vgg(((x * 2 - 1) - sh) / sc, self.TAPS)
+        unit = [f / (f.pow(2).sum(1, keepdim=True).sqrt() + 1e-10) for f in feats]
+        return unit, feats[-1].mean(dim=(2, 3))
+
+    @torch.no_grad()
     def distance(self, fx: list[torch.Tensor], fy: list[torch.Tensor]) -> torch.Tensor:
         """LPIPS between two sets of :meth:`features` -> (N,) distances."""
         total = torch.zeros(fx[0].shape[0], dtype=fx[0].dtype, device=fx[0].device)

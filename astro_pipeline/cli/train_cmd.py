@@ -59,6 +59,7 @@ def train(
     report = evaluate_models(colorizer=spec["colorizer"], superres=spec["superres"], superres_gan=spec["superres-gan"],
                              sources=list(source), output_dir=output / result.model / "evaluation",
                              crop=eval_crop, val_fraction=overrides.get("val_fraction", 0.12),
+                             cases=("L", "B", "G", "R"),  # where the L -> ab colorizer applies
                              log_dirs={result.model: result.weights_path.parent})
     for row in report.table:
         console.print(f"{row['protocol']:12s} {row['method']:22s} PSNR {row['psnr_rgb']:.2f}  CIEDE76 {row['ciede76']:.2f}  LPIPS {row['lpips'] if row['lpips'] is None else round(row['lpips'], 4)}")
@@ -72,36 +73,66 @@ def train(
 
 @app.command("evaluate")
 def evaluate_cmd(
-    output: Path = typer.Option(Path("docs/evaluation"), "--output", "-o", help="Report folder (report.md, report.csv, figures)."),
+    output: Path = typer.Option(Path("docs/evaluation"), "--output", "-o", help="Report folder (report.md, report.csv, report.json, figures)."),
     colorizer: str | None = typer.Option("colorizer", "--colorizer", help="Weights name or path ('' to skip)."),
     superres: str | None = typer.Option("superres", "--superres", help="Weights name or path ('' to skip)."),
     superres_gan: str | None = typer.Option("superres-gan", "--superres-gan", help="Weights name or path ('' to skip)."),
     source: list[str] = typer.Option(["hubble"], "--source", "-s", help="Data sources (validation releases are held out)."),
     logs: Path | None = typer.Option(None, "--logs", help="Training run folder with <model>/log.jsonl for loss curves."),
-    per_image: int = typer.Option(1, "--per-image", help="Validation crops per held-out image."),
-    lpips: bool = typer.Option(True, "--lpips/--no-lpips"),
+    per_image: int = typer.Option(4, "--per-image", help="Validation crops per held-out image (30 images x 4 = 120 crops)."),
+    crop: int = typer.Option(256, "--crop", help="Validation crop size (truth px)."),
+    case: list[str] = typer.Option([], "--case", help="Colour cases to run (repeatable): L, B, G, R, R+B, G+R, B+G (default: all)."),
+    lpips: bool = typer.Option(True, "--lpips/--no-lpips", help="VGG16 measures: LPIPS and KID."),
+    sky_gap: bool = typer.Option(True, "--sky-gap/--no-sky-gap", help="Measure the sky/histogram gap of the colorizer's input."),
+    n_boot: int = typer.Option(2000, "--n-boot", help="Bootstrap resamples for the intervals."),
+    val_fraction: float = typer.Option(0.12, "--val-fraction", help="Share of releases held out (keep 0.12: the split the shipped weights trained with)."),
+    notes: Path | None = typer.Option(None, "--notes", help="Text file of report notes (training runs, gaps), one per paragraph."),
     threads: int | None = typer.Option(None, "--threads"),
 ) -> None:
     """Evaluate models against baselines on held-out releases and write the report."""
+    import time
+
     import torch
 
     from astro_pipeline.cli._common import console
     from astro_pipeline.models.registry import WeightsError
     from astro_pipeline.training.evaluate import evaluate_models
+    from astro_pipeline.training.report import case_of
 
     if threads:
         torch.set_num_threads(threads)
     log_dirs = {}
     if logs is not None:
         log_dirs = {m: logs / m for m in ("colorizer", "superres", "superres-gan") if (logs / m / "log.jsonl").is_file()}
+    note_lines: list[str] = []
+    if notes is not None:
+        try:
+            note_lines = [" ".join(p.split()) for p in notes.read_text().split("\n\n") if p.strip()]
+        except OSError as exc:
+            console.print(f"[red]error:[/red] {notes}: cannot read notes ({exc.strerror or exc})")
+            raise typer.Exit(2) from exc
+    t0 = time.perf_counter()
     try:
         report = evaluate_models(colorizer=colorizer or None, superres=superres or None, superres_gan=superres_gan or None,
-                                 sources=list(source), per_image=per_image, use_lpips=lpips, output_dir=output, log_dirs=log_dirs)
+                                 sources=list(source), per_image=per_image, crop=crop, cases=list(case) or None,
+                                 use_lpips=lpips, sky_gap=sky_gap, n_boot=n_boot, val_fraction=val_fraction,
+                                 output_dir=output, log_dirs=log_dirs, notes=note_lines,
+                                 progress=lambda msg: console.print(f"[dim]{msg}[/dim]"))
     except (WeightsError, ValueError, FileNotFoundError) as exc:
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from exc
     for row in report.table:
-        console.print(f"{row['protocol']:12s} {row['method']:22s} PSNR {row['psnr_rgb']:.2f}  CIEDE76 {row['ciede76']:.2f}")
-    for t in report.targets:
+        c = case_of(row["protocol"])
+        name = f"case {c}" if c else row["protocol"]
+        lo, hi = row["ci"].get("psnr_rgb", (float("nan"), float("nan")))
+        kid = "" if row.get("kid") is None else f"  KIDx1e3 {row['kid'] * 1e3:.2f}"
+        console.print(f"{name:14s} {row['method']:22s} PSNR {row['psnr_rgb']:.2f} [{lo:.2f}, {hi:.2f}]  CIEDE76 {row['ciede76']:.2f}"
+                      f"  chroma {row['chroma_ratio']:.3f}{kid}")
+    if report.kid_truth_split:
+        console.print(f"KID truth vs truth (split by release) x1e3: {report.kid_truth_split[0] * 1e3:.2f}")
+    if report.sky_gap is not None:
+        for r in report.sky_gap.rows():
+            console.print(f"sky L* {r['set']:22s} median {r['sky_median']:.1f}  gap {r['sky_gap']:+.1f}  histogram EMD {r['hist_emd']:.1f}")
+    for t in report.targets + report.colour_targets:
         console.print(f"target {t['model']}: {t['check']}: {t['value']:.4f} -> {'met' if t['met'] else 'NOT met'}")
-    console.print(f"report: {output / 'report.md'}")
+    console.print(f"report: {output / 'report.md'} ({(time.perf_counter() - t0) / 60:.1f} min)")

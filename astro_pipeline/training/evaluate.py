@@ -1,23 +1,27 @@
 """Honest evaluation on held-out ESA releases: every model next to its trivial baseline, same crops.
 
-Protocols (crops of the validation releases, 256 px truth):
-- ``colorize``: L of the truth -> model ab recombined with that L, against grey-as-colour (a = b = 0).
+Protocols (crops of the validation releases, 256 px truth, 4 per image by default):
+- colour cases (``colour_cases``): lightness alone (protocol ``colorize``) against grey-as-colour;
+  one chromatic slot given (``given-B``/``-G``/``-R``) against that slot replicated; two slots
+  given (``given-R+B``/``-G+R``/``-B+G``) against the naive fill and a linear fit fitted on
+  training releases. Colour methods are pluggable (:class:`~astro_pipeline.training.colour_cases.ColourMethod`).
 - ``sr-clean``: LR = Pillow antialiased bicubic 4x reduction; model against bicubic 4x upscaling.
 - ``sr-degraded``: LR additionally blurred, noised and JPEG-compressed (fixed seed); same baselines.
 - ``enhance``: 64 px grey (L* of the clean LR) -> colorizer -> superres, against bicubic-upscaled grey.
-Metrics: PSNR (RGB, Y), SSIM, CIEDE76, LPIPS (VGG16 v0.1), chroma ratio, and for SR the RMSE of the
-output reduced back to LR against the LR input. Outputs are quantised to 8 bits first, as products are.
-A real-data check colorizes the Horseshoe F606W cut-out against the make_lupton_rgb composite.
+Measures (``scoring``): PSNR (RGB, Y), SSIM, CIEDE76, LPIPS (VGG16 v0.1), pooled chroma ratio, hue
+spread, KID (VGG16 relu5_3), LR consistency; means with bootstrap intervals over crops. Outputs are
+quantised to 8 bits first, as products are. Real-data checks: the Horseshoe (``horseshoe``) and the
+sky/histogram gap of the colorizer's input (``sky_gap``). The report is built by ``report``.
 """
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 import logging
-import math
-from dataclasses import dataclass, field
+import os
+import platform
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,18 +30,49 @@ import torch
 from PIL import Image
 from torch import nn
 
-from astro_pipeline.fileio import atomic_write_bytes as _atomic_bytes
 from astro_pipeline.models.registry import WeightsMeta, load_weights
 from astro_pipeline.training import metrics as M
 from astro_pipeline.training.colorspace import lab_to_srgb, srgb_to_lab
-from astro_pipeline.training.datasets import ImageBank, degrade_lr, downscale_bicubic
-from astro_pipeline.training.sources import Source, collect_items, split_by_group
+from astro_pipeline.training.colour_cases import (
+    CASES,
+    ColourMethod,
+    LinearFill,
+    baseline_methods,
+    case_by_name,
+    colorizer_methods,
+    fit_linear_fill,
+    make_input,
+    methods_for,
+)
+from astro_pipeline.training.colour_targets import colour_targets
+from astro_pipeline.training.datasets import TrainingDataError, degrade_lr, downscale_bicubic, load_rgb_uint8
+from astro_pipeline.training.figures import plot_loss_curve, write_contact_sheet, write_labelled_sheet
+from astro_pipeline.training.horseshoe import horseshoe_check
+from astro_pipeline.training.intervals import Bootstrap
+from astro_pipeline.training.report import METRIC_COLUMNS, EvalReport, write_report
+from astro_pipeline.training.scoring import Scorer, kid_halves
+from astro_pipeline.training.sky_gap import SkyGap
+from astro_pipeline.training.sources import Source, TrainingItem, collect_items, split_by_group
 
-__all__ = ["EvalReport", "evaluate_models", "validation_crops", "TARGETS", "METRIC_COLUMNS"]
+__all__ = [
+    "EvalReport",
+    "ValidationSet",
+    "evaluate_models",
+    "validation_set",
+    "validation_crops",
+    "training_crops",
+    "check_targets",
+    "horseshoe_check",
+    "write_report",
+    "TARGETS",
+    "METRIC_COLUMNS",
+    "DEFAULT_PER_IMAGE",
+]
 
 log = logging.getLogger(__name__)
 
-METRIC_COLUMNS = ["psnr_rgb", "psnr_y", "ssim", "ciede76", "lpips", "chroma_ratio", "lr_rmse"]
+#: Validation crops per held-out image: 30 images of 25 releases give 120 crops.
+DEFAULT_PER_IMAGE = 4
 
 #: Issue 4 targets (clean protocol), checked and reported.
 TARGETS = {
@@ -50,63 +85,79 @@ TARGETS = {
 ModelSpec = str | Path | tuple[nn.Module, WeightsMeta] | None
 
 
-@dataclass
-class EvalReport:
-    """Rows of (protocol, method) metrics, the real-data check, target verdicts and written files."""
+@dataclass(frozen=True)
+class ValidationSet:
+    """Validation crops (N, 3, crop, crop) in [0, 1], the release and image of each crop, and the releases."""
 
-    table: list[dict[str, Any]]
-    horseshoe: dict[str, Any] | None = None
-    targets: list[dict[str, Any]] = field(default_factory=list)
-    models: dict[str, dict[str, Any]] = field(default_factory=dict)
-    n_crops: int = 0
-    crop: int = 256
-    val_groups: list[str] = field(default_factory=list)
-    files: list[Path] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
+    crops: torch.Tensor
+    crop_groups: list[str]
+    crop_images: list[str]
+    groups: list[str]
 
-    def row(self, protocol: str, method: str) -> dict[str, Any] | None:
-        return next((r for r in self.table if r["protocol"] == protocol and r["method"] == method), None)
-
-    def metrics_for(self, name: str) -> dict[str, Any]:
-        """The metrics to store in a model's weights metadata: its rows and its baseline's rows."""
-        out: dict[str, Any] = {"eval_crops": self.n_crops}
-        for r in self.table:
-            if r["method"] == name or (r["method"].startswith("baseline") and r["protocol"] in _PROTOCOLS_OF.get(name, ())):
-                key = r["protocol"] if r["method"] == name else f"{r['protocol']}:{r['method']}"
-                out[key] = {k: r[k] for k in METRIC_COLUMNS if r.get(k) is not None}
-        return out
+    @property
+    def n_images(self) -> int:
+        return len(set(self.crop_images))
 
 
-_PROTOCOLS_OF = {
-    "colorizer": ("colorize",),
-    "superres": ("sr-clean", "sr-degraded"),
-    "superres-gan": ("sr-clean", "sr-degraded"),
-}
+def _crops_of(img: np.ndarray, rng: np.random.Generator, crop: int, per_image: int) -> list[np.ndarray]:
+    """Up to ``per_image`` random crops of one image, skipping empty sky (50 tries)."""
+    out: list[np.ndarray] = []
+    tries = 0
+    h, w = img.shape[:2]
+    while len(out) < per_image and tries < 50:
+        tries += 1
+        y, x = int(rng.integers(0, h - crop + 1)), int(rng.integers(0, w - crop + 1))
+        c = img[y : y + crop, x : x + crop]
+        if c.mean() < 8 and c.std() < 4:
+            continue
+        out.append(c)
+    return out
 
 
-def validation_crops(sources: list[str | Source], *, crop: int = 256, per_image: int = 1, seed: int = 0, val_fraction: float = 0.12) -> tuple[torch.Tensor, list[str]]:
-    """Deterministic crops (N,3,crop,crop) in [0,1] of the validation releases, skipping empty sky."""
-    items = collect_items(list(sources))
-    _, val = split_by_group(items, val_fraction=val_fraction)
-    val = [i for i in val if i.kind == "color"]
+def _colour_items(sources: Sequence[str | Source], val_fraction: float, *, validation: bool) -> list[TrainingItem]:
+    train, val = split_by_group(collect_items(list(sources)), val_fraction=val_fraction)
+    return [i for i in (val if validation else train) if i.kind == "color"]
+
+
+def validation_set(sources: Sequence[str | Source], *, crop: int = 256, per_image: int = DEFAULT_PER_IMAGE, seed: int = 0,
+                   val_fraction: float = 0.12) -> ValidationSet:
+    """Deterministic crops of the validation releases (the split the models were trained with)."""
+    val = _colour_items(sources, val_fraction, validation=True)
     if not val:
         raise ValueError("validation split is empty: need colour images from more than one release")
-    bank = ImageBank.load(val, min_size=crop)
     rng = np.random.default_rng(seed)
-    crops = []
-    for img in bank.images:
-        got, tries = 0, 0
-        while got < per_image and tries < 50:
-            tries += 1
-            h, w = img.shape[:2]
-            y, x = int(rng.integers(0, h - crop + 1)), int(rng.integers(0, w - crop + 1))
-            c = img[y : y + crop, x : x + crop]
-            if c.mean() < 8 and c.std() < 4:
-                continue
-            crops.append(c)
-            got += 1
-    arr = np.stack(crops)
-    return torch.from_numpy(arr).permute(0, 3, 1, 2).float() / 255.0, sorted({i.group for i in val})
+    crops: list[np.ndarray] = []
+    crop_groups: list[str] = []
+    crop_images: list[str] = []
+    for item in val:
+        img = load_rgb_uint8(item.path, kind=item.kind)
+        if min(img.shape[:2]) < crop:
+            continue
+        got = _crops_of(img, rng, crop, per_image)
+        crops += got
+        crop_groups += [item.group] * len(got)
+        crop_images += [item.path.name] * len(got)
+    if not crops:
+        raise TrainingDataError(f"no validation image of at least {crop} px among {len(val)} items")
+    arr = torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2).float() / 255.0
+    return ValidationSet(arr, crop_groups, crop_images, sorted(set(crop_groups)))
+
+
+def validation_crops(sources: list[str | Source], *, crop: int = 256, per_image: int = 1, seed: int = 0,
+                     val_fraction: float = 0.12) -> tuple[torch.Tensor, list[str]]:
+    """Deterministic crops (N,3,crop,crop) in [0,1] of the validation releases, skipping empty sky."""
+    vs = validation_set(sources, crop=crop, per_image=per_image, seed=seed, val_fraction=val_fraction)
+    return vs.crops, vs.groups
+
+
+def training_crops(sources: Sequence[str | Source], *, crop: int = 256, per_image: int = 2, seed: int = 0,
+                   val_fraction: float = 0.12) -> Iterator[np.ndarray]:
+    """Random (crop, crop, 3) uint8 crops of the TRAINING releases, one image decoded at a time."""
+    rng = np.random.default_rng(seed)
+    for item in _colour_items(sources, val_fraction, validation=False):
+        img = load_rgb_uint8(item.path, kind=item.kind)
+        if min(img.shape[:2]) >= crop:
+            yield from _crops_of(img, rng, crop, per_image)
 
 
 def _load(spec: ModelSpec) -> tuple[nn.Module, WeightsMeta] | None:
@@ -122,9 +173,9 @@ def _run(model: nn.Module, x: torch.Tensor, batch: int = 4) -> torch.Tensor:
     return torch.cat([model(x[i : i + batch]).float() for i in range(0, len(x), batch)])
 
 
-def _colorize(model: nn.Module, rgb_or_grey_lab: torch.Tensor) -> torch.Tensor:
+def _colorize(model: nn.Module, lab: torch.Tensor) -> torch.Tensor:
     """Lab (N,3,H,W) whose L is the input -> sRGB with the model's ab and the input's own L."""
-    L = rgb_or_grey_lab[:, :1]
+    L = lab[:, :1]
     ab = _run(model, L / 50.0 - 1.0) * 110.0
     return lab_to_srgb(torch.cat([L, ab], 1))
 
@@ -141,32 +192,43 @@ def _pil_resize(x: torch.Tensor, size: int) -> torch.Tensor:
     return torch.from_numpy(np.stack(out)).permute(0, 3, 1, 2).float() / 255.0
 
 
-class _Scorer:
-    def __init__(self, truth: torch.Tensor, lpips: nn.Module | None, chunk: int = 4) -> None:
-        self.truth, self.lpips, self.chunk = truth, lpips, chunk
-        self.rows: list[dict[str, Any]] = []
-        self._truth_feats = None
-        if lpips is not None:  # the truth's VGG features are computed once and reused for every method
-            self._truth_feats = [lpips.features(truth[i : i + chunk]) for i in range(0, len(truth), chunk)]
+def machine_description() -> str:
+    """CPU model, CPU count and torch threads, for the timing line of the report."""
+    model = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{model}, {os.cpu_count()} CPUs, {torch.get_num_threads()} torch threads"
 
-    def add(self, protocol: str, method: str, out: torch.Tensor, *, lr: torch.Tensor | None = None) -> torch.Tensor:
-        out = M.quantize8(out)
-        t = self.truth
-        row: dict[str, Any] = {
-            "protocol": protocol, "method": method, "n": len(out),
-            "psnr_rgb": float(M.psnr(out, t).mean()), "psnr_y": float(M.psnr_y(out, t).mean()),
-            "ssim": float(M.ssim(out, t).mean()), "ciede76": float(M.ciede76(out, t).mean()),
-            "chroma_ratio": M.chroma_ratio(out, t), "lpips": None, "lr_rmse": None,
-        }
-        if self.lpips is not None and self._truth_feats is not None:
-            c = self.chunk
-            d = [self.lpips.distance(self.lpips.features(out[i : i + c]), self._truth_feats[i // c]) for i in range(0, len(out), c)]
-            row["lpips"] = float(torch.cat(d).mean())
-        if lr is not None:
-            row["lr_rmse"] = float(M.lr_consistency_rmse(out, lr).mean())
-        self.rows.append(row)
-        log.info("%s %s psnr=%.2f ciede=%.2f", protocol, method, row["psnr_rgb"], row["ciede76"])
-        return out
+
+def _sheet_indices(truth: torch.Tensor, n: int = 3) -> list[int]:
+    """Crops from the middle to the top of the truth's mean chroma (colour worth looking at)."""
+    chroma = M.chroma_sum_lab(srgb_to_lab(truth.double())).numpy()
+    order = np.argsort(chroma)
+    picks = [order[min(len(order) - 1, int(q * len(order)))] for q in (0.5, 0.8, 0.95)[:n]]
+    return list(dict.fromkeys(int(i) for i in picks))
+
+
+def _run_colour_method(method: ColourMethod, inp: Any, batch: int = 8) -> torch.Tensor:
+    outs = []
+    for i in range(0, len(inp), batch):
+        with torch.inference_mode():
+            o = method(inp.chunk(i, i + batch)).float().clamp(0, 1)
+        outs.append(o)
+    return torch.cat(outs)
+
+
+def _input_view(inp: Any, case_name: str) -> torch.Tensor:
+    """What a contact sheet shows as the input: grey L for ``L``, else the given slots in their channels."""
+    if case_name == "L":
+        from astro_pipeline.training.colour_cases import grey_from_lightness
+
+        return grey_from_lightness(inp.lightness)
+    return inp.slots
 
 
 def evaluate_models(
@@ -174,9 +236,11 @@ def evaluate_models(
     colorizer: ModelSpec = "colorizer",
     superres: ModelSpec = "superres",
     superres_gan: ModelSpec = "superres-gan",
+    colour_methods: Sequence[ColourMethod] = (),
+    cases: Sequence[str] | None = None,
     sources: list[str | Source] | None = None,
     crop: int = 256,
-    per_image: int = 1,
+    per_image: int = DEFAULT_PER_IMAGE,
     seed: int = 0,
     use_lpips: bool = True,
     horseshoe: bool = True,
@@ -186,42 +250,84 @@ def evaluate_models(
     val_fraction: float = 0.12,
     horseshoe_lpips: bool = False,
     notes: list[str] | None = None,
+    linear_fit: bool = True,
+    sky_gap: bool | SkyGap = False,
+    n_boot: int = 2000,
+    progress: Callable[[str], None] | None = None,
 ) -> EvalReport:
     """Evaluate the given models (names, paths, loaded pairs, or None to skip) on validation crops.
 
-    With ``output_dir``, writes ``report.md``, ``report.csv``, ``contact_sheet.png`` and a loss-curve
-    PNG per entry of ``log_dirs`` (model name -> folder holding ``log.jsonl``). ``notes`` (how the
-    models were trained, known gaps) go into the report as written.
+    Colour cases run when a colorizer or ``colour_methods`` (extra :class:`ColourMethod` rows, e.g.
+    a band-aware model) are given; ``cases`` restricts them (names as in ``colour_cases.CASES``).
+    ``linear_fit`` fits the pair baseline on training releases. ``sky_gap``: True measures it here
+    (``sky_gap.default_sky_gap``), or pass one measured already. ``use_lpips`` also enables KID
+    (same VGG16). With ``output_dir``, writes ``report.md``, ``report.csv``, ``report.json``, the
+    contact sheets and a loss-curve PNG per entry of ``log_dirs`` (model name -> folder holding
+    ``log.jsonl``). ``notes`` (how the models were trained, known gaps) go into the report as written.
     """
     from astro_pipeline.config import get_settings
     from astro_pipeline.training.losses import LPIPS, load_vgg16
 
+    say = progress or (lambda msg: log.info("%s", msg))
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
     sources = sources or ["hubble"]
-    truth, groups = validation_crops(sources, crop=crop, per_image=per_image, seed=seed, val_fraction=val_fraction)
+    vs = validation_set(sources, crop=crop, per_image=per_image, seed=seed, val_fraction=val_fraction)
     if max_crops:
-        truth = truth[:max_crops]
+        vs = ValidationSet(vs.crops[:max_crops], vs.crop_groups[:max_crops], vs.crop_images[:max_crops], sorted(set(vs.crop_groups[:max_crops])))
+    truth, crop_groups = vs.crops, vs.crop_groups
     lp = None
     if use_lpips:
         loaded = load_vgg16(get_settings().perceptual_weights)
         lp = LPIPS(*loaded) if loaded is not None else None
     col, sr, gan = _load(colorizer), _load(superres), _load(superres_gan)
-    report = EvalReport(table=[], n_crops=len(truth), crop=crop, val_groups=groups, notes=list(notes or []))
+    report = EvalReport(table=[], n_crops=len(truth), crop=crop, val_groups=sorted(set(crop_groups)), n_images=vs.n_images,
+                        per_image=per_image, seed=seed, n_boot=n_boot, val_fraction=val_fraction, notes=list(notes or []), machine=machine_description())
     for name, pair in (("colorizer", col), ("superres", sr), ("superres-gan", gan)):
         if pair is not None:
+            held = pair[1].extra.get("val_groups")
             report.models[name] = {"version": pair[1].version, "sha256": pair[1].sha256, "arch": pair[1].arch,
-                                   "kwargs": pair[1].kwargs, "steps": pair[1].steps}
-    s = _Scorer(truth, lp)
+                                   "kwargs": pair[1].kwargs, "steps": pair[1].steps,
+                                   # releases scored here that the model's own split did not hold out (None: not recorded)
+                                   "trained_on_eval": None if held is None else sorted(set(report.val_groups) - set(held))}
+    timings["crops"] = time.perf_counter() - t0
+    say(f"{len(truth)} validation crops from {len(report.val_groups)} releases")
+    s = Scorer(truth, lpips=lp)
     sheet: dict[str, list[torch.Tensor]] = {}
-    lab = srgb_to_lab(truth)
-    if col is not None:
-        grey = s.add("colorize", "baseline-grey", _grey(lab))
-        out = s.add("colorize", "colorizer", _colorize(col[0], lab))
-        sheet["colorize"] = [grey, grey, out, truth]
+    case_columns: dict[str, list[tuple[str, torch.Tensor]]] = {}
+    methods: list[ColourMethod] = []
+    if col is not None or colour_methods:
+        t1 = time.perf_counter()
+        chosen = [case_by_name(c) for c in cases] if cases is not None else list(CASES)
+        linear: LinearFill | None = None
+        if linear_fit and any(len(c.given) == 2 for c in chosen):
+            linear = fit_linear_fill(training_crops(sources, crop=crop, seed=seed, val_fraction=val_fraction))
+            report.linear_fill = {"coefficients": {k: list(v) for k, v in linear.coefficients.items()},
+                                  "n_pixels": linear.n_pixels, "n_crops": linear.n_crops}
+            timings["linear fit"] = time.perf_counter() - t1
+        t1 = time.perf_counter()
+        methods = [*baseline_methods(linear), *(colorizer_methods(col[0]) if col is not None else []), *colour_methods]
+        for case in chosen:
+            inp = make_input(truth, case)
+            cols: list[tuple[str, torch.Tensor]] = [("input", _input_view(inp, case.name))]
+            for m in methods_for(case, methods):
+                out = s.add(case.protocol, m.name, _run_colour_method(m, inp), given=case.given, kid=True,
+                            baseline=bool(getattr(m, "baseline", False)))
+                cols.append((m.name, out))
+            cols.append(("truth", truth))
+            case_columns[case.name] = cols
+            say(f"colour case {case.name}: {', '.join(c[0] for c in cols[1:-1])}")
+        if col is not None and "L" in case_columns:
+            grey = dict(case_columns["L"])["baseline-grey"]
+            sheet["colorize"] = [grey, grey, dict(case_columns["L"])["colorizer"], truth]
+        timings["colour methods"] = time.perf_counter() - t1
+    t1 = time.perf_counter()
     scale = 4
-    lr_clean = M.quantize8(torch.stack([torch.from_numpy(downscale_bicubic((t.permute(1, 2, 0).numpy() * 255 + 0.5).astype(np.uint8), scale)) for t in truth]).permute(0, 3, 1, 2).float() / 255)
-    rng = np.random.default_rng(seed + 1)
-    lr_deg = torch.stack([torch.from_numpy(degrade_lr((t.permute(1, 2, 0).numpy() * 255 + 0.5).astype(np.uint8), rng, scale=scale)) for t in truth]).permute(0, 3, 1, 2).float() / 255
+    if sr is not None or gan is not None or col is not None:
+        lr_clean = M.quantize8(torch.stack([torch.from_numpy(downscale_bicubic((t.permute(1, 2, 0).numpy() * 255 + 0.5).astype(np.uint8), scale)) for t in truth]).permute(0, 3, 1, 2).float() / 255)
     if sr is not None or gan is not None:
+        rng = np.random.default_rng(seed + 1)
+        lr_deg = torch.stack([torch.from_numpy(degrade_lr((t.permute(1, 2, 0).numpy() * 255 + 0.5).astype(np.uint8), rng, scale=scale)) for t in truth]).permute(0, 3, 1, 2).float() / 255
         for proto, lr in (("sr-clean", lr_clean), ("sr-degraded", lr_deg)):
             bic = s.add(proto, "baseline-bicubic", _pil_resize(lr, crop), lr=lr)
             for name, pair in (("superres", sr), ("superres-gan", gan)):
@@ -235,24 +341,79 @@ def evaluate_models(
         s.add("enhance", "baseline-bicubic-grey", _pil_resize(grey_small, crop))
         coloured = M.quantize8(_colorize(col[0], small_lab))
         s.add("enhance", "enhance", _run(sr[0], coloured).clamp(0, 1))
-    report.table = s.rows
-    if horseshoe and col is not None:
+    timings["super-resolution"] = time.perf_counter() - t1
+    t1 = time.perf_counter()
+    halves = kid_halves(crop_groups) if len(set(crop_groups)) >= 2 else None
+    if halves is not None and (halves.sum() < 2 or (~halves).sum() < 2):
+        halves = None
+    report.table = s.score(bootstrap=Bootstrap(len(truth), n_boot=n_boot, seed=seed), kid_half=halves, seed=seed, progress=say)
+    if s.kid_truth_split is not None and halves is not None:
+        report.kid_truth_split = [s.kid_truth_split.value, s.kid_truth_split.lo, s.kid_truth_split.hi]
+        report.kid_halves = (int(halves.sum()), int((~halves).sum()))
+    timings["scoring"] = time.perf_counter() - t1
+    if horseshoe and methods:
+        t1 = time.perf_counter()
         try:
-            report.horseshoe = horseshoe_check(col[0], lpips=lp if horseshoe_lpips else None)
+            report.horseshoe = horseshoe_check(methods=methods, lpips=lp if horseshoe_lpips else None)
         except (OSError, ValueError) as exc:
             report.horseshoe = {"error": str(exc)}
+        timings["horseshoe"] = time.perf_counter() - t1
+    if sky_gap is not False:
+        t1 = time.perf_counter()
+        if isinstance(sky_gap, SkyGap):
+            report.sky_gap = sky_gap
+        else:
+            from astro_pipeline.training.sky_gap import default_sky_gap
+
+            report.sky_gap = default_sky_gap(sources=[str(x) for x in sources if isinstance(x, str)] or ["hubble"], val_fraction=val_fraction)
+            timings["sky gap"] = time.perf_counter() - t1
     report.targets = check_targets(report)
+    colour_models = [m.name for m in methods if not getattr(m, "baseline", False)]
+    for name in colour_models:
+        report.colour_targets += colour_targets(report.table, name, horseshoe=report.horseshoe)
+    report.timings = timings
     if output_dir is not None:
-        out_dir = Path(output_dir)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        report.files += write_report(report, out_dir)
-        if sheet:
-            report.files.append(write_contact_sheet(sheet, out_dir / "contact_sheet.png"))
-        for name, d in (log_dirs or {}).items():
-            p = plot_loss_curve(Path(d) / "log.jsonl", out_dir / f"loss_{name}.png", title=name)
-            if p is not None:
-                report.files.append(p)
+        _write_outputs(report, Path(output_dir), sheet=sheet, case_columns=case_columns, truth=truth, log_dirs=log_dirs or {})
     return report
+
+
+def _case_file(name: str) -> str:
+    return f"colour_{name.replace('+', '')}.png"
+
+
+def _write_outputs(report: EvalReport, out_dir: Path, *, sheet: dict[str, list[torch.Tensor]],
+                   case_columns: dict[str, list[tuple[str, torch.Tensor]]], truth: torch.Tensor, log_dirs: dict[str, Path]) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if sheet:
+        report.files.append(write_contact_sheet(sheet, out_dir / "contact_sheet.png"))
+        report.figures["contact_sheet"] = "contact_sheet.png"
+    if case_columns:
+        idx = _sheet_indices(truth)
+        for name, cols in case_columns.items():
+            fn = _case_file(name)
+            report.files.append(write_labelled_sheet(cols, idx, out_dir / fn, title=f"case {name}"))
+            report.figures[f"case:{name}"] = fn
+    hs = report.horseshoe or {}
+    if "images" in hs:
+        rows = [hs["images"][c] for c in ("G", "G+R") if c in hs["images"]]
+        width = max(len(r) for r in rows)
+        blank = torch.ones_like(hs["images"]["lupton"])
+        rows = [[*r[:-1], *[("", blank)] * (width - len(r)), r[-1]] for r in rows]  # truth stays last
+        cols = []
+        for j in range(width):  # one labelled sheet: column j holds the j-th entry of every row
+            labels = [r[j][0] for r in rows if r[j][0]]
+            cols.append((" / ".join(dict.fromkeys(labels)), torch.cat([r[j][1] for r in rows])))
+        report.files.append(write_labelled_sheet(cols, list(range(len(rows))), out_dir / "horseshoe.png", thumb=250,
+                                                 title="Horseshoe: row 1 F606W alone (G), row 2 F606W + F814W (G+R)"))
+        report.figures["horseshoe"] = "horseshoe.png"
+    for name, d in log_dirs.items():
+        p = plot_loss_curve(Path(d) / "log.jsonl", out_dir / f"loss_{name}.png", title=name)
+        if p is not None:
+            report.files.append(p)
+            report.figures[f"loss:{name}"] = p.name
+    for p in sorted(out_dir.glob("loss_*.png")):  # curves of earlier training runs stay listed
+        report.figures.setdefault(f"loss:{p.stem[5:]}", p.name)
+    report.files += write_report(report, out_dir)
 
 
 def check_targets(report: EvalReport) -> list[dict[str, Any]]:
@@ -278,155 +439,3 @@ def check_targets(report: EvalReport) -> list[dict[str, Any]]:
     if eb and en:
         add("enhance", "PSNR gain over bicubic grey (dB) >= 1.0", en["psnr_rgb"] - eb["psnr_rgb"], 1.0, en["psnr_rgb"] - eb["psnr_rgb"] >= 1.0)
     return out
-
-
-def horseshoe_check(model: nn.Module, *, lpips: nn.Module | None = None, data_dir: Path | None = None) -> dict[str, Any]:
-    """Colorize the Horseshoe F606W cut-out and compare with make_lupton_rgb(F814W, F606W, F475W).
-
-    Both use the same Lupton asinh stretch: the grey input is make_lupton_rgb(F606W x 3), so the
-    comparison isolates the colour the model infers from structure alone.
-    """
-    from astropy.io import fits
-    from astropy.visualization import make_lupton_rgb
-
-    from astro_pipeline.config import shared_dir
-
-    d = data_dir or shared_dir() / "data" / "fits" / "hst"
-    bands = {}
-    for b in ("f475w", "f606w", "f814w"):
-        p = d / f"trilogy__hst_mos_1020228_wfc3_uvis_{b}_drz_cutout_20asec.fits"
-        with fits.open(p) as hdul:
-            hdu = next(h for h in hdul if h.data is not None)
-            arr = np.nan_to_num(np.asarray(hdu.data, dtype=np.float32))
-        bands[b] = arr - np.median(arr)
-    stretch = float(np.percentile(bands["f606w"], 99.5)) / 2
-    q = 8.0
-    comp = make_lupton_rgb(bands["f814w"], bands["f606w"], bands["f475w"], stretch=stretch, Q=q, minimum=0.0)
-    grey = make_lupton_rgb(bands["f606w"], bands["f606w"], bands["f606w"], stretch=stretch, Q=q, minimum=0.0)
-    truth = torch.from_numpy(comp.copy()).permute(2, 0, 1)[None].float() / 255
-    grey_t = torch.from_numpy(grey.copy()).permute(2, 0, 1)[None].float() / 255
-    lab = srgb_to_lab(grey_t)
-    with torch.inference_mode():
-        ab = model(lab[:, :1] / 50 - 1).float() * 110
-    out = M.quantize8(lab_to_srgb(torch.cat([lab[:, :1], ab], 1)))
-    base = M.quantize8(_grey(lab))
-    res: dict[str, Any] = {"stretch": stretch, "Q": q, "size": list(comp.shape[:2])}
-    for name, x in (("baseline-grey", base), ("colorizer", out)):
-        lab_x, lab_t = srgb_to_lab(x.double()), srgb_to_lab(truth.double())
-        res[name] = {
-            "ciede76": float(M.ciede76(x, truth).mean()),
-            "ab_error": float((lab_x[:, 1:] - lab_t[:, 1:]).pow(2).sum(1).sqrt().mean()),
-            "chroma_ratio": M.chroma_ratio(x, truth),
-            "psnr_rgb": float(M.psnr(x, truth).mean()),
-        }
-        if lpips is not None:
-            with torch.inference_mode():
-                res[name]["lpips"] = float(lpips(x, truth).mean())
-    res["images"] = {"input": grey_t, "model": out, "lupton": truth}
-    return res
-
-
-def _fmt(v: Any) -> str:
-    if v is None:
-        return "-"
-    if isinstance(v, float):
-        return "nan" if math.isnan(v) else f"{v:.4f}" if abs(v) < 10 else f"{v:.2f}"
-    return str(v)
-
-
-def write_report(report: EvalReport, out_dir: Path) -> list[Path]:
-    """``report.csv`` (one row per protocol x method) and ``report.md`` (tables, targets, real-data check)."""
-    buf = io.StringIO()
-    cols = ["protocol", "method", "n", *METRIC_COLUMNS]
-    w = csv.DictWriter(buf, fieldnames=cols, extrasaction="ignore")
-    w.writeheader()
-    for r in report.table:
-        w.writerow({k: ("" if r.get(k) is None else r[k]) for k in cols})
-    csv_path = _atomic_bytes(out_dir / "report.csv", buf.getvalue().encode())
-    lines = ["# Evaluation report", "",
-             f"Validation: {report.n_crops} crops of {report.crop} px from {len(report.val_groups)} held-out ESA releases "
-             "(split by release, never by file). Outputs quantised to 8 bits before scoring.", "",
-             "Models:", ""]
-    for name, m in report.models.items():
-        lines.append(f"- `{name}`: {m['arch']} {json.dumps(m['kwargs'])}, version {m['version']}, {m['steps']} steps, sha256 {m['sha256'][:12]}")
-    for proto in dict.fromkeys(r["protocol"] for r in report.table):
-        lines += ["", f"## {proto}", "", "| method | " + " | ".join(METRIC_COLUMNS) + " |", "|---" * (len(METRIC_COLUMNS) + 1) + "|"]
-        for r in report.table:
-            if r["protocol"] == proto:
-                lines.append(f"| {r['method']} | " + " | ".join(_fmt(r.get(k)) for k in METRIC_COLUMNS) + " |")
-    lines += ["", "Lower is better for ciede76, lpips and lr_rmse; chroma_ratio should be near 1.", "",
-              "## Targets (issue 4, clean protocol)", "", "| model | check | value | threshold | met |", "|---|---|---|---|---|"]
-    for t in report.targets:
-        lines.append(f"| {t['model']} | {t['check']} | {_fmt(t['value'])} | {_fmt(t['threshold'])} | {'yes' if t['met'] else 'NO'} |")
-    if report.horseshoe:
-        hs = report.horseshoe
-        lines += ["", "## Real data: Cosmic Horseshoe F606W vs make_lupton_rgb(F814W, F606W, F475W)", ""]
-        if "error" in hs:
-            lines.append(f"Not run: {hs['error']}")
-        else:
-            lines += [f"Same Lupton asinh stretch (stretch={hs['stretch']:.4g}, Q={hs['Q']}) for the grey input and the composite; "
-                      f"{hs['size'][0]}x{hs['size'][1]} px.", "",
-                      "| method | ciede76 | ab_error | chroma_ratio | psnr_rgb | lpips |", "|---|---|---|---|---|---|"]
-            for name in ("baseline-grey", "colorizer"):
-                m = hs[name]
-                lines.append(f"| {name} | {_fmt(m['ciede76'])} | {_fmt(m['ab_error'])} | {_fmt(m['chroma_ratio'])} | {_fmt(m['psnr_rgb'])} | {_fmt(m.get('lpips'))} |")
-            if "images" in hs:
-                p = write_strip([hs["images"]["input"], hs["images"]["model"], hs["images"]["lupton"]], out_dir / "horseshoe.png")
-                report.files.append(p)
-                lines += ["", "![horseshoe: input | colorizer | Lupton](horseshoe.png)"]
-    if report.notes:
-        lines += ["", "## Training runs and gaps", "", *[f"- {n}" for n in report.notes]]
-    lines += ["", "Figures: `contact_sheet.png` (rows: colorize, superres, superres-gan; columns: input | baseline | model | truth), "
-              "`loss_<model>.png` (training losses).", ""]
-    md_path = _atomic_bytes(out_dir / "report.md", "\n".join(lines).encode())
-    return [csv_path, md_path]
-
-
-def _to_uint8(x: torch.Tensor) -> np.ndarray:
-    return (x.clamp(0, 1).permute(1, 2, 0).numpy() * 255 + 0.5).astype(np.uint8)
-
-
-def write_strip(images: list[torch.Tensor], path: Path) -> Path:
-    """Side-by-side PNG of same-sized (1,3,H,W) images."""
-    arr = np.concatenate([_to_uint8(x[0]) for x in images], axis=1)
-    buf = io.BytesIO()
-    Image.fromarray(arr).save(buf, format="PNG", optimize=True)
-    return _atomic_bytes(path, buf.getvalue())
-
-
-def write_contact_sheet(sheet: dict[str, list[torch.Tensor]], path: Path, *, rows_per_task: int = 2) -> Path:
-    """Rows of input | baseline | model | truth for the first crops of each task."""
-    rows = []
-    for _name, cols in sheet.items():
-        n = min(rows_per_task, len(cols[0]))
-        for i in range(n):
-            rows.append(np.concatenate([_to_uint8(c[i]) for c in cols], axis=1))
-    buf = io.BytesIO()
-    Image.fromarray(np.concatenate(rows, axis=0)).save(buf, format="PNG", optimize=True)
-    return _atomic_bytes(path, buf.getvalue())
-
-
-def plot_loss_curve(log_path: Path, out_path: Path, *, title: str) -> Path | None:
-    """One PNG with each logged loss against step (log y where positive)."""
-    if not log_path.is_file():
-        return None
-    rows = [json.loads(ln) for ln in log_path.read_text().splitlines() if ln.strip()]
-    if not rows:
-        return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    keys = [k for k in rows[0] if k not in ("step", "lr", "seconds")]
-    fig, axes = plt.subplots(1, len(keys), figsize=(4 * len(keys), 3), squeeze=False)
-    steps = [r["step"] for r in rows]
-    for ax, k in zip(axes[0], keys, strict=True):
-        ax.plot(steps, [r.get(k) for r in rows], lw=1)
-        ax.set_title(f"{title}: {k}")
-        ax.set_xlabel("step")
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=80)
-    plt.close(fig)
-    return _atomic_bytes(out_path, buf.getvalue())

@@ -40,7 +40,7 @@ def evaluate_task(result: Any, sources: list[str], output_dir: str, crop: int) -
 
     spec: dict[str, Any] = {"colorizer": None, "superres": None, "superres_gan": None}
     spec[result.model.replace("-", "_")] = result.weights_path
-    return evaluate_models(**spec, sources=list(sources), crop=crop,
+    return evaluate_models(**spec, sources=list(sources), crop=crop, cases=("L", "B", "G", "R"),  # where the colorizer applies
                            output_dir=Path(output_dir) / result.model / "evaluation",
                            log_dirs={result.model: Path(result.weights_path).parent})
 

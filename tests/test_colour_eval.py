@@ -366,3 +366,36 @@ def test_horseshoe_cases(shared_data):
     assert res["truth_hue_spread"] > 5
     labels = [lab for lab, _ in res["images"]["G+R"]]
     assert labels[0] == "input" and labels[-1] == "truth"
+
+
+def test_cli_evaluate_then_rerender_with_notes(folder, tmp_path):
+    from typer.testing import CliRunner
+
+    from astro_pipeline.cli import app
+    from astro_pipeline.models.registry import save_weights
+
+    model, meta = random_weights("colorize", seed=2)
+    meta.extra["val_groups"] = ["rel0"]  # pretend its own split held out one release only
+    wpath = save_weights(model, tmp_path / "col.safetensors", meta)
+    out = tmp_path / "ev"
+    args = ["evaluate", "--output", str(out), "--colorizer", str(wpath), "--superres", "", "--superres-gan", "",
+            "--source", f"folder:{folder}", "--crop", "64", "--per-image", "2", "--val-fraction", "0.5", "--no-lpips",
+            "--no-sky-gap", "--n-boot", "100", "--case", "L", "--case", "R+B", "--threads", "1"]
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, res.output
+    assert "case L" in res.output and "baseline-grey" in res.output and "case R+B" in res.output
+    md = (out / "report.md").read_text()
+    assert "WARNING: trained on" in md  # the releases scored here were not all held out of this model's training
+    assert "| L | colorizer |" in md and "| R+B | baseline-linear |" in md and "| B | " not in md
+    notes = tmp_path / "notes.txt"
+    notes.write_text("First note about the runs.\n\nSecond note,\nwrapped over two lines.\n")
+    res2 = CliRunner().invoke(app, ["evaluate", "--output", str(out), "--rerender", "--notes", str(notes)])
+    assert res2.exit_code == 0, res2.output
+    md2 = (out / "report.md").read_text()
+    assert "- First note about the runs." in md2 and "- Second note, wrapped over two lines." in md2
+    def accuracy(text):
+        return text.split("## Colour, per case: accuracy")[1].split("\n## ")[0]
+
+    assert accuracy(md2) == accuracy(md)  # same figures, re-rendered from report.json
+    bad = CliRunner().invoke(app, ["evaluate", "--output", str(tmp_path / "nothing"), "--rerender"])
+    assert bad.exit_code == 2 and "cannot re-render" in bad.output

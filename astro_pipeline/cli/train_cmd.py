@@ -87,6 +87,7 @@ def evaluate_cmd(
     n_boot: int = typer.Option(2000, "--n-boot", help="Bootstrap resamples for the intervals."),
     val_fraction: float = typer.Option(0.12, "--val-fraction", help="Share of releases held out (keep 0.12: the split the shipped weights trained with)."),
     notes: Path | None = typer.Option(None, "--notes", help="Text file of report notes (training runs, gaps), one per paragraph."),
+    rerender: bool = typer.Option(False, "--rerender", help="Only rewrite report.md/csv/json from OUTPUT/report.json (e.g. new --notes); no evaluation."),
     threads: int | None = typer.Option(None, "--threads"),
 ) -> None:
     """Evaluate models against baselines on held-out releases and write the report."""
@@ -111,6 +112,19 @@ def evaluate_cmd(
         except OSError as exc:
             console.print(f"[red]error:[/red] {notes}: cannot read notes ({exc.strerror or exc})")
             raise typer.Exit(2) from exc
+    if rerender:
+        from astro_pipeline.training.report import load_report, write_report
+
+        try:
+            report = load_report(output / "report.json")
+        except (OSError, ValueError, KeyError) as exc:
+            console.print(f"[red]error:[/red] {output / 'report.json'}: cannot re-render ({exc})")
+            raise typer.Exit(2) from exc
+        if notes is not None:
+            report.notes = note_lines
+        write_report(report, output)
+        console.print(f"report: {output / 'report.md'} (re-rendered from report.json)")
+        return
     t0 = time.perf_counter()
     try:
         report = evaluate_models(colorizer=colorizer or None, superres=superres or None, superres_gan=superres_gan or None,

@@ -1,7 +1,9 @@
 """Training: data sources, datasets, losses, the loop, evaluation and the promotion gate.
 
-Public entry points: :func:`run_training` (one model, resumable) and
-``astro_pipeline.training.evaluate.evaluate_models``.
+Public entry points: :func:`run_training` (one model, resumable),
+``astro_pipeline.training.evaluate.evaluate_models`` (the report; colour methods plug in through
+``training.colour_cases.ColourMethod``) and ``astro_pipeline.training.sky_gap.default_sky_gap``
+(the colorizer's input against its training images).
 """
 
 from __future__ import annotations

@@ -14,7 +14,11 @@ its green and R its red. Tensors keep sRGB channel order (R, G, B).
 A method is anything with a ``name``, an ``applies(case)`` and a call taking a :class:`ColourInput`
 (the given slots with a presence mask, plus lightness) and returning sRGB; :class:`FunctionMethod`
 wraps a plain function. A new colour model becomes one more method row without touching the
-protocol code.
+protocol code::
+
+    model = FunctionMethod("band-model", lambda inp: my_model(inp.slots, inp.present, inp.lightness),
+                           cases=frozenset(c.name for c in CASES))
+    evaluate_models(colour_methods=[model], ...)   # rows in every case, beside each case's baselines
 """
 
 from __future__ import annotations

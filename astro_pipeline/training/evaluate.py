@@ -49,7 +49,7 @@ from astro_pipeline.training.datasets import TrainingDataError, degrade_lr, down
 from astro_pipeline.training.figures import plot_loss_curve, write_contact_sheet, write_labelled_sheet
 from astro_pipeline.training.horseshoe import horseshoe_check
 from astro_pipeline.training.intervals import Bootstrap
-from astro_pipeline.training.report import METRIC_COLUMNS, EvalReport, write_report
+from astro_pipeline.training.report import METRIC_COLUMNS, EvalReport, sky_gap_summary, write_report
 from astro_pipeline.training.scoring import Scorer, kid_halves
 from astro_pipeline.training.sky_gap import SkyGap
 from astro_pipeline.training.sources import Source, TrainingItem, collect_items, split_by_group
@@ -193,7 +193,7 @@ def _pil_resize(x: torch.Tensor, size: int) -> torch.Tensor:
 
 
 def machine_description() -> str:
-    """CPU model, CPU count and torch threads, for the timing line of the report."""
+    """CPU model, CPU count, torch threads and the load at the start, for the timing line of the report."""
     model = platform.processor() or platform.machine()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -202,7 +202,11 @@ def machine_description() -> str:
                 break
     except OSError:
         pass
-    return f"{model}, {os.cpu_count()} CPUs, {torch.get_num_threads()} torch threads"
+    try:
+        load = f", load average {os.getloadavg()[0]:.1f} at the start"
+    except OSError:
+        load = ""
+    return f"{model}, {os.cpu_count()} CPUs, {torch.get_num_threads()} torch threads{load}"
 
 
 def _sheet_indices(truth: torch.Tensor, n: int = 3) -> list[int]:
@@ -367,6 +371,7 @@ def evaluate_models(
 
             report.sky_gap = default_sky_gap(sources=[str(x) for x in sources if isinstance(x, str)] or ["hubble"], val_fraction=val_fraction)
             timings["sky gap"] = time.perf_counter() - t1
+        report.sky_gap_summary = sky_gap_summary(report.sky_gap)
     report.targets = check_targets(report)
     colour_models = [m.name for m in methods if not getattr(m, "baseline", False)]
     for name in colour_models:

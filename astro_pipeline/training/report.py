@@ -26,6 +26,8 @@ __all__ = [
     "SECTIONS",
     "Section",
     "write_report",
+    "load_report",
+    "sky_gap_summary",
     "case_of",
     "section_header",
     "section_models",
@@ -74,6 +76,7 @@ class EvalReport:
     kid_halves: tuple[int, int] | None = None
     linear_fill: dict[str, Any] | None = None
     sky_gap: SkyGap | None = None
+    sky_gap_summary: dict[str, Any] | None = None  # what the report shows of ``sky_gap`` (kept in report.json)
     figures: dict[str, str] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
     machine: str = ""
@@ -259,29 +262,33 @@ def section_horseshoe(report: EvalReport) -> list[str]:
     return lines
 
 
+def sky_gap_summary(gap: SkyGap) -> dict[str, Any]:
+    """What the report keeps of a sky-gap measurement: the preparation, the rows and what was left out."""
+    return {"prepare": gap.prepare, "rows": gap.rows(), "skipped": [x for s in gap.sets for x in s.skipped]}
+
+
 def section_sky_gap(report: EvalReport) -> list[str]:
-    g = report.sky_gap
+    g = report.sky_gap_summary or (sky_gap_summary(report.sky_gap) if report.sky_gap is not None else None)
     if g is None:
         return []
     lines = ["## Sky and histogram gap: what the colorizer sees in use against what it trained on", "",
              "The colorizer trained on the L* of ESA release images; in the sweep it gets the pipeline's own stretch "
-             f"(`{g.prepare}`: ZScale + asinh, then L*) of raw frames. Sky L*: per image, the median L* of the pixels that survive "
+             f"(`{g['prepare']}`: ZScale + asinh, then L*) of raw frames. Sky L*: per image, the median L* of the pixels that survive "
              "iterative 3-sigma clipping (median centre, MAD sigma); then the median and quartiles over images. Dark fraction: the "
              "share of valid pixels below L* 10. Histogram distances against the training images' L* histogram (each image weighs "
              "the same): earth mover's distance in L* units, and total variation. Off-footprint pixels are left out. "
              "`astro_pipeline.training.sky_gap.default_sky_gap(prepare=...)` measures a new input preparation the same way.", "",
              "| set | images | sky L* median [q25, q75] | sky gap | dark fraction | mean L* | histogram EMD (L*) | histogram TV |",
              "|---|---|---|---|---|---|---|---|"]
-    for r in g.rows():
+    for r in g["rows"]:
         lines.append(f"| {r['set']} | {r['n_images']} | {r['sky_median']:.1f} [{r['sky_q25']:.1f}, {r['sky_q75']:.1f}] | "
                      f"{r['sky_gap']:+.1f} | {r['dark_fraction']:.2f} | {r['mean_lightness']:.1f} | {r['hist_emd']:.1f} | {r['hist_tv']:.2f} |")
-    skipped = [x for s in g.sets for x in s.skipped]
-    if skipped:
+    if g["skipped"]:
         named = []
-        for x in skipped:
+        for x in g["skipped"]:
             head, _, why = x.partition(": ")
             named.append(f"{Path(head).name}: {why}")
-        lines += ["", f"Left out ({len(skipped)}): " + "; ".join(named) + "."]
+        lines += ["", f"Left out ({len(named)}): " + "; ".join(named) + "."]
     return lines
 
 
@@ -365,17 +372,31 @@ def _csv(report: EvalReport) -> str:
     return buf.getvalue()
 
 
+_JSON_FIELDS = ("n_crops", "crop", "per_image", "seed", "val_fraction", "val_groups", "n_images", "n_boot", "models", "table",
+                "kid_truth_split", "kid_halves", "linear_fill", "targets", "colour_targets", "timings", "machine", "figures", "notes")
+
+
 def _json(report: EvalReport) -> str:
+    payload: dict[str, Any] = {k: getattr(report, k) for k in _JSON_FIELDS}
     hs = report.horseshoe or {}
-    payload = {
-        "n_crops": report.n_crops, "crop": report.crop, "per_image": report.per_image, "seed": report.seed,
-        "val_groups": report.val_groups, "n_boot": report.n_boot, "models": report.models, "table": report.table,
-        "kid_truth_split": report.kid_truth_split, "kid_halves": report.kid_halves, "linear_fill": report.linear_fill,
-        "horseshoe": {k: v for k, v in hs.items() if k != "images"} or None,
-        "sky_gap": report.sky_gap.rows() if report.sky_gap else None,
-        "targets": report.targets, "colour_targets": report.colour_targets, "timings": report.timings, "machine": report.machine,
-    }
+    payload["horseshoe"] = {k: v for k, v in hs.items() if k != "images"} or None
+    payload["sky_gap"] = report.sky_gap_summary or (sky_gap_summary(report.sky_gap) if report.sky_gap is not None else None)
     return json.dumps(payload, indent=1, default=float)
+
+
+def load_report(path: str | Path) -> EvalReport:
+    """An :class:`EvalReport` back from ``report.json`` (no images), to re-render the Markdown (new
+    notes, a new section) without evaluating again."""
+    raw = json.loads(Path(path).read_text())
+    report = EvalReport(table=raw["table"])
+    for k in _JSON_FIELDS:
+        if k in raw:
+            setattr(report, k, raw[k])
+    if report.kid_halves is not None:
+        report.kid_halves = (int(report.kid_halves[0]), int(report.kid_halves[1]))
+    report.horseshoe = raw.get("horseshoe")
+    report.sky_gap_summary = raw.get("sky_gap")
+    return report
 
 
 def write_report(report: EvalReport, out_dir: Path, *, sections: Sequence[Section] = SECTIONS) -> list[Path]:

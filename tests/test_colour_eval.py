@@ -12,7 +12,6 @@ import torch
 from astropy.io import fits
 from PIL import Image
 
-from astro_pipeline.models.registry import random_weights
 from astro_pipeline.training import metrics as M
 from astro_pipeline.training.colorspace import lab_to_srgb
 from astro_pipeline.training.colour_cases import (
@@ -37,6 +36,7 @@ from astro_pipeline.training.sky_gap import (
     measure_sky_gap,
     sky_lightness,
 )
+from model_helpers import random_weights
 from test_training import make_folder
 
 

@@ -369,7 +369,8 @@ def evaluate_models(
         else:
             from astro_pipeline.training.sky_gap import default_sky_gap
 
-            report.sky_gap = default_sky_gap(sources=[str(x) for x in sources if isinstance(x, str)] or ["hubble"], val_fraction=val_fraction)
+            report.sky_gap = default_sky_gap(cache_dir=Path(get_settings().cache_dir), val_fraction=val_fraction,
+                                             sources=[str(x) for x in sources if isinstance(x, str)] or ["hubble"])
             timings["sky gap"] = time.perf_counter() - t1
         report.sky_gap_summary = sky_gap_summary(report.sky_gap)
     report.targets = check_targets(report)

@@ -4,27 +4,17 @@ from __future__ import annotations
 
 import io
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-__all__ = ["atomic_bytes", "to_uint8", "write_strip", "write_contact_sheet", "write_labelled_sheet", "plot_loss_curve"]
+from astro_pipeline.fileio import atomic_write_bytes
+
+__all__ = ["to_uint8", "write_strip", "write_contact_sheet", "write_labelled_sheet", "plot_loss_curve"]
 
 _LABEL_H = 14
-
-
-def atomic_bytes(path: Path, data: bytes) -> Path:
-    """Write ``data`` to ``path`` through a temporary file in the same folder and a rename."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(data)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
-    return path
 
 
 def to_uint8(x: torch.Tensor) -> np.ndarray:
@@ -35,7 +25,7 @@ def to_uint8(x: torch.Tensor) -> np.ndarray:
 def _png(arr: np.ndarray, path: Path) -> Path:
     buf = io.BytesIO()
     Image.fromarray(arr).save(buf, format="PNG", optimize=True)
-    return atomic_bytes(path, buf.getvalue())
+    return atomic_write_bytes(path, buf.getvalue())
 
 
 def write_strip(images: list[torch.Tensor], path: Path) -> Path:
@@ -103,4 +93,4 @@ def plot_loss_curve(log_path: Path, out_path: Path, *, title: str) -> Path | Non
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=80)
     plt.close(fig)
-    return atomic_bytes(out_path, buf.getvalue())
+    return atomic_write_bytes(out_path, buf.getvalue())

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from astro_pipeline.training.figures import atomic_bytes
+from astro_pipeline.fileio import atomic_write_bytes
 from astro_pipeline.training.sky_gap import SkyGap
 
 __all__ = [
@@ -277,7 +277,7 @@ def section_sky_gap(report: EvalReport) -> list[str]:
              "iterative 3-sigma clipping (median centre, MAD sigma); then the median and quartiles over images. Dark fraction: the "
              "share of valid pixels below L* 10. Histogram distances against the training images' L* histogram (each image weighs "
              "the same): earth mover's distance in L* units, and total variation. Off-footprint pixels are left out. "
-             "`astro_pipeline.training.sky_gap.default_sky_gap(prepare=...)` measures a new input preparation the same way.", "",
+             "`astro_pipeline.training.sky_gap.default_sky_gap(cache_dir=..., prepare=...)` measures a new input preparation the same way.", "",
              "| set | images | sky L* median [q25, q75] | sky gap | dark fraction | mean L* | histogram EMD (L*) | histogram TV |",
              "|---|---|---|---|---|---|---|---|"]
     for r in g["rows"]:
@@ -403,12 +403,12 @@ def write_report(report: EvalReport, out_dir: Path, *, sections: Sequence[Sectio
     """``report.md`` (the sections, in order), ``report.csv`` (one row per protocol x method, with
     intervals) and ``report.json`` (everything but images, for programs comparing runs)."""
     out_dir = Path(out_dir)
-    csv_path = atomic_bytes(out_dir / "report.csv", _csv(report).encode())
-    json_path = atomic_bytes(out_dir / "report.json", _json(report).encode())
+    csv_path = atomic_write_bytes(out_dir / "report.csv", _csv(report).encode())
+    json_path = atomic_write_bytes(out_dir / "report.json", _json(report).encode())
     lines: list[str] = []
     for section in sections:
         part = section(report)
         if part:
             lines += [*part, ""]
-    md_path = atomic_bytes(out_dir / "report.md", "\n".join(lines).encode())
+    md_path = atomic_write_bytes(out_dir / "report.md", "\n".join(lines).encode())
     return [csv_path, md_path, json_path]

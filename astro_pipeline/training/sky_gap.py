@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from astro_pipeline.config import DEFAULT_MAX_IMAGE_PIXELS
 from astro_pipeline.ingest.frame import Frame
 
 __all__ = [
@@ -183,7 +184,7 @@ def _is_aux(path: Path) -> bool:
 
 
 def frames_lightness(paths: Iterable[Path], *, prepare: FramePrep = colorizer_input, min_side: int = MIN_SIDE,
-                     skipped: list[str] | None = None) -> Iterator[LightnessImage]:
+                     skipped: list[str] | None = None, max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> Iterator[LightnessImage]:
     """Every frame of every file, prepared as the colorizer receives it. Unreadable files and
     frames under ``min_side`` px are skipped and named in ``skipped`` (never an exception)."""
     from astro_pipeline.ingest.frame import IngestError
@@ -191,7 +192,7 @@ def frames_lightness(paths: Iterable[Path], *, prepare: FramePrep = colorizer_in
 
     for path in paths:
         try:
-            frames = read_frames(path)
+            frames = read_frames(path, max_image_pixels=max_image_pixels)
         except IngestError as exc:
             if skipped is not None:
                 skipped.append(str(exc))
@@ -215,15 +216,18 @@ def colour_images_lightness(paths: Iterable[Path]) -> Iterator[LightnessImage]:
         yield LightnessImage(Path(p).name, lightness(rgb.astype(np.float32) / np.float32(255.0)))
 
 
-def default_frame_sets(*, shared: Path | None = None, sample_root: Path | None = None) -> dict[str, list[Path]]:
+def default_frame_sets(*, cache_dir: Path | None = None, sample_root: Path | None = None, shared: Path | None = None) -> dict[str, list[Path]]:
     """The frames the report measures: the built-in sample's science frames of its fields (not the
-    QA frames, which are deliberately broken), and the shared FITS frames (``../shared/data/fits``,
-    auxiliary RMS and PSF images left out). A set whose folder is absent is left out."""
+    QA frames, which are deliberately broken; built under ``sample_root``, or reused from the cache
+    ``cache_dir``), and the shared FITS frames (``../shared/data/fits``, auxiliary RMS and PSF images
+    left out). A set whose folder is absent is left out."""
     from astro_pipeline.config import shared_dir
     from astro_pipeline.sample import build_sample
 
+    if sample_root is None and cache_dir is None:
+        raise TypeError("default_frame_sets needs the sample's root or the cache folder (Settings.cache_dir)")
     out: dict[str, list[Path]] = {}
-    idx = build_sample(sample_root) if sample_root is not None else build_sample()
+    idx = build_sample(sample_root, cache_dir=cache_dir)
     sample = [idx.path_of(i) for i in idx.items if i.archive == "mast" and i.kind == "science" and not i.expected_flags]
     if sample:
         out["sample science frames"] = sample
@@ -259,8 +263,9 @@ def measure_sky_gap(frame_sets: Mapping[str, Sequence[Path]], reference: Sequenc
     return SkyGap(reference=ref, sets=sets, prepare=getattr(prepare, "__name__", str(prepare)))
 
 
-def default_sky_gap(*, sources: Sequence[str] = ("hubble",), prepare: FramePrep = colorizer_input,
-                    shared: Path | None = None, sample_root: Path | None = None, val_fraction: float = 0.12) -> SkyGap:
-    """The report's measurement: the sample and shared FITS frames against the training images."""
-    return measure_sky_gap(default_frame_sets(shared=shared, sample_root=sample_root),
+def default_sky_gap(*, cache_dir: Path | None = None, sample_root: Path | None = None, sources: Sequence[str] = ("hubble",),
+                    prepare: FramePrep = colorizer_input, shared: Path | None = None, val_fraction: float = 0.12) -> SkyGap:
+    """The report's measurement: the sample and shared FITS frames against the training images.
+    ``cache_dir`` (``Settings.cache_dir``) or ``sample_root``: where the built-in sample is."""
+    return measure_sky_gap(default_frame_sets(cache_dir=cache_dir, sample_root=sample_root, shared=shared),
                            training_image_paths(sources, val_fraction=val_fraction), prepare=prepare)

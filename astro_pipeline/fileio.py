@@ -15,7 +15,8 @@ import secrets
 from collections.abc import Callable
 from pathlib import Path
 
-__all__ = ["CHUNK", "atomic_write", "atomic_write_bytes", "atomic_write_text", "create_temp", "sha256_file"]
+__all__ = ["CHUNK", "StagedWrites", "atomic_write", "atomic_write_bytes", "atomic_write_text", "create_temp",
+           "sha256_file"]
 
 #: Bytes read (or written) at a time when streaming a file.
 CHUNK = 1 << 20
@@ -65,6 +66,58 @@ def atomic_write(path: str | os.PathLike[str], writer: Callable[[Path], None], *
         tmp.unlink(missing_ok=True)
         raise
     return path
+
+
+class StagedWrites:
+    """Several files that land together or not at all: each is written under a temporary name
+    beside its destination, and all are renamed into place on :meth:`commit` (or when the
+    ``with`` block ends without an error); on an error every temporary file is removed and the
+    destinations are left as they were.
+    """
+
+    def __init__(self) -> None:
+        self._pending: list[tuple[Path, Path]] = []
+
+    def write(self, path: str | os.PathLike[str], writer: Callable[[Path], None], *, suffix: str | None = None) -> Path:
+        """Call ``writer(tmp)`` on a temporary file for ``path``; returns the temporary file."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = create_temp(path.parent, path.name, suffix if suffix is not None else ".tmp" + path.suffix)
+        self._pending.append((tmp, path))
+        writer(tmp)
+        return tmp
+
+    def commit(self) -> list[Path]:
+        """Rename every staged file onto its destination; returns the destinations.
+
+        A destination that is a folder is refused before anything is renamed.
+        """
+        done = [final for _, final in self._pending]
+        for final in done:
+            if final.is_dir():
+                raise IsADirectoryError(f"{final} is a folder, not a file this product may replace")
+        for tmp, final in self._pending:
+            os.replace(tmp, final)
+        self._pending = []
+        return done
+
+    def discard(self) -> None:
+        for tmp, _ in self._pending:
+            tmp.unlink(missing_ok=True)
+        self._pending = []
+
+    def __enter__(self) -> StagedWrites:
+        return self
+
+    def __exit__(self, exc_type: object, *rest: object) -> None:
+        if exc_type is None:
+            try:
+                self.commit()
+            except BaseException:
+                self.discard()
+                raise
+        else:
+            self.discard()
 
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:

@@ -17,9 +17,9 @@ from astro_pipeline.config import QualityThresholds
 from astro_pipeline.engines import Engines
 from astro_pipeline.products.composites import Composite, write_lupton_composites
 from astro_pipeline.products.process import ProcessedInput, process_file
-from astro_pipeline.products.types import Operation
+from astro_pipeline.products.types import Operation, Product
 
-__all__ = ["compose_recorded", "process_input"]
+__all__ = ["compose_recorded", "done_products", "process_input"]
 
 
 def process_input(
@@ -38,10 +38,13 @@ def process_input(
     """Process every frame of one input into products under ``output_dir``, and record them.
 
     One catalog transaction records the input file (with its archive record when ``downloaded``),
-    its frame count, and each product with its frame, quality flags, reader notes and files.
+    its frame count, and each product with its frame, quality flags, reader notes and files. The
+    catalog says who owns each path, so no product replaces a file another product records; the
+    rows whose files this input's products replaced (its own earlier products) become superseded.
     """
     processed = process_file(path, operation=operation, engines=engines, output_dir=output_dir, quality=quality,
-                             max_image_pixels=max_image_pixels, input_root=input_root, run_id=run_id)
+                             max_image_pixels=max_image_pixels, input_root=input_root, run_id=run_id,
+                             recorded=catalog.file_owners)
     catalog.record_input(processed, run_id=run_id, downloaded=downloaded)
     return processed
 
@@ -56,7 +59,22 @@ def compose_recorded(catalog: Catalog, sha256s: Iterable[str], *, operation: Ope
     """
     products = catalog.current_products(sha256s, operation=operation, models=models)
     composites = write_lupton_composites([p for p in products if "lupton" not in p.files],
-                                         max_image_pixels=max_image_pixels)
+                                         max_image_pixels=max_image_pixels, recorded=catalog.file_owners)
     catalog.attach_composites(composites)
     return composites
 
+
+
+def done_products(catalog: Catalog, sha256: str, *, operation: Operation, models: Mapping[str, str]) -> list[Product]:
+    """The current products of this input by ``operation`` with these models, when they are complete
+    (every frame ok, as ``Catalog.is_done`` says) and their files are all still there; else ``[]``.
+
+    What a command-line rerun skips (unless ``--overwrite``): the catalog's "done", and the files
+    a user may have deleted since.
+    """
+    if not sha256 or not catalog.is_done(sha256, dict(models), None, operation=str(operation)):
+        return []
+    products = catalog.current_products([sha256], operation=operation, models=models)
+    if not products or not all(Path(f.path).is_file() for p in products for f in p.files.values()):
+        return []
+    return products

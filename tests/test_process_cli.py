@@ -56,12 +56,13 @@ def test_colorize_flat_directory_same_size(flat_dir, tmp_path, weights):
                    "--device", "cpu", "--batch-size", "2", "--run-id", "c1"])
     assert res.exit_code == 0, res.output
     for name, size in [("colour", (28, 20)), ("grey", (22, 18)), ("deep", (24, 16))]:
-        im = Image.open(out / f"{name}.png")
+        im = Image.open(out / f"{name}_color.png")
         assert im.size == size and im.mode == "RGB"
-        assert (out / f"{name}.tif").is_file()
+        assert (out / f"{name}_color.tif").is_file()
     df = pd.read_parquet(out / "manifests" / "c1.parquet")
     assert sorted(Path(p).name for p in df["source_path"]) == ["colour.png", "deep.tif", "grey.jpg"]
-    assert set(df["status"]) == {"ok"} and set(df["png_path"]) == {"colour.png", "grey.png", "deep.png"}
+    assert set(df["status"]) == {"ok"} and set(df["png_path"]) == {"colour_color.png", "grey_color.png",
+                                                                    "deep_color.png"}
     assert (out / "manifests" / "c1.csv").is_file()
     assert (df["metric_lightness_max_abs_error"] < 0.5).all()
 
@@ -73,8 +74,8 @@ def test_upscale_4x_with_bad_file_carries_on(flat_dir, tmp_path, weights):
                    "--tile-size", "16", "--run-id", "u1"])
     assert res.exit_code == 1
     assert "broken.png" in res.output and "Traceback" not in res.output
-    assert Image.open(out / "colour.png").size == (112, 80)
-    assert Image.open(out / "grey.png").size == (88, 72)
+    assert Image.open(out / "colour_x4.png").size == (112, 80)
+    assert Image.open(out / "grey_x4.png").size == (88, 72)
     df = pd.read_parquet(out / "manifests" / "u1.parquet")
     assert len(df) == 4 and (df["status"] == "error").sum() == 1
     bad = df[df["status"] == "error"].iloc[0]
@@ -87,23 +88,26 @@ def test_enhance_colorizes_then_upscales_and_skips_own_outputs(flat_dir, weights
     args = ["enhance", str(flat_dir), "--output", str(out), "--colorizer", str(weights["colorize"]),
             "--upscaler", str(weights["superres"]), "--run-id", "e1"]
     assert _invoke(args).exit_code == 0
-    assert Image.open(out / "grey.png").size == (88, 72)
-    colorized = Image.open(out / "grey_color.png")  # the same-size colour step, kept for curators
+    assert Image.open(out / "grey_color_x4.png").size == (88, 72)
+    colorized = Image.open(out / "grey_color_x4_colorstep.png")  # the same-size colour step, kept for curators
     assert colorized.size == (22, 18) and colorized.mode == "RGB"
     assert pd.read_parquet(out / "manifests" / "e1.parquet")["colorized_path"].notna().all()
     args[-1] = "e2"
-    res = _invoke(args)
+    res = _invoke(args)  # done with these weights: skipped, nothing replaced
     assert res.exit_code == 0, res.output
-    assert len(pd.read_parquet(out / "manifests" / "e2.parquet")) == 3
+    assert len(pd.read_parquet(out / "manifests" / "e2.parquet")) == 0 and "3 skipped" in res.output
+    res = _invoke([*args[:-1], "e3", "--overwrite"])  # redone: the products are not read back as inputs
+    assert res.exit_code == 0, res.output
+    assert len(pd.read_parquet(out / "manifests" / "e3.parquet")) == 3
     df = pd.read_parquet(out / "manifests" / "e1.parquet")
-    assert set(df["model_names"]) == {"random-colorize;random-superres"}
+    assert set(df["model_names"]) == {"random-colorize;random-superres"} and df["superseded_by"].notna().all()
     # both runs are in the catalog under --output; the products carry their files
     from astro_pipeline.catalog import Catalog
 
     cat = Catalog.for_output(out)
     try:
         runs = {r.id: r for r in cat.recent_runs(5)}
-        assert set(runs) == {"e1", "e2"} and {r.flow for r in runs.values()} == {"enhance"}
+        assert set(runs) == {"e1", "e2", "e3"} and {r.flow for r in runs.values()} == {"enhance"}
         assert runs["e1"].status == "completed" and runs["e1"].counts.get("products_ok") == 3
         assert cat.stats()["products"] >= 3
     finally:
@@ -139,10 +143,10 @@ def test_fits_inputs_keep_relative_paths(tmp_path, weights):
     res = _invoke(["upscale", str(tmp_path / "raw"), "--output", str(out), "--weights", str(weights["superres"]),
                    "--run-id", "f1"])
     assert res.exit_code == 0, res.output
-    for name in ("a_drz.png", "a_drz.tif", "a_drz.fits", "a_drz_flux.fits"):
+    for name in ("a_drz_x4.png", "a_drz_x4.tif", "a_drz_x4.fits", "a_drz_flux_x4.fits"):
         assert (out / "m101" / name).is_file(), name
     df = pd.read_parquet(out / "manifests" / "f1.parquet")
-    assert df.loc[0, "fits_flux_path"] == "m101/a_drz_flux.fits"
+    assert df.loc[0, "fits_flux_path"] == "m101/a_drz_flux_x4.fits"
 
 
 # ---------------------------------------------------------------------------------- defects (issue 13)
@@ -169,7 +173,7 @@ def test_n_frames_is_recorded_for_a_file_whose_second_frame_fails(tmp_path, weig
 
     src = _two_frame_fits(tmp_path / "in" / "mef_drz.fits")
     out = tmp_path / "out"
-    (out / "mef_drz_3.png").mkdir(parents=True)  # a folder where frame 2 (HDU 3) wants its PNG
+    (out / "mef_drz_3_x4.png").mkdir(parents=True)  # a folder where frame 2 (HDU 3) wants its PNG
     res = _invoke(["upscale", str(src), "--output", str(out), "--weights", str(weights["superres"]),
                    "--run-id", "m1"])
     assert res.exit_code == 1 and "mef_drz" in res.output

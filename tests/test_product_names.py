@@ -122,10 +122,10 @@ def test_choose_stem_adds_the_content_hash_only_when_taken(tmp_path):
     stem, sha = tmp_path / "x", "ab12cd34" + "0" * 56
     kinds = (FileKind.PNG, FileKind.TIF)
     assert choose_stem(stem, kinds=kinds, operation=Operation.COLORIZE, scale=1, content_sha256=sha,
-                       may_write=lambda p: True) == stem
+                       free=lambda paths: True) == stem
     taken = {tmp_path / "x_color.tif"}
     chosen = choose_stem(stem, kinds=kinds, operation=Operation.COLORIZE, scale=1, content_sha256=sha,
-                         may_write=lambda p: p not in taken)
+                         free=lambda paths: not taken & set(paths))
     assert chosen == tmp_path / "x-ab12cd34"
 
 

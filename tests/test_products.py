@@ -133,7 +133,7 @@ def test_upscale_fits_wcs_round_trip_and_flux_product(tmp_path, engines):
     p = prods[0]
     assert p.status == "ok", p.error
     assert set(p.files) == {"png", "tif", "fits", "fits_flux"}
-    assert p.files["fits"].path == (tmp_path / "out" / "field_drz.fits").resolve()
+    assert p.files["fits"].path == (tmp_path / "out" / "field_drz_x4.fits").resolve()
     assert p.tile_count == up.stats.tiles > 1
     with fits.open(p.files["fits"].path) as hdul:
         hdr, cube = hdul[0].header, hdul[0].data
@@ -176,7 +176,7 @@ def test_multi_frame_suffixes_colorize_keeps_lightness(tmp_path, engines):
     prods = _process(src, operation="colorize", output_dir=out, input_root=tmp_path, colorizer=col)
     assert [p.status for p in prods] == ["ok", "ok"], [p.error for p in prods]
     assert sorted(f.name for f in out.iterdir()) == sorted(
-        f"two_{h}.{e}" for h in (1, 2) for e in ("png", "tif", "fits"))
+        f"two_{h}_color.{e}" for h in (1, 2) for e in ("png", "tif", "fits"))
     for p in prods:
         assert p.metrics["lightness_max_abs_error"] < 0.5
         assert p.models[0].name == col.meta.name and p.stretch.method == "zscale+asinh"
@@ -196,13 +196,13 @@ def test_colour_input_reduced_to_lightness(tmp_path, engines):
     p = prods[0]
     assert p.status == "ok" and set(p.files) == {"png", "tif"}
     assert p.metrics["lightness_max_abs_error"] < 0.5
-    out = np.asarray(Image.open(tmp_path / "out" / "X.png")).astype(np.float64) / 255
+    out = np.asarray(Image.open(tmp_path / "out" / "X_color.png")).astype(np.float64) / 255
     assert out.shape == (24, 40, 3)
     # after 8-bit quantisation the lightness still follows the input's own L*
     assert np.abs(lightness(out) - lightness(rgb / 255.0)).max() < 1.0
 
 
-def test_bad_file_gives_error_product_and_refuses_overwrite(tmp_path, engines):
+def test_bad_file_gives_error_product_and_never_overwrites_the_input(tmp_path, engines):
     col, up = engines
     bad = tmp_path / "broken.fits"
     bad.write_bytes(b"SIMPLE  = T" + b"x" * 50)
@@ -211,8 +211,10 @@ def test_bad_file_gives_error_product_and_refuses_overwrite(tmp_path, engines):
     assert str(bad) in prods[0].error and prods[0].files == {}
     img = tmp_path / "same.png"
     Image.fromarray(np.full((10, 10), 128, np.uint8)).save(img)
-    prods = _process(img, operation="colorize", output_dir=tmp_path, colorizer=col)
-    assert prods[0].status == "error" and "overwrite the input" in prods[0].error
+    before = img.read_bytes()
+    prods = _process(img, operation="colorize", output_dir=tmp_path, colorizer=col)  # products beside the input
+    assert prods[0].status == "ok" and prods[0].files["png"].path == (tmp_path / "same_color.png").resolve()
+    assert img.read_bytes() == before
 
 
 def test_png_preview_is_capped():

@@ -10,7 +10,12 @@ around a CLI command in ``recording.py``, and the review page's sign-in sessions
 from __future__ import annotations
 
 from astro_pipeline.catalog.db import CatalogError
-from astro_pipeline.catalog.export import catalog_manifest, export_cumulative_manifest, export_run_manifest
+from astro_pipeline.catalog.export import (
+    catalog_manifest,
+    export_cumulative_manifest,
+    export_run_manifest,
+    refresh_superseded_manifests,
+)
 from astro_pipeline.catalog.recording import RunRecorder, recording_run
 from astro_pipeline.catalog.reviews import NotFoundError
 from astro_pipeline.catalog.store import RUN_STATUSES, Catalog, RunStatus, new_run_id
@@ -49,6 +54,7 @@ __all__ = [
     "catalog_manifest",
     "export_cumulative_manifest",
     "export_run_manifest",
+    "refresh_superseded_manifests",
     "new_run_id",
     "recording_run",
 ]

@@ -4,7 +4,10 @@
 ``OUTPUT/manifests/all.parquet`` for the whole catalog. :func:`manifest_frame` builds the table
 from :class:`~astro_pipeline.catalog.views.ManifestRow` s alone (it never looks at the file
 system), so what the manifest says is what the catalog recorded: ``raw_deleted`` is the
-retention the catalog recorded, file paths are the files the products recorded. pandas and
+retention the catalog recorded, file paths are the files the products recorded, and a row whose
+files a later product replaced says so (``superseded_by``, ``superseded_at``; its sha256 values
+are what it wrote, not what is there now). A run that supersedes rows re-exports those runs'
+manifests (:func:`refresh_superseded_manifests`). pandas and
 DuckDB read both files directly.
 """
 
@@ -26,7 +29,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from astro_pipeline.catalog.store import Catalog
 
 __all__ = ["BASE_COLUMNS", "CATALOG_COLUMNS", "PRODUCT_KINDS", "catalog_manifest", "export_cumulative_manifest",
-           "export_run_manifest", "manifest_frame"]
+           "export_run_manifest", "manifest_frame", "refresh_superseded_manifests"]
 
 #: Product kinds that always get ``<kind>_path`` / ``<kind>_sha256`` columns (others are added when present).
 PRODUCT_KINDS: tuple[str, ...] = (FileKind.PNG, FileKind.TIF, FileKind.FITS, FileKind.FITS_FLUX, FileKind.LUPTON)
@@ -41,7 +44,7 @@ BASE_COLUMNS: tuple[str, ...] = (
 CATALOG_COLUMNS: tuple[str, ...] = (
     "archive", "archive_id", "obs_id", "source_url", "title", "filters", "raw_path", "raw_deleted", "notes",
     "review_decision", "review_note", "reviewer", "reviewed_at", "product_id", "frame_id", "created_at",
-    "updated_at",
+    "updated_at", "superseded_by", "superseded_at",
 )
 
 _PROV_COLUMNS = ("target", "ra", "dec", "date_obs", "instrument", "filter", "exptime", "bunit", "credit", "license")
@@ -84,6 +87,7 @@ def _row(m: ManifestRow, output_dir: Path | None) -> dict[str, Any]:
         "review_decision": review.decision if review else None, "review_note": review.note if review else None,
         "reviewer": review.reviewer if review else None, "reviewed_at": review.at if review else None,
         "product_id": m.product_id, "frame_id": m.frame_id, "created_at": m.created_at, "updated_at": m.updated_at,
+        "superseded_by": m.superseded_by, "superseded_at": m.superseded_at,
     })
     row.update({
         "provenance": _dumps(prov),
@@ -125,9 +129,9 @@ def manifest_frame(rows: Sequence[ManifestRow], *, output_dir: str | Path | None
         return pd.DataFrame({c: pd.Series(dtype="string") for c in lead})
     frame = pd.DataFrame(records)
     frame = frame[[*lead, *(c for c in frame.columns if c not in lead)]]
-    for col in ("product_id", "frame_id", "hdu", "plane", "tile_count"):
+    for col in ("product_id", "frame_id", "hdu", "plane", "tile_count", "superseded_by"):
         frame[col] = frame[col].astype("Int64")
-    for col in ("reviewed_at", "created_at", "updated_at"):
+    for col in ("reviewed_at", "created_at", "updated_at", "superseded_at"):
         frame[col] = pd.to_datetime(frame[col], utc=True)
     frame["raw_deleted"] = frame["raw_deleted"].astype("boolean")
     for col in frame.columns:  # all-None object columns would become Parquet's null type
@@ -155,6 +159,19 @@ def export_cumulative_manifest(catalog: Catalog, *, output_dir: str | Path, csv:
     _write(frame, out, csv=False)
     if csv:
         _write(frame, out.with_suffix(".csv"), csv=True)
+    return out
+
+
+def refresh_superseded_manifests(catalog: Catalog, run_id: str, *, output_dir: str | Path) -> list[Path]:
+    """Re-export the manifests in ``output_dir`` of the runs whose rows ``run_id`` superseded.
+
+    Their rows now say ``superseded_by``, so no manifest on disk calls a replaced file current.
+    Manifests of runs kept elsewhere (another output folder) are not this folder's to rewrite.
+    """
+    out: list[Path] = []
+    for other in catalog.superseded_runs(run_id):
+        if (Path(output_dir) / "manifests" / f"{other}.parquet").is_file():
+            out.append(export_run_manifest(catalog, other, output_dir=output_dir)[0])
     return out
 
 

@@ -27,12 +27,14 @@ from astro_pipeline.catalog.views import (
     RunSummary,
 )
 from astro_pipeline.ingest.frame import QualityReport, StretchParams
-from astro_pipeline.products.types import ModelRecord, Operation, Product, ProductFile, ProductStatus
+from astro_pipeline.products.claims import FileOwner
+from astro_pipeline.products.types import FileKind, ModelRecord, Operation, Product, ProductFile, ProductStatus
 from astro_pipeline.sky import separation_deg
 
 __all__ = [
     "current_decisions",
     "current_products",
+    "file_owners",
     "frame_views",
     "is_done",
     "manifest_rows",
@@ -41,6 +43,7 @@ __all__ = [
     "run_summary",
     "select_frames",
     "stats",
+    "superseded_runs",
 ]
 
 
@@ -78,7 +81,7 @@ def _product_states(conn: Connection, models: Any, params: Mapping[str, Any] | N
     """``{input sha256: {(hdu_idx, plane_idx): any ok}}`` for products made with these models/params."""
     p = t.products
     q = select(p.c.source_sha256, p.c.hdu_idx, p.c.plane_idx, p.c.status).where(
-        p.c.models_hash == models_hash(models), p.c.source_sha256.is_not(None))
+        p.c.models_hash == models_hash(models), p.c.source_sha256.is_not(None), p.c.superseded_by.is_(None))
     if params is not None:
         q = q.where(p.c.params_hash == params_hash(params))
     if operation is not None:
@@ -94,10 +97,11 @@ def _product_states(conn: Connection, models: Any, params: Mapping[str, Any] | N
 
 def is_done(conn: Connection, input_sha256: str, models: Any, params: Mapping[str, Any] | None,
             operation: str | None = None) -> bool:
-    """True when every frame of the input has an ok product with these model versions and params.
+    """True when every frame of the input has a current ok product with these model versions and params.
 
-    "Every frame" is every frame the reader found (``files.n_frames``): a file whose later frames
-    never got a product is incomplete, not done.
+    Superseded rows do not count (their files were replaced). "Every frame" is every frame the
+    reader found (``files.n_frames``): a file whose later frames never got a product is
+    incomplete, not done.
     """
     frames = _product_states(conn, models, params, operation, input_sha256).get(input_sha256)
     n_frames = conn.execute(select(t.files.c.n_frames).where(t.files.c.sha256 == input_sha256)).scalar()
@@ -202,7 +206,8 @@ def frame_views(conn: Connection, frame_ids: Sequence[int]) -> list[FrameView]:
                                 reviewer=row.reviewer, at=row.reviewed_at)
         products = [ProductView(id=p.id, run_id=p.run_id, operation=p.operation, status=p.status, error=p.error,
                                 models=p.models or [], params=p.params or {}, tile_count=p.tile_count,
-                                updated_at=p.updated_at, files=pfiles.get(p.id, {})) for p in prods.get(fid, [])]
+                                updated_at=p.updated_at, files=pfiles.get(p.id, {}), superseded_by=p.superseded_by)
+                    for p in prods.get(fid, [])]
         out.append(FrameView(
             frame_id=row.id, frame_key=row.frame_key, hdu=index_or_none(row.hdu_idx),
             plane=index_or_none(row.plane_idx), kind=row.kind, file_id=row.file_id, sha256=row.sha256,
@@ -246,7 +251,7 @@ def _files_of(conn: Connection, product_ids: Sequence[int]) -> dict[int, dict[st
 
 
 def current_products(conn: Connection, sha256s: Iterable[str], *, operation: str, models: Any) -> list[Product]:
-    """The ok products of these inputs made by ``operation`` with these model versions (newest per frame)."""
+    """The current ok products of these inputs made by ``operation`` with these model versions (newest per frame)."""
     wanted = sorted({s for s in sha256s if s})
     if not wanted:
         return []
@@ -255,7 +260,7 @@ def current_products(conn: Connection, sha256s: Iterable[str], *, operation: str
     for chunk in _chunks(wanted):  # type: ignore[arg-type]
         q = (select(p, t.frames.c.notes).select_from(p.outerjoin(t.frames, t.frames.c.id == p.c.frame_id))
              .where(p.c.source_sha256.in_(chunk), p.c.operation == str(operation), p.c.status == "ok",
-                    p.c.models_hash == models_hash(models)).order_by(p.c.id))
+                    p.c.models_hash == models_hash(models), p.c.superseded_by.is_(None)).order_by(p.c.id))
         for row in conn.execute(q):
             rows[(row.source_sha256, row.hdu_idx, row.plane_idx)] = row  # later ids replace earlier ones
     files = _files_of(conn, [r.id for r in rows.values()])
@@ -294,8 +299,33 @@ def manifest_rows(conn: Connection, run_id: str | None = None) -> list[ManifestR
             target=r.rec_target, ra=r.frame_ra if r.frame_ra is not None else r.rec_ra,
             dec=r.frame_dec if r.frame_dec is not None else r.rec_dec, date_obs=r.rec_date_obs,
             instrument=r.rec_instrument, credit=r.rec_credit, license=r.rec_license,
-            raw_path=r.raw_path or r.source_path, raw_deleted=r.deleted_at is not None, review=review))
+            raw_path=r.raw_path or r.source_path, raw_deleted=r.deleted_at is not None, review=review,
+            superseded_by=r.superseded_by, superseded_at=r.superseded_at))
     return out
+
+
+def file_owners(conn: Connection, paths: Sequence[str]) -> dict[str, list[FileOwner]]:
+    """Who the catalog says owns each of these paths: one owner per product row recording it
+    (a composite's file, recorded by each member, as ``lupton`` of that member's frame)."""
+    pf, p = t.product_files, t.products
+    out: dict[str, list[FileOwner]] = defaultdict(list)
+    for i in range(0, len(paths), 500):
+        q = (select(pf.c.path, pf.c.kind, p.c.operation, p.c.source_sha256, p.c.source_path, p.c.hdu_idx,
+                    p.c.plane_idx)
+             .select_from(pf.join(p, p.c.id == pf.c.product_id)).where(pf.c.path.in_(paths[i:i + 500])))
+        for path, kind, operation, sha, source_path, hdu, plane in conn.execute(q):
+            op = str(FileKind.LUPTON) if kind == FileKind.LUPTON else operation
+            out[path].append(FileOwner.of_frame(op, sha or f"path:{source_path}", index_or_none(hdu),
+                                                index_or_none(plane)))
+    return dict(out)
+
+
+def superseded_runs(conn: Connection, run_id: str) -> list[str]:
+    """The other runs that have rows superseded by rows of ``run_id`` (their manifests changed)."""
+    old, new = t.products.alias("old"), t.products.alias("new")
+    q = (select(old.c.run_id).distinct().select_from(old.join(new, new.c.id == old.c.superseded_by))
+         .where(new.c.run_id == run_id, old.c.run_id.is_not(None), old.c.run_id != run_id).order_by(old.c.run_id))
+    return [str(r) for r in conn.execute(q).scalars()]
 
 
 # --- runs and stats -----------------------------------------------------------------------------
@@ -364,6 +394,8 @@ def stats(conn: Connection) -> dict[str, Any]:
         "products": count(t.products),
         "products_by_status": grouped(t.products.c.status),
         "products_by_operation": grouped(t.products.c.operation),
+        "products_superseded": int(conn.execute(select(func.count()).where(
+            t.products.c.superseded_by.is_not(None))).scalar_one()),
         "product_files": count(t.product_files),
         "reviews": count(t.reviews),
         "decisions": {str(k): int(v) for k, v in conn.execute(

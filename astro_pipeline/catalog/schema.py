@@ -21,7 +21,7 @@ from astro_pipeline.catalog.db import CatalogError, is_sqlite, redact, run_write
 __all__ = ["LATEST", "UPGRADES", "current_version", "migrate"]
 
 #: The schema version this code writes.
-LATEST = 3
+LATEST = 4
 
 
 def _add_review_sessions(conn: Connection) -> None:
@@ -56,10 +56,24 @@ def _v3_records(conn: Connection) -> None:
             conn.execute(update(p).where(p.c.id == pid).values(metrics=metrics, quality_metrics=quality))
 
 
+def _v4_superseded(conn: Connection) -> None:
+    """4: ``products.superseded_by`` / ``superseded_at`` and an index on ``product_files.path``.
+
+    Rows of earlier versions are all current (nothing marked them); the index answers "which
+    product records this path" before a product is written.
+    """
+    _add_column(conn, t.products, t.products.c.superseded_by)
+    _add_column(conn, t.products, t.products.c.superseded_at)
+    index = next(i for i in t.product_files.indexes if i.name == "ix_product_files_path")
+    if index.name not in {i["name"] for i in inspect(conn).get_indexes(t.product_files.name)}:
+        index.create(conn)
+
+
 #: version -> (description, step upgrading version-1 to version).
 UPGRADES: dict[int, tuple[str, Callable[[Connection], None]]] = {
     2: ("review_sessions: revocable review page sign-ins", _add_review_sessions),
     3: ("files.deleted_at, frames.notes, products.quality_metrics", _v3_records),
+    4: ("products.superseded_by/superseded_at, index on product_files.path", _v4_superseded),
 }
 
 _DESCRIPTION_FRESH = "initial catalog tables"

@@ -37,6 +37,7 @@ from astro_pipeline.catalog.views import (
 from astro_pipeline.ingest.frame import QualityReport, StretchParams
 from astro_pipeline.jsondata import jsonable
 from astro_pipeline.products.composites import Composite
+from astro_pipeline.products.claims import FileOwner
 from astro_pipeline.products.process import ProcessedInput
 from astro_pipeline.products.types import FileKind, Operation, Product
 
@@ -249,6 +250,17 @@ class Catalog:
         """The ok products of these inputs by ``operation`` with these model versions, newest per frame."""
         wanted = list(sha256s)
         return self.read(lambda c: queries.current_products(c, wanted, operation=operation, models=models))
+
+    def file_owners(self, paths: Sequence[Path]) -> dict[Path, list[FileOwner]]:
+        """Who the catalog's product rows say owns each path (absent: no row records it);
+        the ``recorded`` side of ``products.claims.free_for``."""
+        wanted = {str(Path(p)): Path(p) for p in paths}
+        found = self.read(lambda c: queries.file_owners(c, list(wanted)))
+        return {wanted[k]: v for k, v in found.items()}
+
+    def superseded_runs(self, run_id: str) -> list[str]:
+        """Other runs whose product rows rows of ``run_id`` superseded (their manifests need re-exporting)."""
+        return self.read(lambda c: queries.superseded_runs(c, run_id))
 
     def is_done(self, input_sha256: str, model_versions: Any, params: Mapping[str, Any] | None, *,
                 operation: str | None = None) -> bool:

@@ -4,6 +4,8 @@ and the review page's sign-in sessions.
 Natural keys carry unique constraints so upserts are idempotent across processes:
 records by (archive, archive_id), files by content sha256, frames by (file, hdu, plane),
 products by a hash of (input sha256, frame, operation, model versions, parameters).
+A product row is current until a later one replaces its files or redoes its work
+(``superseded_by``, schema 4); it is kept, marked, so old runs' manifests stay true.
 ``None`` hdu/plane are stored as -1 in the key columns because SQL unique constraints
 treat NULLs as distinct.
 """
@@ -229,6 +231,9 @@ products = Table(
     Column("attempts", Integer, nullable=False),
     Column("created_at", UtcDateTime, nullable=False),
     Column("updated_at", UtcDateTime, nullable=False),
+    # schema 4: the product (id) whose files replaced this one's, or that redid its work; None while current
+    Column("superseded_by", Integer),
+    Column("superseded_at", UtcDateTime),
     Index("ix_products_done", "source_sha256", "models_hash", "params_hash"),
     Index("ix_products_run_id", "run_id"),
     Index("ix_products_frame_id", "frame_id"),
@@ -243,6 +248,7 @@ product_files = Table(
     Column("path", Text, nullable=False),
     Column("sha256", String(64)),
     UniqueConstraint("product_id", "kind", name="uq_product_files_kind"),
+    Index("ix_product_files_path", "path"),  # schema 4: who records a path (no product replaces another's file)
 )
 
 reviews = Table(

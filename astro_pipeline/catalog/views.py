@@ -51,6 +51,7 @@ class ProductView:
     tile_count: int | None
     updated_at: datetime
     files: dict[str, ProductFileView]
+    superseded_by: int | None = None  # the product that replaced this one's files (its files may have changed)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -144,10 +145,10 @@ class FrameView:
         return Path(self.raw_path).is_file()
 
     def product_paths(self, operation: str | None = None) -> dict[str, str]:
-        """``{kind: path}`` of the ok products (of one operation, if given)."""
+        """``{kind: path}`` of the current ok products (of one operation, if given)."""
         out: dict[str, str] = {}
         for p in self.products:
-            if p.status == "ok" and (operation is None or p.operation == operation):
+            if p.status == "ok" and p.superseded_by is None and (operation is None or p.operation == operation):
                 out.update({k: f.path for k, f in p.files.items()})
         return out
 
@@ -207,6 +208,8 @@ class ManifestRow:
     raw_path: str = ""
     raw_deleted: bool = False
     review: Decision | None = None
+    superseded_by: int | None = None  # the product whose files replaced this one's (None: current)
+    superseded_at: datetime | None = None
 
 
 def _pid_alive(pid: int) -> bool:

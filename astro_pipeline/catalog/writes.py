@@ -18,12 +18,12 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from astro_pipeline.archives.records import ArchiveRecord, DownloadedFile
 from astro_pipeline.catalog import tables as t
-from astro_pipeline.catalog.keys import models_hash, params_hash, product_key, to_index
+from astro_pipeline.catalog.keys import digest, models_hash, params_hash, product_key, to_index
 from astro_pipeline.ingest.frame import QualityReport, StretchParams
 from astro_pipeline.jsondata import jsonable
 from astro_pipeline.products.composites import Composite
 from astro_pipeline.products.process import ProcessedInput
-from astro_pipeline.products.types import Product, ProductFile
+from astro_pipeline.products.types import FileKind, Product, ProductFile
 
 __all__ = [
     "attach_composite",
@@ -163,11 +163,21 @@ def key_of(product: Product) -> str:
                        models_h=models_hash(models), params_h=params_hash(jsonable(product.params)))
 
 
+def _retired_key(key: str, product_id: int) -> str:
+    """The key a superseded row keeps, so that the work's key names the current row only."""
+    return digest([key, "superseded", int(product_id)])
+
+
 def record_product(conn: Connection, product: Product, *, file_id: int | None = None,
                    run_id: str | None = None) -> int:
     """Record one product, its frame (provenance, quality, stretch, reader notes) and its files.
 
-    ``file_id``: the input's file row (found by the product's sha256 when not given).
+    ``file_id``: the input's file row (found by the product's sha256 when not given). The same
+    work (same key) recorded again by the same run updates its row; recorded by another run
+    (``--force``, ``--overwrite``, a retry) it gets a new row and the old one is kept, superseded,
+    with its attempts carried over. Any other row that records a file this product wrote is
+    superseded too (a new model version writes the same names): a current row never points at a
+    file that changed under it.
     """
     run_id = run_id or product.run_id
     sha = product.source_sha256 or None
@@ -178,11 +188,18 @@ def record_product(conn: Connection, product: Product, *, file_id: int | None = 
         frame_id = upsert_frame(conn, file_id, frame_key=product.frame_key, hdu=product.hdu, plane=product.plane,
                                 provenance=product.provenance, quality=product.quality, stretch=product.stretch,
                                 notes=product.notes, run_id=run_id)
+    p = t.products
+    key = key_of(product)
+    earlier = conn.execute(select(p.c.id, p.c.run_id, p.c.attempts).where(p.c.product_key == key)).first()
+    redone, attempts = None, 0
+    if earlier is not None and earlier.run_id != run_id:  # another run redid this work: keep its row, marked
+        redone, attempts = int(earlier.id), int(earlier.attempts)
+        conn.execute(update(p).where(p.c.id == redone).values(product_key=_retired_key(key, redone)))
     models = [m.as_dict() for m in product.models]
     params = jsonable(product.params)
     quality = product.quality
     now = t.utcnow()
-    values = {"product_key": key_of(product), "run_id": run_id, "file_id": file_id, "frame_id": frame_id,
+    values = {"product_key": key, "run_id": run_id, "file_id": file_id, "frame_id": frame_id,
               "source_path": product.source_path, "source_sha256": sha, "hdu_idx": to_index(product.hdu),
               "plane_idx": to_index(product.plane), "frame_key": product.frame_key,
               "operation": str(product.operation), "status": str(product.status), "error": product.error,
@@ -192,20 +209,36 @@ def record_product(conn: Connection, product: Product, *, file_id: int | None = 
               "quality_metrics": jsonable(quality.metrics) if quality is not None else None,
               "flags": [f.as_dict() for f in quality.flags] if quality is not None else [],
               "stretch": product.stretch.as_dict() if product.stretch is not None else None,
-              "tile_count": product.tile_count, "attempts": 1, "created_at": now, "updated_at": now}
+              "tile_count": product.tile_count, "attempts": attempts + 1, "created_at": now, "updated_at": now,
+              "superseded_by": None, "superseded_at": None}
     upd: dict[str, Any] = {k: _EXCLUDED for k in values if k not in {"product_key", "created_at", "attempts"}}
-    upd["attempts"] = t.products.c.attempts + 1
+    upd["attempts"] = p.c.attempts + 1
     if file_id is None:
         upd.pop("file_id")
     if frame_id is None:
         upd.pop("frame_id")
-    product_id = _upsert(conn, t.products, values, ["product_key"], upd)
+    product_id = _upsert(conn, p, values, ["product_key"], upd)
     conn.execute(delete(t.product_files).where(t.product_files.c.product_id == product_id))
     if product.files:
         conn.execute(t.product_files.insert(), [
             {"product_id": product_id, "kind": str(kind), "path": str(pf.path), "sha256": pf.sha256}
             for kind, pf in product.files.items()])
+    _supersede(conn, product_id, redone=redone,
+               paths=[str(pf.path) for kind, pf in product.files.items() if kind != FileKind.LUPTON], when=now)
     return product_id
+
+
+def _supersede(conn: Connection, product_id: int, *, redone: int | None, paths: Sequence[str], when: datetime) -> None:
+    """Mark superseded by ``product_id`` the row it redid and every current row recording one of ``paths``."""
+    pf, p = t.product_files, t.products
+    ids = {redone} if redone is not None else set()
+    for i in range(0, len(paths), 500):
+        ids |= set(conn.execute(select(pf.c.product_id).where(pf.c.path.in_(paths[i:i + 500]),
+                                                              pf.c.product_id != product_id)).scalars())
+    ids.discard(product_id)
+    if ids:
+        conn.execute(update(p).where(p.c.id.in_(sorted(ids)), p.c.superseded_by.is_(None))
+                     .values(superseded_by=product_id, superseded_at=when))
 
 
 def record_input(conn: Connection, processed: ProcessedInput, *, run_id: str | None = None,

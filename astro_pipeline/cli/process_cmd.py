@@ -1,11 +1,14 @@
 """``astro-pipeline colorize | upscale | enhance INPUT... --output DIR``: run the models on files.
 
 Each input file (FITS/TIF/PNG/JPEG, or directories of them) gives products under DIR mirroring its
-path relative to the directory named on the command line (a flat folder of ``X.ext`` gives
-``DIR/X.png``), through the same processing path as the sweep (``astro_pipeline.processing``):
+path relative to the directory named on the command line, named for the operation and scale (a
+flat folder of ``X.ext`` gives ``DIR/X_color.png``, ``DIR/X_x4.png`` or ``DIR/X_color_x4.png``;
+``products.naming``), through the same processing path as the sweep (``astro_pipeline.processing``):
 the same products, same-grid Lupton composites included, recorded in the catalog under DIR.
-Errors are reported per file and the run carries on; the exit code is 1 when any frame failed.
-Every run writes ``DIR/manifests/<run_id>.parquet`` and ``.csv``, exported from the catalog.
+An input already made with the same weights is skipped unless ``--overwrite``; a product never
+replaces a file another product records. Errors are reported per file and the run carries on;
+the exit code is 1 when any frame failed, 2 for a usage problem (a missing INPUT: nothing is
+created). Every run writes ``DIR/manifests/<run_id>.parquet`` and ``.csv``, exported from the catalog.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from typing import Any
 import typer
 
 from astro_pipeline.cli._app import app
-from astro_pipeline.cli._checks import writable_dir
+from astro_pipeline.cli._checks import fail, writable_dir
 from astro_pipeline.cli._common import console, progress
 from astro_pipeline.products.types import Operation
 
@@ -72,16 +75,28 @@ def _expand(inputs: list[Path], output: Path) -> list[tuple[Path, Path]]:
     return pairs
 
 
+def _existing_inputs(inputs: list[Path]) -> None:
+    """Every INPUT must exist: a mistyped path stops the command before it makes any folder or run."""
+    missing = [p for p in inputs if not p.exists()]
+    if missing:
+        fail("INPUTS " + ", ".join(str(p) for p in missing) + ": no such file or folder")
+
+
 def _run(operation: Operation, inputs: list[Path], output: Path, *, colorizer: str | None, upscaler: str | None,
          options: dict[str, str], device: str | None, batch_size: int | None, tile_size: int | None,
-         precision: str | None, compile: bool, run_id: str | None) -> None:
+         precision: str | None, compile: bool, run_id: str | None, overwrite: bool) -> None:
+    _existing_inputs(inputs)
+    pairs = _expand(inputs, output)
+    if not pairs:
+        fail("no input files found (FITS, TIF, PNG or JPEG)")
     output = writable_dir(output)  # before any model is loaded
     import torch  # noqa: F401 - imported here so `--help` stays fast
 
-    from astro_pipeline.catalog import export_run_manifest
+    from astro_pipeline.catalog import export_run_manifest, refresh_superseded_manifests
     from astro_pipeline.catalog.recording import recording_run
     from astro_pipeline.config import get_settings
-    from astro_pipeline.processing import compose_recorded, process_input
+    from astro_pipeline.fileio import sha256_file
+    from astro_pipeline.processing import compose_recorded, done_products, process_input
 
     settings = get_settings().with_overrides(device=device, batch_size=batch_size, precision=precision,
                                              compile=compile or None, output_dir=output)  # the catalog is under --output
@@ -91,21 +106,24 @@ def _run(operation: Operation, inputs: list[Path], output: Path, *, colorizer: s
     except _SetupError as exc:
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from None
-    output.mkdir(parents=True, exist_ok=True)
     run_id = run_id or f"{operation}-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}-{secrets.token_hex(2)}"
-    pairs = _expand(inputs, output)
-    if not pairs:
-        console.print("[red]error:[/red] no input files found (FITS, TIF, PNG or JPEG)")
-        raise typer.Exit(2)
     t0 = time.perf_counter()
     params = {"inputs": [str(p) for p in inputs], "colorizer": colorizer, "upscaler": upscaler,
-              "tile_size": tile_size, "batch_size": settings.batch_size, "precision": settings.precision}
-    ok = failed = tiles = 0
+              "tile_size": tile_size, "batch_size": settings.batch_size, "precision": settings.precision,
+              "overwrite": overwrite}
+    versions = engines.versions_for(operation)
+    ok = failed = tiles = skipped = 0
     with recording_run(str(operation), params, settings=settings, run_id=run_id) as run, progress() as bar:
         task = bar.add_task(str(operation), total=len(pairs))
         shas: list[str] = []
         for path, root in pairs:
             bar.update(task, description=f"{operation} {path.name}")
+            if not overwrite and path.is_file() and done_products(run.catalog, sha256_file(path), operation=operation,
+                                                                  models=versions):
+                skipped += 1  # made before with these weights, files in place: an explicit --overwrite redoes it
+                run.counts["inputs_skipped_done"] += 1
+                bar.advance(task)
+                continue
             processed = process_input(path, operation=operation, engines=engines, output_dir=output,
                                       quality=settings.quality, max_image_pixels=settings.max_image_pixels,
                                       catalog=run.catalog, run_id=run.run_id, input_root=root)
@@ -118,17 +136,21 @@ def _run(operation: Operation, inputs: list[Path], output: Path, *, colorizer: s
             shas.append(processed.sha256)
             bar.advance(task)
         try:
-            composites = compose_recorded(run.catalog, shas, operation=operation,
-                                          models=engines.versions_for(operation),
+            composites = compose_recorded(run.catalog, shas, operation=operation, models=versions,
                                           max_image_pixels=settings.max_image_pixels)
         except Exception as exc:  # noqa: BLE001 - the baseline composite is a bonus, never fatal
             console.print(f"[yellow]warning:[/yellow] Lupton composite skipped: {type(exc).__name__}: {exc}")
             composites = []
         parquet, _csv = export_run_manifest(run.catalog, run.run_id, output_dir=output)
+        refreshed = refresh_superseded_manifests(run.catalog, run.run_id, output_dir=output)
+    done_note = f", {skipped} skipped (done with these weights; --overwrite to redo)" if skipped else ""
     console.print(
-        f"{operation}: {ok} frame(s) ok, {failed} failed, {tiles} tiles, {len(composites)} Lupton composite(s) "
-        f"in {time.perf_counter() - t0:.1f} s; manifest {parquet}; catalog run {run_id}"
+        f"{operation}: {ok} frame(s) ok, {failed} failed{done_note}, {tiles} tiles, {len(composites)} Lupton "
+        f"composite(s) in {time.perf_counter() - t0:.1f} s; manifest {parquet}; catalog run {run_id}"
     )
+    if refreshed:
+        console.print(f"superseded products marked in {len(refreshed)} earlier manifest(s): "
+                      + ", ".join(p.name for p in refreshed))
     if failed:
         raise typer.Exit(1)
 
@@ -159,6 +181,9 @@ _COMMON: list[tuple[str, Any, Any]] = [  # (parameter, annotation, typer default
     ("compile", bool, typer.Option(False, "--compile", help="torch.compile the model (slow start, faster big runs).")),
     ("run_id", str | None, typer.Option(None, "--run-id",
                                         help="Name of this run's manifest (default: <operation>-<UTC time>-<random>).")),
+    ("overwrite", bool, typer.Option(False, "--overwrite",
+                                     help="Redo inputs already made with these weights (skipped otherwise); "
+                                          "their old catalog rows are marked superseded.")),
 ]
 
 

@@ -16,7 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from astro_pipeline.products.naming import composite_path, output_stem
+from astro_pipeline.products.claims import FileOwner, Recorded, free_for
+from astro_pipeline.products.naming import choose_composite_path, output_stem
 from astro_pipeline.products.types import FileKind, Product, ProductFile
 from astro_pipeline.products.writers import write_png
 
@@ -96,12 +97,14 @@ def _same_grid(planes: list[np.ndarray], wcss: list[object | None]) -> bool:
 
 def write_lupton_composites(products: Iterable[Product], *, max_image_pixels: int,
                             output_dir: Path | str | None = None, input_root: Path | str | None = None,
-                            Q: float = 8.0, stretch: float = 0.5) -> list[Composite]:
+                            Q: float = 8.0, stretch: float = 0.5,
+                            recorded: Recorded | None = None) -> list[Composite]:
     """For each field with three or more filters among the ok FITS products, write a composite.
 
     The composite goes beside the first member's PNG (or, with ``output_dir``, where that member's
-    products would go under it, relative to ``input_root``). Members are read from their inputs, so
-    inputs that are gone are skipped.
+    products would go under it, relative to ``input_root``), named by ``naming.composite_path``;
+    a name another composite owns (``recorded``: the catalog's owners of paths) gets a hash of the
+    members' inputs. Members are read from their inputs, so inputs that are gone are skipped.
     """
     from astropy.visualization import make_lupton_rgb
 
@@ -136,11 +139,17 @@ def write_lupton_composites(products: Iterable[Product], *, max_image_pixels: in
             folder = Path((first.files.get(FileKind.PNG) or first.files[FileKind.FITS]).path).parent
         meta = {
             "label": LABEL,
+            "operation": str(FileKind.LUPTON),
             "filters": {"R": chosen[2], "G": chosen[1], "B": chosen[0]},
             "Q": Q,
             "stretch": stretch,
-            "sources": [{"path": m.source_path, "sha256": m.source_sha256, "hdu": m.hdu} for m in members],
+            "sources": [{"path": m.source_path, "sha256": m.source_sha256, "hdu": m.hdu, "plane": m.plane}
+                        for m in members],
         }
-        pf = write_png(composite_path(folder, key.split(":", 1)[1], chosen), rgb.astype(np.float32) / 255.0, meta, LABEL)
+        owner = FileOwner(str(FileKind.LUPTON), frozenset((m.source_sha256, m.hdu, m.plane) for m in members))
+        path = choose_composite_path(folder, key.split(":", 1)[1], chosen,
+                                     members_sha256=[m.source_sha256 for m in members],
+                                     free=free_for(owner, recorded=recorded))
+        pf = write_png(path, rgb.astype(np.float32) / 255.0, meta, LABEL)
         written.append(Composite(file=pf, filters=meta["filters"], members=members))
     return written

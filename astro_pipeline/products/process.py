@@ -24,7 +24,9 @@ import numpy as np
 from astro_pipeline.config import QualityThresholds
 from astro_pipeline.ingest.frame import Frame, IngestError, QualityReport, StretchParams
 from astro_pipeline.jsondata import jsonable
-from astro_pipeline.products.naming import output_stem, product_path
+from astro_pipeline.fileio import StagedWrites
+from astro_pipeline.products.claims import FileOwner, Recorded, free_for
+from astro_pipeline.products.naming import choose_stem, output_stem, product_paths
 from astro_pipeline.products.types import FileKind, ModelRecord, Operation, Product, ProductFile, ProductStatus
 from astro_pipeline.products.writers import AI_LABEL, FLUX_LABEL, write_fits_cube, write_flux_fits, write_png, write_tiff
 
@@ -37,6 +39,7 @@ __all__ = [
     "flux_conserving_product",
     "invert_stretch",
     "process_file",
+    "product_kinds",
     "render_frame",
     "write_products",
 ]
@@ -189,25 +192,45 @@ def _file_meta(frame: Frame, rendered: Rendered) -> dict[str, Any]:
     }
 
 
+def product_kinds(rendered: Rendered, frame: Frame) -> list[FileKind]:
+    """The files a rendered frame gets: PNG and TIFF always, the colour step (enhance), the FITS cube
+    (FITS inputs) and the flux-conserving FITS (upscale of a science frame)."""
+    kinds = [FileKind.PNG, FileKind.TIF]
+    if rendered.colorized is not None:
+        kinds.append(FileKind.COLORIZED)
+    if frame.format == "fits":
+        kinds.append(FileKind.FITS)
+    if rendered.flux is not None:
+        kinds.append(FileKind.FITS_FLUX)
+    return kinds
+
+
 def write_products(rendered: Rendered, frame: Frame, *, stem: Path) -> dict[str, ProductFile]:
-    """Write a rendered frame's files under ``stem`` (see ``naming.product_path``); returns them by kind."""
+    """Write a rendered frame's files under ``stem`` (named by ``naming.product_path``), all or none.
+
+    Every file is staged under a temporary name and the set is renamed into place together, so a
+    failure part-way leaves the files that were there before (and no half product). Returns the
+    files by kind.
+    """
     meta = _file_meta(frame, rendered)
     op = str(rendered.operation)
-    files: dict[str, ProductFile] = {
-        FileKind.PNG: write_png(product_path(stem, FileKind.PNG), rendered.image, meta, AI_LABEL),
-        FileKind.TIF: write_tiff(product_path(stem, FileKind.TIF), rendered.image, meta, AI_LABEL),
-    }
-    if rendered.colorized is not None:
-        files[FileKind.COLORIZED] = write_png(product_path(stem, FileKind.COLORIZED), rendered.colorized,
-                                              dict(meta, operation=str(Operation.COLORIZE)), AI_LABEL)
-    if frame.format == "fits":
-        files[FileKind.FITS] = write_fits_cube(product_path(stem, FileKind.FITS), rendered.image, meta, wcs=frame.wcs,
-                                               scale=rendered.scale, label=AI_LABEL, operation=op)
-    if rendered.flux is not None:
-        bunit = (frame.provenance or {}).get("bunit") or (frame.header.get("BUNIT") if frame.header is not None else None)
-        files[FileKind.FITS_FLUX] = write_flux_fits(product_path(stem, FileKind.FITS_FLUX), rendered.flux,
-                                                    dict(meta, label=FLUX_LABEL), wcs=frame.wcs, scale=rendered.scale,
-                                                    bunit=bunit)
+    paths = product_paths(stem, product_kinds(rendered, frame), operation=rendered.operation, scale=rendered.scale)
+    files: dict[FileKind, ProductFile] = {}
+    with StagedWrites() as stage:
+        files[FileKind.PNG] = write_png(paths[FileKind.PNG], rendered.image, meta, AI_LABEL, stage=stage)
+        files[FileKind.TIF] = write_tiff(paths[FileKind.TIF], rendered.image, meta, AI_LABEL, stage=stage)
+        if rendered.colorized is not None:
+            files[FileKind.COLORIZED] = write_png(paths[FileKind.COLORIZED], rendered.colorized,
+                                                  dict(meta, step=str(Operation.COLORIZE)), AI_LABEL, stage=stage)
+        if FileKind.FITS in paths:
+            files[FileKind.FITS] = write_fits_cube(paths[FileKind.FITS], rendered.image, meta, wcs=frame.wcs,
+                                                   scale=rendered.scale, label=AI_LABEL, operation=op, stage=stage)
+        if rendered.flux is not None:
+            bunit = (frame.provenance or {}).get("bunit") or (frame.header.get("BUNIT") if frame.header is not None
+                                                              else None)
+            files[FileKind.FITS_FLUX] = write_flux_fits(paths[FileKind.FITS_FLUX], rendered.flux,
+                                                        dict(meta, label=FLUX_LABEL), wcs=frame.wcs,
+                                                        scale=rendered.scale, bunit=bunit, stage=stage)
     return {str(k): v for k, v in files.items()}
 
 
@@ -256,11 +279,15 @@ def process_file(
     max_image_pixels: int,
     input_root: Path | str | None = None,
     run_id: str | None = None,
+    recorded: Recorded | None = None,
 ) -> ProcessedInput:
     """Process every frame of one input file into products under ``output_dir``.
 
-    Products mirror the input's path relative to ``input_root`` (default: its folder). Never
-    raises for a bad file or frame: those become error products naming the file and the problem.
+    Products mirror the input's path relative to ``input_root`` (default: its folder), named by
+    ``naming``. ``recorded`` gives the owners the catalog records for paths (``Catalog.file_owners``):
+    a product never replaces a file another product owns, it takes ``<stem>-<input hash>``
+    instead (``naming.choose_stem``). Never raises for a bad file or frame: those become error
+    products naming the file and the problem.
     """
     from astro_pipeline.ingest.readers import read_frames
 
@@ -282,17 +309,19 @@ def process_file(
     for frame in frames:
         out.products.append(_process_frame(frame, path=path, operation=op, engines=engines,
                                            output_dir=Path(output_dir), input_root=root, quality=quality,
-                                           run_id=run_id))
+                                           run_id=run_id, recorded=recorded))
     return out
 
 
 def _process_frame(frame: Frame, *, path: Path, operation: Operation, engines: Engines, output_dir: Path,
-                   input_root: Path, quality: QualityThresholds, run_id: str | None) -> Product:
-    stem = output_stem(path, input_root=input_root, output_dir=output_dir, suffix=frame.suffix)
+                   input_root: Path, quality: QualityThresholds, run_id: str | None,
+                   recorded: Recorded | None) -> Product:
+    base = output_stem(path, input_root=input_root, output_dir=output_dir, suffix=frame.suffix)
+    owner = FileOwner.of_frame(str(operation), frame.source_sha256, frame.hdu, frame.plane)
     try:
-        if any(product_path(stem, k).resolve() == path.resolve() for k in (FileKind.PNG, FileKind.TIF, FileKind.FITS)):
-            raise ValueError(f"the product {stem}.* would overwrite the input; choose another --output")
         rendered = render_frame(frame, operation=operation, engines=engines, quality=quality)
+        stem = choose_stem(base, kinds=product_kinds(rendered, frame), operation=operation, scale=rendered.scale,
+                           content_sha256=frame.source_sha256, free=free_for(owner, recorded=recorded, protect={path}))
         files = write_products(rendered, frame, stem=stem)
     except MemoryError:
         return _frame_product(frame, operation, run_id, status=ProductStatus.ERROR,

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from astro_pipeline.fileio import StagedWrites
 from astro_pipeline.products.types import ProductFile
 
 __all__ = [
@@ -36,10 +37,13 @@ FLUX_LABEL = "AI-upscaled linear image, flux-conserving: 4x4 block means equal t
 PNG_MAX_SIDE = 8192
 
 
-def atomic_product(path: Path, writer: Callable[[Path], None]) -> ProductFile:
-    """Write one product file atomically; its absolute path and sha256."""
+def atomic_product(path: Path, writer: Callable[[Path], None], *, stage: StagedWrites | None = None) -> ProductFile:
+    """Write one product file atomically (or stage it with a product's other files); its absolute path and sha256."""
     from astro_pipeline.fileio import atomic_write, sha256_file
 
+    if stage is not None:
+        tmp = stage.write(path, writer)
+        return ProductFile(path=Path(path).resolve(), sha256=sha256_file(tmp))
     written = atomic_write(path, writer)
     return ProductFile(path=written.resolve(), sha256=sha256_file(written))
 
@@ -109,7 +113,8 @@ def scale_wcs(wcs: Any, scale: int) -> Any:
 # stretch, models, credit and licence), embedded as it is.
 
 
-def write_png(path: Path, img: np.ndarray, meta: dict[str, Any], label: str) -> ProductFile:
+def write_png(path: Path, img: np.ndarray, meta: dict[str, Any], label: str, *,
+              stage: StagedWrites | None = None) -> ProductFile:
     from PIL import Image
     from PIL.PngImagePlugin import PngInfo
 
@@ -121,10 +126,12 @@ def write_png(path: Path, img: np.ndarray, meta: dict[str, Any], label: str) -> 
     if meta.get("credit"):
         info.add_text("Copyright", f"{meta.get('credit')}; {meta.get('license') or ''}".strip("; "))
     mode = "RGB" if arr.ndim == 3 else "L"
-    return atomic_product(path, lambda tmp: Image.fromarray(arr, mode=mode).save(tmp, format="PNG", pnginfo=info))
+    return atomic_product(path, lambda tmp: Image.fromarray(arr, mode=mode).save(tmp, format="PNG", pnginfo=info),
+                          stage=stage)
 
 
-def write_tiff(path: Path, img: np.ndarray, meta: dict[str, Any], label: str) -> ProductFile:
+def write_tiff(path: Path, img: np.ndarray, meta: dict[str, Any], label: str, *,
+               stage: StagedWrites | None = None) -> ProductFile:
     import tifffile
 
     arr = _to_uint(np.asarray(img), np.uint16)
@@ -134,6 +141,7 @@ def write_tiff(path: Path, img: np.ndarray, meta: dict[str, Any], label: str) ->
         path,
         lambda tmp: tifffile.imwrite(tmp, arr, photometric=photometric, description=desc, software="astro-pipeline",
                                      metadata=None),
+        stage=stage,
     )
 
 
@@ -190,7 +198,7 @@ def _fits_header(meta: dict[str, Any], *, wcs: Any | None, scale: int, label: st
 
 
 def write_fits_cube(path: Path, img: np.ndarray, meta: dict[str, Any], *, wcs: Any | None, scale: int,
-                    label: str, operation: str) -> ProductFile:
+                    label: str, operation: str, stage: StagedWrites | None = None) -> ProductFile:
     from astropy.io import fits
 
     hdr = _fits_header(meta, wcs=wcs, scale=scale, label=label, operation=operation)
@@ -199,11 +207,11 @@ def write_fits_cube(path: Path, img: np.ndarray, meta: dict[str, Any], *, wcs: A
     if cube.ndim == 3:
         hdr["CNAME3"] = ("RGB", "axis 3: R, G, B display planes in [0, 1]")
     hdu = fits.PrimaryHDU(cube, header=hdr)
-    return atomic_product(path, lambda tmp: hdu.writeto(tmp, overwrite=True, output_verify="silentfix"))
+    return atomic_product(path, lambda tmp: hdu.writeto(tmp, overwrite=True, output_verify="silentfix"), stage=stage)
 
 
 def write_flux_fits(path: Path, flux: np.ndarray, meta: dict[str, Any], *, wcs: Any | None, scale: int,
-                    bunit: str | None) -> ProductFile:
+                    bunit: str | None, stage: StagedWrites | None = None) -> ProductFile:
     from astropy.io import fits
 
     hdr = _fits_header(meta, wcs=wcs, scale=scale, label=FLUX_LABEL, operation="upscale-flux")
@@ -211,4 +219,4 @@ def write_flux_fits(path: Path, flux: np.ndarray, meta: dict[str, Any], *, wcs: 
         hdr["BUNIT"] = (bunit, "same unit as the input")
     hdr["FLUXCONS"] = (True, "4x4 block means equal the input pixels")
     hdu = fits.PrimaryHDU(np.asarray(flux, dtype=np.float32), header=hdr)
-    return atomic_product(path, lambda tmp: hdu.writeto(tmp, overwrite=True, output_verify="silentfix"))
+    return atomic_product(path, lambda tmp: hdu.writeto(tmp, overwrite=True, output_verify="silentfix"), stage=stage)

@@ -203,7 +203,7 @@ def _images(v: FrameView) -> list[ImageView]:
     """Input, colorized and 4x previews for one frame (the newest ok product of each operation)."""
     best: dict[str, tuple[Any, int, str]] = {}  # operation -> (rank, product file id, kind)
     for p in v.products:
-        if p.status != "ok":
+        if p.status != "ok" or p.superseded_by is not None:  # a superseded product's files were replaced
             continue
         for kind, f in p.files.items():
             if kind not in PREVIEW_KINDS or kind == "colorized" or Path(f.path).suffix.lower() not in IMAGE_MEDIA_TYPES:
@@ -223,7 +223,8 @@ def _images(v: FrameView) -> list[ImageView]:
             return url("colorize")
         for p in sorted(v.products, key=lambda p: (p.updated_at, p.id), reverse=True):
             f = p.files.get("colorized")
-            if p.status == "ok" and f is not None and Path(f.path).suffix.lower() in IMAGE_MEDIA_TYPES:
+            if (p.status == "ok" and p.superseded_by is None and f is not None
+                    and Path(f.path).suffix.lower() in IMAGE_MEDIA_TYPES):
                 return f"/image/{f.id}/colorized"
         return None
 

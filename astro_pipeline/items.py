@@ -52,6 +52,11 @@ class ItemPlan:
     def key(self) -> str:
         return self.record.key
 
+    @property
+    def label(self) -> str:
+        """A short name for people: the record's file name, else its id."""
+        return self.record.filename or self.record.id
+
 
 @dataclass(kw_only=True)
 class ItemResult:
@@ -89,6 +94,11 @@ class ItemResult:
         """An archive that could not be listed for a region (after the listing's own retries)."""
         return cls(key=f"list:{region}:{archive}", archive=archive, record_id="(listing)", region=region,
                    status=ItemStatus.LIST_FAILED, error=error)
+
+    @property
+    def label(self) -> str:
+        """A short name for people: the record's file name, else its id (as ``ItemPlan.label``)."""
+        return (self.record.filename or self.record.id) if self.record is not None else self.record_id
 
     @property
     def flags(self) -> list[str]:

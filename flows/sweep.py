@@ -6,7 +6,9 @@ cannot be listed becomes a ``list_failed`` item while the rest goes on), plan (`
 order, dedupe, what is done, budget), map the downloads and the processing over the admitted
 items (``steps``; model calls hold the per-worker ``inference:<worker>`` concurrency slot),
 compose the same-grid Lupton composites, draw the contact sheet, apply retention, export the
-manifests from the catalog, and publish the run's artifacts. Downloads are never retried here:
+manifests from the catalog, and publish the run's artifacts. Each step is reported to
+``astro_pipeline.progress`` subscribers as its futures finish (the CLI draws its progress bar
+from these events; Prefect's own per-task lines go to its logs). Downloads are never retried here:
 the downloader owns its retries. The catalog decides what is done, so a rerun after a crash
 skips finished work.
 """
@@ -21,17 +23,24 @@ from typing import Any
 
 from prefect import flow, get_run_logger, task, unmapped
 from prefect.cache_policies import NO_CACHE
-from prefect.futures import PrefectFuture
+from prefect.futures import PrefectFuture, as_completed
 from prefect.tasks import exponential_backoff
 
 from astro_pipeline import planning, steps
 from astro_pipeline.archives.listing import ARCHIVES, is_archive_failure, is_retryable, list_archive
-from astro_pipeline.catalog import Catalog, RunStatus, export_cumulative_manifest, export_run_manifest
+from astro_pipeline.catalog import (
+    Catalog,
+    RunStatus,
+    export_cumulative_manifest,
+    export_run_manifest,
+    refresh_superseded_manifests,
+)
 from astro_pipeline.config import Region, Settings, get_settings
 from astro_pipeline.contact_sheet import round_robin, write_contact_sheet
 from astro_pipeline.engines import load_engines, model_versions
 from astro_pipeline.items import ItemPlan, ItemResult, ItemStatus
 from astro_pipeline.products.types import Operation
+from astro_pipeline.progress import Stage, SweepTracker
 from astro_pipeline.run_report import RunReport, summarise
 from flows.common import build_task_runner, ensure_inference_limit, guard_factory, inference_limit_name
 
@@ -151,9 +160,11 @@ def retention_task(item: ItemResult, settings: Settings) -> ItemResult:
 
 @task(name="manifests", cache_policy=NO_CACHE)
 def manifest_task(run_id: str, settings: Settings) -> tuple[str, str, str]:
-    """The run's manifest and the cumulative one, exported from the catalog (after retention)."""
+    """The run's manifest and the cumulative one, exported from the catalog (after retention); the
+    manifests of earlier runs whose products this run superseded (``--force``) are re-exported."""
     catalog, out = open_catalog(settings), Path(settings.output_dir)
     parquet, csv = export_run_manifest(catalog, run_id, output_dir=out)
+    refresh_superseded_manifests(catalog, run_id, output_dir=out)
     return str(parquet), str(csv), str(export_cumulative_manifest(catalog, output_dir=out))
 
 
@@ -162,22 +173,33 @@ def manifest_task(run_id: str, settings: Settings) -> tuple[str, str, str]:
 
 def run_sweep(regions: list[Region], settings: Settings, *, flow_name: str, params: dict[str, Any],
               dry_run: bool = False, force: bool = False) -> RunReport:
-    """The body both flows share (must run inside a flow): list, plan, fetch, process, compose, report."""
+    """The body both flows share (must run inside a flow): list, plan, fetch, process, compose, report.
+
+    Progress goes to ``astro_pipeline.progress`` subscribers (the CLI's bar) as the futures finish.
+    """
     logger = get_run_logger()
     started = time.perf_counter()
+    track = SweepTracker()
     catalog = open_catalog(settings)
     versions = _versions_for_planning(settings, dry_run=dry_run)
     requests = planning.listing_requests(regions)
-    listings = [f.result() for f in list_task.map(requests, unmapped(settings))]
+    track.stage(Stage.LISTING, total=len(requests))
+    listing_futures = list_task.map(requests, unmapped(settings))
+    for _ in as_completed(list(listing_futures)):
+        track.listed()
+    listings = [f.result() for f in listing_futures]
+    track.stage(Stage.PLANNING)
     budget = planning.RunBudget.from_settings(settings)  # per-run caps here, the free-disk guard per item
     plan = planning.plan_run(regions, listings, catalog=catalog, versions=versions, budget=budget, force=force)
     logger.info("%d item(s) to fetch and process across %d region(s); %d not run (done or over budget)",
                 len(plan.admitted), len(regions), len(plan.not_run))
+    track.planned(items=len(plan.admitted), not_run=len(plan.not_run))
     if dry_run:
         report = summarise(f"dry-{datetime.now(UTC).strftime('%Y%m%dT%H%M%S')}", plan.dry_run_items(),
                            output_dir=Path(settings.output_dir), products_dir=None, dry_run=True,
                            wall=time.perf_counter() - started)
         _publish(report)
+        track.stage(Stage.FINISHED)
         return report
 
     run_id = catalog.start_run(flow_name, _jsonable(params))
@@ -185,11 +207,16 @@ def run_sweep(regions: list[Region], settings: Settings, *, flow_name: str, para
     fetched = download_task.map(plan.admitted, unmapped(settings), unmapped(budget))
     processed = process_task.map(plan.admitted, fetched, unmapped(settings), unmapped(run_id), unmapped(force),
                                  unmapped(budget))
+    _follow(track, plan.admitted, list(fetched), list(processed))
     items = plan.sort([*plan.not_run, *(_outcome(p, f) for p, f in zip(plan.admitted, processed, strict=True))])
     work_seconds = time.perf_counter() - work_started
+    track.stage(Stage.COMPOSING)
     n_composites = compose_task(items, settings, versions) if versions is not None else 0
+    track.stage(Stage.CONTACT_SHEET)
     sheet = contact_sheet_task(items, settings, run_id)
+    track.stage(Stage.RETENTION)
     items = [f.result() for f in retention_task.map(items, unmapped(settings))]  # after the sheet: it reads inputs
+    track.stage(Stage.MANIFESTS)
     parquet, csv, cumulative = manifest_task(run_id, settings)  # after retention: raw_deleted is recorded
     report = summarise(run_id, items, output_dir=Path(settings.output_dir),
                        products_dir=steps.products_dir_for(settings), dry_run=False,
@@ -199,7 +226,24 @@ def run_sweep(regions: list[Region], settings: Settings, *, flow_name: str, para
     failed = sum(report.counts.get(s, 0) for s in (ItemStatus.ERROR, ItemStatus.DOWNLOAD_FAILED, ItemStatus.LIST_FAILED))
     catalog.finish_run(run_id, RunStatus.COMPLETED_WITH_ERRORS if failed else RunStatus.COMPLETED, dict(report.counts))
     _publish(report)
+    track.stage(Stage.FINISHED)
     return report
+
+
+def _follow(track: SweepTracker, plans: list[ItemPlan], fetched: list[PrefectFuture[Any]],
+            processed: list[PrefectFuture[ItemResult]]) -> None:
+    """Report each download and each processed item as its future finishes (in any order)."""
+    label = {id(f): p.label for futures in (fetched, processed) for p, f in zip(plans, futures, strict=True)}
+    is_download = {id(f) for f in fetched}
+    for future in as_completed([*fetched, *processed]):
+        if id(future) in is_download:
+            track.downloaded(label[id(future)])
+            continue
+        try:
+            status = str(future.result().status)
+        except Exception:  # noqa: BLE001 - a crashed task: ``_outcome`` makes it an error item
+            status = str(ItemStatus.ERROR)
+        track.processed(label[id(future)], status)
 
 
 def _outcome(plan: ItemPlan, future: PrefectFuture[ItemResult]) -> ItemResult:

@@ -2,7 +2,9 @@
 
 ``sweep --sample`` is the quick start's main job: it serves the built-in sample from the local
 replica on a free 127.0.0.1 port, points every archive at it, and runs ``archive_sweep`` in
-Prefect's ephemeral mode (no server needed), offline, from any directory.
+Prefect's ephemeral mode (no server needed), offline, from any directory. Both commands show a
+progress bar (items done of total, stage, elapsed, time left: ``cli._progress``); Prefect's
+per-task lines go to ``<output>/logs/`` and its API, and to the terminal with ``--verbose``.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -83,10 +86,23 @@ def _print_report(report: Any) -> None:
         out.print(f"catalog:   {Path(report.output_dir) / 'catalog.sqlite'}")
 
 
-def _run_flow(flow_obj: Any, settings: Any, **params: Any) -> Any:
+def _run_flow(flow_obj: Any, settings: Any, *, verbose: bool, **params: Any) -> Any:
+    """Run the flow here with a progress display; Prefect's lines go to ``<output>/logs/`` (and the
+    terminal only with ``verbose``), as well as to its API and UI."""
+    from astro_pipeline import progress
+    from astro_pipeline.cli._progress import SweepDisplay, prefect_lines
     from flows.common import build_task_runner
 
-    return flow_obj.with_options(task_runner=build_task_runner(settings))(**params)
+    log = None
+    if not params.get("dry_run"):  # a dry run changes nothing, not even a log folder
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        log = Path(settings.output_dir) / "logs" / f"{stamp}-{flow_obj.name}.log"
+    with prefect_lines(verbose=verbose, log_file=log), SweepDisplay(console, live=not verbose) as display, \
+            progress.subscribe(display):
+        report = flow_obj.with_options(task_runner=build_task_runner(settings))(**params)
+    if log is not None:
+        console.print(f"Prefect log: {log}", soft_wrap=True, highlight=False)
+    return report
 
 
 def _exit_code(report: Any) -> int:
@@ -105,6 +121,7 @@ def sweep(
     max_files: int | None = typer.Option(None, "--max-files", help="Per-run cap on files fetched."),
     max_bytes: int | None = typer.Option(None, "--max-bytes", help="Per-run cap on bytes fetched."),
     delete_raw: bool = typer.Option(False, "--delete-raw", help="Delete raw downloads once products are verified."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Also show Prefect's per-task log lines here."),
 ) -> None:
     """Sweep the watch list (settings) or, with --sample, the built-in sample; print a summary."""
     _prefect_offline_defaults()
@@ -133,7 +150,7 @@ def sweep(
         _check_weights(settings, dry_run)
         from flows.sweep import archive_sweep
 
-        report = _run_flow(archive_sweep, settings, regions=regions, dry_run=dry_run, force=force,
+        report = _run_flow(archive_sweep, settings, verbose=verbose, regions=regions, dry_run=dry_run, force=force,
                            overrides={k: v for k, v in overrides.items() if v is not None})
         _print_report(report)
         raise typer.Exit(_exit_code(report))
@@ -145,14 +162,14 @@ def sweep(
     index = build_sample(mini=mini, cache_dir=base.cache_dir)
     with ReplicaServer(index.root) as replica:
         console.print(f"replica of MAST, HLA and ESA/Hubble serving the {'mini ' if mini else ''}sample at "
-                      f"{replica.url} ({len(index.items)} items)")
+                      f"{replica.url}", soft_wrap=True)
         overrides.update(sample_overrides(replica.url, base))
         settings = base.with_overrides(**overrides)
         _check_weights(settings, dry_run)
         regions = sample_watch_list(index, archives=chosen)
         from flows.sweep import archive_sweep
 
-        report = _run_flow(archive_sweep, settings, regions=regions, dry_run=dry_run, force=force,
+        report = _run_flow(archive_sweep, settings, verbose=verbose, regions=regions, dry_run=dry_run, force=force,
                            overrides={k: v for k, v in overrides.items() if v is not None})
     _print_report(report)
     raise typer.Exit(_exit_code(report))
@@ -182,6 +199,7 @@ def reprocess(
         help="Trigger the 'reprocess-region/reprocess-region' deployment on the Prefect server instead of running here.",
     ),
     deployment_name: str = typer.Option("reprocess-region/reprocess-region", "--deployment-name"),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Also show Prefect's per-task log lines here."),
 ) -> None:
     """Fetch and process one sky region now (the reprocess-region flow), or trigger its deployment."""
     check_cone(ra, dec, radius)
@@ -215,6 +233,6 @@ def reprocess(
     _check_weights(settings, dry_run)
     from flows.sweep import reprocess_region
 
-    report = _run_flow(reprocess_region, settings, **params)
+    report = _run_flow(reprocess_region, settings, verbose=verbose, **params)
     _print_report(report)
     raise typer.Exit(_exit_code(report))

@@ -11,14 +11,17 @@ Metrics (all on valid pixels unless said otherwise):
                               nothing rises above the noise even after binning,
     ``invalid_fraction``      pixels masked (NaN/inf, zero weight, saturated),
     ``blank_fraction``        pixels with no data (NaN/inf/zero weight, or exactly 0.0 in science frames),
-    ``saturated_fraction``    DQ saturation (256/2048), or a flat plateau at the maximum value,
+    ``saturated_fraction``    DQ saturation (256/2048), or a flat plateau at the maximum value of a
+                              science frame; None for display images without DQ (8-bit PNG/JPEG:
+                              their white is the stretch's white point, not a full well),
+    ``clipped_fraction``      display images only: pixels at the white point in every channel,
     ``cosmic_ray_fraction``   sharp outliers: pixel minus its 3x3 median above ``cosmic_ray_sigma``
                               noise *and* most of the pixel's own signal (a PSF-sampled star keeps
                               about half its peak in that median), peaking locally (plus the
                               neighbours of such a peak that pass the same test: short tracks).
 Flags: ``low_signal`` (dynamic range below threshold), ``noisy`` (structure is detected, but the
 snr is below threshold; a frame with no signal is ``low_signal``, not also ``noisy``),
-``mostly_blank``, ``saturated`` and ``cosmic_rays`` (science frames only).
+``mostly_blank``, ``saturated`` (where saturation is known) and ``cosmic_rays`` (science frames only).
 """
 
 from __future__ import annotations
@@ -171,21 +174,27 @@ def compute_metrics(frame: Frame, thresholds: QualityThresholds) -> dict[str, fl
             return float(min(max(num / den, -_SNR_CAP), _SNR_CAP))
         return 0.0 if num <= 0 else _SNR_CAP
 
-    # saturation: DQ where known; otherwise a plateau of >= 4 pixels at a maximum far above the noise
+    # saturation: DQ where known; otherwise a plateau of >= 4 pixels at a maximum far above the noise.
+    # A display image without DQ cannot say: its white is the display's white point, set by whoever
+    # stretched it (star cores of any stretched image sit there), not the detector's full well. It
+    # reports the fraction at that white point instead (``clipped_fraction``), and no flag.
+    saturated_fraction: float | None
     if frame.saturated is not None:
-        sat = sat_dq
+        saturated_fraction = sat_dq / total
     elif frame.is_display:
-        sat = int(((frame.data >= 1.0).all(axis=-1) if frame.data.ndim == 3 else frame.data >= 1.0)[mask].sum())
+        saturated_fraction = None
+        white = (frame.data >= 1.0).all(axis=-1) if frame.data.ndim == 3 else frame.data >= 1.0
+        metrics["clipped_fraction"] = int(white[mask].sum()) / total
     else:
         at_max = int((valid == vmax).sum())
-        sat = at_max if at_max >= 4 and vmax > background + 10 * noise_eff else 0
+        saturated_fraction = (at_max if at_max >= 4 and vmax > background + 10 * noise_eff else 0) / total
     metrics.update(
         background=background,
         noise=noise,
         sky_rms=sky_rms,
         snr=ratio(structure, noise_eff),
         dynamic_range=ratio(structure, bin_noise),
-        saturated_fraction=sat / total,
+        saturated_fraction=saturated_fraction,
         min=vmin,
         max=vmax,
     )

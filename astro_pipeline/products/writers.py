@@ -1,7 +1,10 @@
 """Product file writers: 8-bit PNG preview, 16-bit TIFF, FITS cube with the scaled WCS, linear flux FITS.
 
 Every file is written atomically (``fileio``) and carries its provenance: a JSON description in
-PNG/TIFF metadata, FITS keywords in the cubes. All but the flux-conserving FITS are labelled an
+PNG/TIFF metadata, FITS keywords in the cubes. The RGB cube's WCS has a third, linear axis for
+its planes (``CTYPE3 = 'RGB'``: 1 R, 2 G, 3 B), so ``WCS(header).celestial`` is the sky WCS;
+astropy allows SIP distortion in two dimensions only, so ``WCS(header, naxis=2)`` is the call that
+works for every cube. All but the flux-conserving FITS are labelled an
 AI-generated visualisation, not for photometry.
 """
 
@@ -204,8 +207,15 @@ def write_fits_cube(path: Path, img: np.ndarray, meta: dict[str, Any], *, wcs: A
     hdr = _fits_header(meta, wcs=wcs, scale=scale, label=label, operation=operation)
     arr = np.asarray(img, dtype=np.float32)
     cube = np.ascontiguousarray(np.moveaxis(arr, -1, 0)) if arr.ndim == 3 else arr
-    if cube.ndim == 3:
-        hdr["CNAME3"] = ("RGB", "axis 3: R, G, B display planes in [0, 1]")
+    if cube.ndim == 3 and wcs is not None:  # a third, linear WCS axis for the planes: 1 = R, 2 = G, 3 = B
+        hdr["WCSAXES"] = (3, "RA, Dec and the display plane")
+        hdr["CTYPE3"] = ("RGB", "display plane (not a physical axis)")
+        hdr["CUNIT3"] = ("", "planes have no unit")
+        hdr["CRPIX3"], hdr["CRVAL3"], hdr["CDELT3"] = 1.0, 1.0, 1.0
+        hdr["CNAME3"] = ("display plane: 1 R, 2 G, 3 B", "values in [0, 1]")
+        hdr.add_comment("Sky WCS: WCS(header).celestial, or WCS(header, naxis=2) (needed with SIP distortion)")
+    elif cube.ndim == 3:
+        hdr["CNAME3"] = ("display plane: 1 R, 2 G, 3 B", "values in [0, 1]")
     hdu = fits.PrimaryHDU(cube, header=hdr)
     return atomic_product(path, lambda tmp: hdu.writeto(tmp, overwrite=True, output_verify="silentfix"), stage=stage)
 

@@ -314,3 +314,27 @@ def test_catalog_supersedes_rows_whose_files_were_rewritten(tmp_path):
         assert cat.superseded_runs("r3") == ["r2"]
         owners = cat.file_owners([png])
         assert {o.operation for o in owners[png]} == {"colorize"}
+
+
+def test_save_products_names_files_the_same_way_without_a_catalog(tmp_path, weights):
+    """The path the Python API's ``.save`` takes: no catalog, the files' own provenance decides."""
+    from astro_pipeline.config import DEFAULT_MAX_IMAGE_PIXELS, QualityThresholds, Settings
+    from astro_pipeline.engines import Engines, load_engine
+    from astro_pipeline.ingest.readers import read_frames
+    from astro_pipeline.products import render_frame, save_products
+
+    engines = Engines(colorizer=load_engine(weights["colorize"], task="colorize", settings=Settings()))
+    rendered = {}
+    for name, seed in (("a", 8), ("b", 9)):
+        (frame,) = read_frames(_png(tmp_path / name / "x.png", seed), max_image_pixels=DEFAULT_MAX_IMAGE_PIXELS)
+        rendered[name] = (render_frame(frame, operation=Operation.COLORIZE, engines=engines,
+                                       quality=QualityThresholds()), frame)
+    out = tmp_path / "out"
+    first = save_products(*rendered["a"], stem=out / "x")
+    again = save_products(*rendered["a"], stem=out / "x")  # its own files: replaced in place
+    other = save_products(*rendered["b"], stem=out / "x")  # another input: its own name
+    assert first["png"].path == again["png"].path == (out / "x_color.png").resolve()
+    sha_b = rendered["b"][1].source_sha256
+    assert other["png"].path == (out / f"x-{sha_b[:8]}_color.png").resolve()
+    for files in (again, other):
+        assert all(_sha(f.path) == f.sha256 for f in files.values())

@@ -5,7 +5,8 @@ Three layers, so that every caller shares the same path:
 * :func:`render_frame` runs one :class:`~astro_pipeline.ingest.frame.Frame` through quality,
   stretch and the engines, in memory (:class:`Rendered`: the display image, the linear 4x flux
   image where there is one, and their records);
-* :func:`write_products` writes a rendered frame's files under a product stem;
+* :func:`save_products` names a rendered frame's files (``naming.choose_stem``: never over another
+  product's file) and :func:`write_products` writes them, all or none;
 * :func:`process_file` does both for every frame of a file and never raises for a bad input: a
   frame or file that fails becomes a ``Product`` with status ``error`` naming it and the problem.
 
@@ -15,6 +16,7 @@ Recording in the catalog is ``astro_pipeline.processing``'s job, which the sweep
 from __future__ import annotations
 
 import time
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -23,8 +25,8 @@ import numpy as np
 
 from astro_pipeline.config import QualityThresholds
 from astro_pipeline.ingest.frame import Frame, IngestError, QualityReport, StretchParams
-from astro_pipeline.jsondata import jsonable
 from astro_pipeline.fileio import StagedWrites
+from astro_pipeline.jsondata import jsonable
 from astro_pipeline.products.claims import FileOwner, Recorded, free_for
 from astro_pipeline.products.naming import choose_stem, output_stem, product_paths
 from astro_pipeline.products.types import FileKind, ModelRecord, Operation, Product, ProductFile, ProductStatus
@@ -40,6 +42,7 @@ __all__ = [
     "invert_stretch",
     "process_file",
     "product_kinds",
+    "save_products",
     "render_frame",
     "write_products",
 ]
@@ -234,6 +237,22 @@ def write_products(rendered: Rendered, frame: Frame, *, stem: Path) -> dict[str,
     return {str(k): v for k, v in files.items()}
 
 
+def save_products(rendered: Rendered, frame: Frame, *, stem: Path, recorded: Recorded | None = None,
+                  protect: Collection[Path] = ()) -> dict[str, ProductFile]:
+    """Write a rendered frame's files under ``stem`` or, where another product or file owns one of
+    those names, under ``<stem>-<input hash>`` (``naming.choose_stem``); returns them by kind.
+
+    The one way products get their names: the CLI, the sweep and the Python API's ``.save`` call
+    it. ``recorded`` is the catalog's side (``Catalog.file_owners``); without it, existing files
+    are judged by their embedded provenance. ``protect`` (the input) is never written.
+    """
+    owner = FileOwner.of_frame(str(rendered.operation), frame.source_sha256, frame.hdu, frame.plane)
+    chosen = choose_stem(stem, kinds=product_kinds(rendered, frame), operation=rendered.operation,
+                         scale=rendered.scale, content_sha256=frame.source_sha256,
+                         free=free_for(owner, recorded=recorded, protect=protect))
+    return write_products(rendered, frame, stem=chosen)
+
+
 # ---------------------------------------------------------------------------------------------
 # One file
 
@@ -316,13 +335,10 @@ def process_file(
 def _process_frame(frame: Frame, *, path: Path, operation: Operation, engines: Engines, output_dir: Path,
                    input_root: Path, quality: QualityThresholds, run_id: str | None,
                    recorded: Recorded | None) -> Product:
-    base = output_stem(path, input_root=input_root, output_dir=output_dir, suffix=frame.suffix)
-    owner = FileOwner.of_frame(str(operation), frame.source_sha256, frame.hdu, frame.plane)
+    stem = output_stem(path, input_root=input_root, output_dir=output_dir, suffix=frame.suffix)
     try:
         rendered = render_frame(frame, operation=operation, engines=engines, quality=quality)
-        stem = choose_stem(base, kinds=product_kinds(rendered, frame), operation=operation, scale=rendered.scale,
-                           content_sha256=frame.source_sha256, free=free_for(owner, recorded=recorded, protect={path}))
-        files = write_products(rendered, frame, stem=stem)
+        files = save_products(rendered, frame, stem=stem, recorded=recorded, protect={path})
     except MemoryError:
         return _frame_product(frame, operation, run_id, status=ProductStatus.ERROR,
                               error=f"{frame.key}: not enough memory to process this frame")

@@ -120,7 +120,8 @@ def stats_cmd(
     table.add_row("frames", str(stats["frames"]), f"flagged={stats['frames_flagged']}")
     table.add_row("flags", str(sum(stats["flags"].values())), breakdown("flags"))
     table.add_row("products", str(stats["products"]),
-                  f"{breakdown('products_by_status')} | {breakdown('products_by_operation')}")
+                  f"{breakdown('products_by_status')} | {breakdown('products_by_operation')} | "
+                  f"superseded={stats['products_superseded']}")
     table.add_row("product files", str(stats["product_files"]), "")
     table.add_row("reviews", str(stats["reviews"]), "current: " + breakdown("decisions"))
     table.add_row("runs", str(stats["runs"]), breakdown("runs_by_status"))

@@ -129,15 +129,23 @@ _CACHE: dict[tuple[Any, ...], Any] = {}
 
 def load_engines(operation: Operation, settings: Settings, *, colorizer: str | Path | None = None,
                  upscaler: str | Path | None = None, tile_size: int | None = None) -> Engines:
-    """The engines ``operation`` needs (default weights names unless given), loaded once per thread."""
+    """The engines ``operation`` needs (default weights names unless given), loaded once per thread.
+
+    The cache is keyed by the weights file (and its modification time: retrained weights are
+    loaded afresh), the device as resolved (``auto`` and ``cpu`` on a
+    machine without CUDA are one key), precision, batch size, compile and tile size: asking for
+    another device loads the weights once more onto that device, and the first engine stays usable.
+    """
+    from astro_pipeline.inference import resolve_device
     from astro_pipeline.models.registry import resolve_weights_path
 
     op = Operation(operation)
     chosen = {"colorize": colorizer or DEFAULT_WEIGHTS["colorize"], "superres": upscaler or DEFAULT_WEIGHTS["superres"]}
+    device = str(resolve_device(settings.device))
     engines: dict[str, Any] = {}
     for task in op.model_tasks:
         path = resolve_weights_path(chosen[task], weights_dir=settings.weights_dir)
-        key = (str(path), task, settings.device, settings.precision, settings.batch_size, settings.compile, tile_size,
+        key = (str(path), path.stat().st_mtime_ns, task, device, settings.precision, settings.batch_size, settings.compile, tile_size,
                threading.get_ident())
         with _CACHE_LOCK:
             engine = _CACHE.get(key)

@@ -14,6 +14,7 @@ from astro_pipeline.products.naming import field_product_path, output_stem, prod
 from astro_pipeline.products.process import (
     ProcessedInput,
     Rendered,
+    frame_product,
     process_file,
     render_frame,
     save_products,
@@ -36,6 +37,7 @@ __all__ = [
     "ProductStatus",
     "Rendered",
     "field_product_path",
+    "frame_product",
     "output_stem",
     "process_file",
     "product_path",

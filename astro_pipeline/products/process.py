@@ -39,6 +39,7 @@ __all__ = [
     "ProcessedInput",
     "Rendered",
     "flux_conserving_product",
+    "frame_product",
     "invert_stretch",
     "process_file",
     "product_kinds",
@@ -257,9 +258,10 @@ def save_products(rendered: Rendered, frame: Frame, *, stem: Path, recorded: Rec
 # One file
 
 
-def _frame_product(frame: Frame, operation: Operation, run_id: str | None, *, status: ProductStatus,
-                   error: str | None = None, rendered: Rendered | None = None,
-                   files: dict[str, ProductFile] | None = None) -> Product:
+def frame_product(frame: Frame, operation: Operation, run_id: str | None, *, status: ProductStatus,
+                  error: str | None = None, rendered: Rendered | None = None,
+                  files: dict[str, ProductFile] | None = None) -> Product:
+    """The typed :class:`Product` of one frame: rendered (with its files) or failed (with its error)."""
     return Product(
         run_id=run_id, source_path=str(frame.source_path), source_sha256=frame.source_sha256, hdu=frame.hdu,
         plane=frame.plane, frame_key=frame.key, operation=operation, status=status, error=error,
@@ -340,10 +342,10 @@ def _process_frame(frame: Frame, *, path: Path, operation: Operation, engines: E
         rendered = render_frame(frame, operation=operation, engines=engines, quality=quality)
         files = save_products(rendered, frame, stem=stem, recorded=recorded, protect={path})
     except MemoryError:
-        return _frame_product(frame, operation, run_id, status=ProductStatus.ERROR,
+        return frame_product(frame, operation, run_id, status=ProductStatus.ERROR,
                               error=f"{frame.key}: not enough memory to process this frame")
     except Exception as exc:  # noqa: BLE001 - one bad frame must not stop the others
         msg = " ".join(str(exc).split())[:500]
-        return _frame_product(frame, operation, run_id, status=ProductStatus.ERROR,
+        return frame_product(frame, operation, run_id, status=ProductStatus.ERROR,
                               error=f"{frame.key}: {type(exc).__name__}: {msg}")
-    return _frame_product(frame, operation, run_id, status=ProductStatus.OK, rendered=rendered, files=files)
+    return frame_product(frame, operation, run_id, status=ProductStatus.OK, rendered=rendered, files=files)

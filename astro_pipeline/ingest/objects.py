@@ -198,7 +198,8 @@ def _science_frames(data: np.ndarray, *, label: str, bad: np.ndarray | None, wcs
         raise IngestError(label, f"pixels of type {data.dtype} are not image data")
     sha = _content_sha(data)
     with np.errstate(over="ignore", invalid="ignore"):
-        planes = np.asarray(data, dtype=np.float32).reshape((-1,) + data.shape[-2:])
+        planes = np.array(data, dtype=np.float32).reshape((-1,) + data.shape[-2:])  # a copy: never a view of
+        # the caller's array, nor of a memory map that closes with its HDUList
     bads = bad.reshape(planes.shape) if bad is not None else None
     prov = _provenance(header, wcs, planes.shape[-2:])
     frames = []

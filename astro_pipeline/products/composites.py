@@ -2,14 +2,15 @@
 
 Where the products of three or more filters of one field (same target, or same position) share
 a pixel grid, the bluest, middle and reddest filters become B, G and R of a Lupton et al. (2004)
-composite, written beside the first member's products and shared by all three. Frames on
-different grids are left alone (aligning them is the field-colour work's job).
+composite, written beside the first member's products and shared by all three. Filters are
+ordered by the project's one wavelength rule (``astro_pipeline.filters``: F160W is 1600 nm, the
+reddest), relative to each other: a classical false-colour baseline, unlike ``compose``, which
+slots bands by absolute wavelength. Frames on different grids are left alone (aligning them is
+the field-colour work's job).
 """
 
 from __future__ import annotations
 
-import math
-import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,8 +24,6 @@ from astro_pipeline.products.writers import write_png
 
 __all__ = ["Composite", "filter_of", "write_lupton_composites"]
 
-_FILTER_RE = re.compile(r"(?i)(?<![a-z0-9])(f\d{3,4}(?:w|m|n|lp|x|w2)?)(?![a-z0-9])")
-_NO_FILTER = ("", "CLEAR", "CLEAR1L", "CLEAR2L", "CLEAR2S", "N/A")
 LABEL = "classical make_lupton_rgb composite (Lupton et al. 2004), not AI-generated"
 
 
@@ -38,17 +37,16 @@ class Composite:
 
 
 def filter_of(product: Product) -> str | None:
-    """The filter of a product: from the header provenance, else from the file name."""
-    f = (product.provenance or {}).get("filter")
-    if f and str(f).strip().upper() not in _NO_FILTER:
-        return str(f).strip().upper()
-    m = _FILTER_RE.search(Path(product.source_path).name.replace("_", " "))
-    return m.group(1).upper() if m else None
+    """The filter of a product: from the header provenance, else from the file name (``filters.parse_filter``)."""
+    from astro_pipeline.filters import parse_filter
+
+    return parse_filter((product.provenance or {}).get("filter")) or parse_filter(Path(product.source_path).name)
 
 
-def _wavelength(filt: str) -> float:
-    m = re.search(r"(\d{3,4})", filt)
-    return float(m.group(1)) if m else math.inf
+def _wavelength(product: Product, filt: str) -> float:
+    from astro_pipeline.filters import wavelength_order
+
+    return wavelength_order(filt, instrument=(product.provenance or {}).get("instrument"))
 
 
 def _field_key(product: Product) -> str | None:
@@ -120,7 +118,7 @@ def write_lupton_composites(products: Iterable[Product], *, max_image_pixels: in
     for key, by_filter in sorted(groups.items()):
         if len(by_filter) < 3:
             continue
-        filters = sorted(by_filter, key=_wavelength)
+        filters = sorted(by_filter, key=lambda f: (_wavelength(by_filter[f], f), f))
         chosen = [filters[0], filters[len(filters) // 2], filters[-1]]
         members = tuple(by_filter[f] for f in chosen)
         read = [_normalised_plane(m, max_image_pixels) for m in members]

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
 
+from astro_pipeline.filters import filter_info
 from astro_pipeline.sky import mean_position, separation_deg
 
 __all__ = [
@@ -230,12 +231,12 @@ def _mjd(iso: str) -> float | None:
 
 def _wavelength(filter_name: str, instrument: str) -> tuple[float | None, float | None, str]:
     """Approximate (em_min, em_max) in nm and waveband from an HST filter name like F814W."""
-    m = re.match(r"F(\d{3,4})([A-Z]*)", filter_name.upper())
-    if not m:
+    info = filter_info(filter_name, instrument=instrument)
+    if info is None:
         return None, None, "OPTICAL"
-    num = int(m.group(1))
-    centre = num * 10.0 if (num < 200 and ("IR" in instrument.upper() or "NIC" in instrument.upper())) else float(num)
-    width = {"W": 0.12, "M": 0.05, "N": 0.01}.get(m.group(2)[:1], 0.1) * centre
+    centre = info.pivot_nm  # the project's one wavelength rule (``astro_pipeline.filters``)
+    suffix = info.name.lstrip("FRQ0123456789")[:1]
+    width = {"W": 0.12, "M": 0.05, "N": 0.01}.get(suffix, 0.1) * centre
     band = "UV" if centre < 380 else "INFRARED" if centre > 1000 else "OPTICAL"
     return round(centre - width, 2), round(centre + width, 2), band
 

@@ -42,6 +42,7 @@ from astro_pipeline.archives.replica.web_common import (
     stall,
     web_faults,
 )
+from astro_pipeline.filters import pivot_wavelength_nm
 from astro_pipeline.sky import in_cone
 
 __all__ = ["HlaDataset", "build_router", "derive_datasets", "PAGE_SIZE"]
@@ -81,8 +82,9 @@ class HlaDataset:
 
 
 def _wavelength(filter_name: str) -> float:
-    m = re.search(r"(\d{3,4})", filter_name or "")
-    return float(m.group(1)) if m else 600.0
+    """Pivot wavelength in nm by the project's one rule (``filters``); 600 nm when no filter is named."""
+    pivot = pivot_wavelength_nm(filter_name)
+    return 600.0 if pivot is None else pivot
 
 
 def _visit_code(seed: int, index: int) -> str:

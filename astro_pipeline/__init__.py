@@ -5,8 +5,9 @@ Data path, top to bottom: ``archives`` (find, fetch) -> ``ingest`` (read, mask, 
 (PNG/TIFF/FITS with WCS) -> ``catalog`` + ``manifest`` (what came from where, made by which model).
 
 For notebooks: ``astro_pipeline.colorize``, ``upscale``, ``enhance`` and ``inspect`` take a path, a
-numpy array, an astropy HDU or a CCDData (``astro_pipeline.api``; docs/python_api.md). They are
-imported on first use, so ``import astro_pipeline`` stays light.
+numpy array, an astropy HDU or a CCDData, and ``compose`` makes colour from real bands
+(``astro_pipeline.api``; docs/python_api.md, docs/compose.md). They are imported on first use, so
+``import astro_pipeline`` stays light.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-_API = ("FrameReport", "Result", "colorize", "enhance", "inspect", "upscale")
+_API = ("ComposeResult", "FrameReport", "Result", "colorize", "compose", "enhance", "inspect", "upscale")
 
 __all__ = ["__version__", *_API]
 

@@ -117,14 +117,14 @@ def test_version_1_catalog_is_upgraded_in_place(tmp_path: Path) -> None:
     """A version-1 catalog is upgraded step by step: review sessions (2), then deleted_at / notes /
     quality_metrics (3), with its products' quality metrics moved out of ``metrics`` (where versions
     1 and 2 kept them under a ``quality_`` prefix), then superseded_by / superseded_at and the
-    product-path index (4)."""
+    product-path index (4), then products.channels (5)."""
     import json
 
     Catalog.for_output(tmp_path).close()
     db = sqlite3.connect(tmp_path / "catalog.sqlite")
     db.execute("DROP INDEX ix_product_files_path")
     for table, column in (("files", "deleted_at"), ("frames", "notes"), ("products", "quality_metrics"),
-                          ("products", "superseded_by"), ("products", "superseded_at")):
+                          ("products", "superseded_by"), ("products", "superseded_at"), ("products", "channels")):
         db.execute(f"ALTER TABLE {table} DROP COLUMN {column}")  # back to the version-1 shape
     db.execute("DROP TABLE review_sessions")
     db.execute("DELETE FROM schema_version")
@@ -136,15 +136,16 @@ def test_version_1_catalog_is_upgraded_in_place(tmp_path: Path) -> None:
     db.commit()
     db.close()
     with Catalog.for_output(tmp_path) as c:
-        assert c.schema_version == catalog_schema.LATEST == 4
+        assert c.schema_version == catalog_schema.LATEST == 5
     db = sqlite3.connect(tmp_path / "catalog.sqlite")
     try:
         assert "deleted_at" in [r[1] for r in db.execute("PRAGMA table_info(files)")]
         assert "notes" in [r[1] for r in db.execute("PRAGMA table_info(frames)")]
+        assert "channels" in [r[1] for r in db.execute("PRAGMA table_info(products)")]  # version 5
         metrics, quality = db.execute("SELECT metrics, quality_metrics FROM products").fetchone()
         assert json.loads(metrics) == {"inference_seconds": 1.0}
         assert json.loads(quality) == {"snr": 4.5, "noise": 0.2}
-        assert [r[0] for r in db.execute("SELECT version FROM schema_version ORDER BY version")] == [1, 2, 3, 4]
+        assert [r[0] for r in db.execute("SELECT version FROM schema_version ORDER BY version")] == [1, 2, 3, 4, 5]
         assert db.execute("SELECT superseded_by, superseded_at FROM products").fetchone() == (None, None)
         assert "ix_product_files_path" in [r[1] for r in db.execute("PRAGMA index_list(product_files)")]
         assert db.execute("SELECT count(*) FROM review_sessions").fetchone() == (0,)

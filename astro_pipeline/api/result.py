@@ -51,7 +51,7 @@ class Result:
     frame: Frame  # the input frame (data, mask, header, provenance)
     source: Path | None  # the input file, None for in-memory data
     name: str  # product name for in-memory data (``array``, ``hdu``, ... or ``name=``)
-    _rendered: Rendered
+    _rendered: Rendered | None  # None for results not rendered from one frame (compose)
 
     @classmethod
     def of(cls, rendered: Rendered, frame: Frame, *, source: Path | None, name: str) -> Result:
@@ -66,7 +66,7 @@ class Result:
     @property
     def scale(self) -> int:
         """Output pixels per input pixel, per axis (1 for colorize, 4 for upscale and enhance)."""
-        return self._rendered.scale
+        return self._rendered.scale if self._rendered is not None else 1
 
     @property
     def flags(self) -> list[str]:
@@ -82,6 +82,16 @@ class Result:
                                suffix=self.frame.suffix)
         return output_stem(Path(self.name), input_root=None, output_dir=Path(folder), suffix=self.frame.suffix)
 
+    def _stem_for(self, path_or_dir: Path | str) -> Path:
+        """A folder -> :meth:`stem` in it; a file name with an image extension -> that name's stem."""
+        from astro_pipeline.ingest.readers import is_image_name
+        from astro_pipeline.products.naming import strip_image_suffix
+
+        dest = Path(path_or_dir).expanduser()
+        if dest.is_dir() or not is_image_name(dest):
+            return self.stem(dest)
+        return dest.with_name(strip_image_suffix(dest.name))
+
     def save(self, path_or_dir: Path | str) -> dict[str, ProductFile]:
         """Write the products: PNG, 16-bit TIFF, and for science data the RGB FITS cube with the scaled
         WCS and (upscale) the flux-conserving FITS; enhance adds the same-size colour step PNG.
@@ -94,22 +104,18 @@ class Result:
         overwritten but this result's own earlier files, and never the input. Returns
         ``{kind: ProductFile}`` (absolute path and sha256 of the bytes written).
         """
-        from astro_pipeline.ingest.readers import is_image_name
-        from astro_pipeline.products.naming import strip_image_suffix
         from astro_pipeline.products.process import save_products
 
-        dest = Path(path_or_dir).expanduser()
-        if dest.is_dir() or not is_image_name(dest):
-            stem = self.stem(dest)
-        else:
-            stem = dest.with_name(strip_image_suffix(dest.name))
+        if self._rendered is None:
+            raise TypeError(f"{type(self).__name__} has no rendered frame to save")
         protect = {self.source} if self.source is not None else set()
-        return save_products(self._rendered, self.frame, stem=stem, protect=protect)
+        return save_products(self._rendered, self.frame, stem=self._stem_for(path_or_dir), protect=protect)
 
     def product(self, files: dict[str, ProductFile] | None = None) -> Product:
         """The typed catalog record of this result (``products.types.Product``), with ``files`` if saved."""
         from astro_pipeline.products.process import frame_product
 
+        assert self._rendered is not None
         return frame_product(self.frame, self.operation, None, status=ProductStatus.OK, rendered=self._rendered,
                              files=files)
 

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from astro_pipeline.catalog.queries import manifest_rows
 from astro_pipeline.catalog.views import ManifestRow
 from astro_pipeline.fileio import atomic_write
-from astro_pipeline.products.types import FileKind
+from astro_pipeline.products.types import FileKind, channels_text
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -101,6 +101,9 @@ def _row(m: ManifestRow, output_dir: Path | None) -> dict[str, Any]:
         "flags": ",".join(f["name"] for f in flags),
         "flags_detail": _dumps(flags),
         "tile_count": int(p.tile_count or 0),
+        "channels": channels_text(p.channels) if p.channels else None,
+        "channels_detail": _dumps([c.as_dict() for c in p.channels]) if p.channels else None,
+        "visualisation": p.visualisation,
         "model_names": ";".join(x["name"] for x in models),
         "model_versions": ";".join(x["version"] for x in models),
         "model_sha256": ";".join(x["sha256"] for x in models),
@@ -134,6 +137,7 @@ def manifest_frame(rows: Sequence[ManifestRow], *, output_dir: str | Path | None
     for col in ("reviewed_at", "created_at", "updated_at", "superseded_at"):
         frame[col] = pd.to_datetime(frame[col], utc=True)
     frame["raw_deleted"] = frame["raw_deleted"].astype("boolean")
+    frame["visualisation"] = frame["visualisation"].astype("boolean")
     for col in frame.columns:  # all-None object columns would become Parquet's null type
         if frame[col].dtype == object:
             frame[col] = frame[col].map(lambda v: v if v is None or isinstance(v, str) else str(v)).astype("string")

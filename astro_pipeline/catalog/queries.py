@@ -28,7 +28,15 @@ from astro_pipeline.catalog.views import (
 )
 from astro_pipeline.ingest.frame import QualityReport, StretchParams
 from astro_pipeline.products.claims import FileOwner
-from astro_pipeline.products.types import FileKind, ModelRecord, Operation, Product, ProductFile, ProductStatus
+from astro_pipeline.products.types import (
+    ChannelRecord,
+    FileKind,
+    ModelRecord,
+    Operation,
+    Product,
+    ProductFile,
+    ProductStatus,
+)
 from astro_pipeline.sky import separation_deg
 
 __all__ = [
@@ -237,7 +245,8 @@ def _product(row: Any, files: dict[str, ProductFile], notes: list[str] | None) -
         stretch=StretchParams.from_dict(row.stretch) if row.stretch else None,
         models=tuple(ModelRecord.from_dict(m) for m in row.models or []), params=dict(row.params or {}),
         metrics={str(k): v for k, v in (row.metrics or {}).items()}, notes=tuple(notes or ()),
-        tile_count=int(row.tile_count or 0), files=files)
+        tile_count=int(row.tile_count or 0), files=files,
+        channels=tuple(ChannelRecord.from_dict(c) for c in row.channels or ()))
 
 
 def _files_of(conn: Connection, product_ids: Sequence[int]) -> dict[int, dict[str, ProductFile]]:

@@ -21,7 +21,7 @@ from astro_pipeline.catalog.db import CatalogError, is_sqlite, redact, run_write
 __all__ = ["LATEST", "UPGRADES", "current_version", "migrate"]
 
 #: The schema version this code writes.
-LATEST = 4
+LATEST = 5
 
 
 def _add_review_sessions(conn: Connection) -> None:
@@ -69,11 +69,18 @@ def _v4_superseded(conn: Connection) -> None:
         index.create(conn)
 
 
+def _v5_channels(conn: Connection) -> None:
+    """5: ``products.channels``, the channel records of products composed from bands (which
+    channel came from which filter and frame, which was inferred and by what); NULL for the rest."""
+    _add_column(conn, t.products, t.products.c.channels)
+
+
 #: version -> (description, step upgrading version-1 to version).
 UPGRADES: dict[int, tuple[str, Callable[[Connection], None]]] = {
     2: ("review_sessions: revocable review page sign-ins", _add_review_sessions),
     3: ("files.deleted_at, frames.notes, products.quality_metrics", _v3_records),
     4: ("products.superseded_by/superseded_at, index on product_files.path", _v4_superseded),
+    5: ("products.channels: which channel of a composed product came from which band", _v5_channels),
 }
 
 _DESCRIPTION_FRESH = "initial catalog tables"

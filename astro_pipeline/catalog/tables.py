@@ -228,6 +228,7 @@ products = Table(
     Column("flags", JSON(none_as_null=True)),
     Column("stretch", JSON(none_as_null=True)),
     Column("tile_count", Integer),
+    Column("channels", JSON(none_as_null=True)),  # compose (schema 5): each channel's bands, or how it was inferred
     Column("attempts", Integer, nullable=False),
     Column("created_at", UtcDateTime, nullable=False),
     Column("updated_at", UtcDateTime, nullable=False),

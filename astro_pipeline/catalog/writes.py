@@ -209,7 +209,9 @@ def record_product(conn: Connection, product: Product, *, file_id: int | None = 
               "quality_metrics": jsonable(quality.metrics) if quality is not None else None,
               "flags": [f.as_dict() for f in quality.flags] if quality is not None else [],
               "stretch": product.stretch.as_dict() if product.stretch is not None else None,
-              "tile_count": product.tile_count, "attempts": attempts + 1, "created_at": now, "updated_at": now,
+              "tile_count": product.tile_count,
+              "channels": [c.as_dict() for c in product.channels] if product.channels else None,
+              "attempts": attempts + 1, "created_at": now, "updated_at": now,
               "superseded_by": None, "superseded_at": None}
     upd: dict[str, Any] = {k: _EXCLUDED for k in values if k not in {"product_key", "created_at", "attempts"}}
     upd["attempts"] = p.c.attempts + 1

@@ -24,7 +24,7 @@ import typer
 from astro_pipeline.cli._app import app
 from astro_pipeline.cli._checks import fail, writable_dir
 from astro_pipeline.cli._common import console, progress
-from astro_pipeline.products.types import Operation
+from astro_pipeline.products.types import FRAME_OPERATIONS, Operation
 
 
 class _SetupError(Exception):
@@ -210,5 +210,5 @@ def _register(operation: Operation) -> None:
     app.command(str(operation))(command)
 
 
-for _operation in Operation:
+for _operation in FRAME_OPERATIONS:
     _register(_operation)

@@ -574,13 +574,16 @@ def _filter_name(headers: tuple[Any, ...]) -> str | None:
     return "+".join(parts) if parts else None
 
 
+def _float_or_none(v: Any) -> float | None:
+    try:
+        return float(v) if v is not None and not isinstance(v, bool) else None
+    except (TypeError, ValueError):
+        return None
+
+
 def _fits_provenance(primary: Any, ext: Any) -> dict[str, Any]:
     headers = (ext, primary)
-    exptime = _card(headers, "EXPTIME", "EXPOSURE")
-    try:
-        exptime = float(exptime) if exptime is not None else None
-    except (TypeError, ValueError):
-        exptime = None
+    exptime = _float_or_none(_card(headers, "EXPTIME", "EXPOSURE"))
     return {
         "telescope": _str_or_none(_card(headers, "TELESCOP")),
         "instrument": _str_or_none(_card(headers, "INSTRUME")),
@@ -591,6 +594,10 @@ def _fits_provenance(primary: Any, ext: Any) -> dict[str, Any]:
         "exptime": exptime,
         "date_obs": _str_or_none(_card(headers, "DATE-OBS")),
         "bunit": _str_or_none(_card(headers, "BUNIT")),
+        # photometric keywords (zero or missing: unknown), for putting bands on one flux scale
+        "photflam": _float_or_none(_card(headers, "PHOTFLAM")),
+        "photfnu": _float_or_none(_card(headers, "PHOTFNU")),
+        "photplam": _float_or_none(_card(headers, "PHOTPLAM")),
     }
 
 
@@ -600,7 +607,7 @@ def _str_or_none(v: Any) -> str | None:
 
 def _empty_provenance() -> dict[str, Any]:
     keys = ("telescope", "instrument", "detector", "filter", "rootname", "target", "exptime",
-            "date_obs", "bunit", "ra", "dec")
+            "date_obs", "bunit", "photflam", "photfnu", "photplam", "ra", "dec")
     return {k: None for k in keys}
 
 

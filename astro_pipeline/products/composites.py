@@ -17,6 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
+from astro_pipeline.composition.bands import grid_mismatch
+from astro_pipeline.ingest.frame import Frame
 from astro_pipeline.products.claims import FileOwner, Recorded, free_for
 from astro_pipeline.products.naming import choose_composite_path, output_stem
 from astro_pipeline.products.types import FileKind, Product, ProductFile
@@ -60,7 +62,7 @@ def _field_key(product: Product) -> str | None:
     return f"pos:{round(float(ra), 3)}:{round(float(dec), 3)}"
 
 
-def _normalised_plane(member: Product, max_image_pixels: int) -> tuple[np.ndarray, object | None] | None:
+def _normalised_plane(member: Product, max_image_pixels: int) -> tuple[np.ndarray, Frame] | None:
     """The member's frame, sky-subtracted and scaled to its 99.5th percentile; None if unreadable."""
     from astro_pipeline.ingest.frame import IngestError
     from astro_pipeline.ingest.readers import read_frames
@@ -79,18 +81,7 @@ def _normalised_plane(member: Product, max_image_pixels: int) -> tuple[np.ndarra
     med = float(np.nanmedian(data))
     top = float(np.nanpercentile(data, 99.5))
     span = top - med if top > med else 1.0
-    return np.nan_to_num((data - med) / span, nan=0.0), fr.wcs
-
-
-def _same_grid(planes: list[np.ndarray], wcss: list[object | None]) -> bool:
-    if len({p.shape for p in planes}) != 1:
-        return False
-    if any(w is None for w in wcss):
-        return True  # no WCS to disagree: the shapes match
-    h, w = planes[0].shape
-    ref = wcss[0].pixel_to_world(w / 2, h / 2)  # type: ignore[union-attr]
-    half_pixel = 0.5 * 3600 * abs(float(wcss[0].proj_plane_pixel_scales()[0].value))  # type: ignore[union-attr]
-    return all(ref.separation(wc.pixel_to_world(w / 2, h / 2)).arcsec <= half_pixel for wc in wcss[1:])  # type: ignore[union-attr]
+    return np.nan_to_num((data - med) / span, nan=0.0), fr
 
 
 def write_lupton_composites(products: Iterable[Product], *, max_image_pixels: int,
@@ -125,7 +116,7 @@ def write_lupton_composites(products: Iterable[Product], *, max_image_pixels: in
         if any(r is None for r in read):
             continue
         planes = [r[0] for r in read if r is not None]
-        if not _same_grid(planes, [r[1] for r in read if r is not None]):
+        if grid_mismatch([r[1] for r in read if r is not None]) is not None:
             continue
         with np.errstate(invalid="ignore", divide="ignore"):  # 0/0 where all three planes are 0
             rgb = make_lupton_rgb(planes[2], planes[1], planes[0], minimum=0.0, stretch=stretch, Q=Q)

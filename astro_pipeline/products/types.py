@@ -16,15 +16,18 @@ from typing import Any
 
 from astro_pipeline.ingest.frame import QualityReport, StretchParams
 
-__all__ = ["FileKind", "ModelRecord", "Operation", "Product", "ProductFile", "ProductStatus"]
+__all__ = ["FRAME_OPERATIONS", "ChannelRecord", "ChannelSource", "FileKind", "ModelRecord", "Operation", "Product", "ProductFile",
+           "ProductStatus", "channels_text"]
 
 
 class Operation(StrEnum):
-    """What is made from an input: colour at the same size, 4x super-resolution, or both."""
+    """What is made from an input: colour at the same size, 4x super-resolution, or both; or colour
+    composed from several bands of one field (``compose``: its inputs are in the product's channels)."""
 
     COLORIZE = "colorize"
     UPSCALE = "upscale"
     ENHANCE = "enhance"
+    COMPOSE = "compose"
 
     @property
     def colorizes(self) -> bool:
@@ -38,6 +41,10 @@ class Operation(StrEnum):
     def model_tasks(self) -> tuple[str, ...]:
         """The weights tasks (``WeightsMeta.task``) this operation runs, in order."""
         return (("colorize",) if self.colorizes else ()) + (("superres",) if self.upscales else ())
+
+
+#: The operations that run on one frame at a time (the ``colorize``/``upscale``/``enhance`` commands).
+FRAME_OPERATIONS: tuple[Operation, ...] = (Operation.COLORIZE, Operation.UPSCALE, Operation.ENHANCE)
 
 
 class ProductStatus(StrEnum):
@@ -81,6 +88,94 @@ class ModelRecord:
 
 
 @dataclass(frozen=True, kw_only=True)
+class ChannelSource:
+    """One band that went into a colour channel: which frame, which filter, how it was scaled.
+
+    ``flux`` says how the band reached the common flux unit (``PHOTFNU``, ``PHOTFLAM``, ``BUNIT``),
+    or why it could not and was normalised on its own (``per-band: <reason>``), or ``display`` for
+    an 8-bit display image taken as it is; ``factor`` (native unit -> common unit), ``sky`` and
+    ``noise`` (native units) reproduce the channel from the frame with the product's stretch.
+    """
+
+    filter: str | None
+    pivot_nm: float | None
+    weight: float
+    source_path: str
+    source_sha256: str
+    hdu: int | None = None
+    plane: int | None = None
+    flux: str = ""
+    factor: float | None = None
+    sky: float | None = None
+    noise: float | None = None
+
+    @property
+    def label(self) -> str:
+        return self.filter or Path(self.source_path).name
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"filter": self.filter, "pivot_nm": self.pivot_nm, "weight": self.weight,
+                "source_path": self.source_path, "source_sha256": self.source_sha256, "hdu": self.hdu,
+                "plane": self.plane, "flux": self.flux, "factor": self.factor, "sky": self.sky, "noise": self.noise}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ChannelSource:
+        def num(v: Any) -> float | None:
+            return None if v is None else float(v)
+
+        return cls(filter=d.get("filter"), pivot_nm=num(d.get("pivot_nm")), weight=float(d.get("weight", 1.0)),
+                   source_path=str(d.get("source_path", "")), source_sha256=str(d.get("source_sha256", "")),
+                   hdu=d.get("hdu"), plane=d.get("plane"), flux=str(d.get("flux") or ""), factor=num(d.get("factor")),
+                   sky=num(d.get("sky")), noise=num(d.get("noise")))
+
+
+@dataclass(frozen=True, kw_only=True)
+class ChannelRecord:
+    """Where one channel of a colour product came from: given bands, or inferred (and how).
+
+    ``slot`` is ``R``, ``G`` or ``B`` (or ``L``: the band whose lightness a colorizer kept);
+    ``inferred`` is None for a channel of real bands, else the method: ``mean`` (of the other two,
+    HLA's rule), ``nearer`` (the nearer given band's values), ``model`` (a band-completion model) or
+    ``colorizer`` (one band: the colorizer's chroma); ``model`` names the weights where one inferred it.
+    """
+
+    slot: str
+    sources: tuple[ChannelSource, ...] = ()
+    inferred: str | None = None
+    from_slots: tuple[str, ...] = ()
+    model: ModelRecord | None = None
+
+    @property
+    def label(self) -> str:
+        """``R:F814W``, ``R:F775W+F814W``, ``G:inferred(mean)``, ``B:inferred(nearer G)``, ``G:inferred(bandcolor 1.2)``."""
+        if self.inferred is None:
+            return f"{self.slot}:{'+'.join(s.label for s in self.sources)}"
+        if self.model is not None:
+            how = f"{self.model.name} {self.model.version}".strip()
+        elif self.inferred == "nearer" and self.from_slots:
+            how = f"nearer {self.from_slots[0]}"
+        else:
+            how = self.inferred
+        return f"{self.slot}:inferred({how})"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"slot": self.slot, "label": self.label, "inferred": self.inferred,
+                "from_slots": list(self.from_slots), "model": self.model.as_dict() if self.model else None,
+                "sources": [s.as_dict() for s in self.sources]}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ChannelRecord:
+        return cls(slot=str(d["slot"]), sources=tuple(ChannelSource.from_dict(s) for s in d.get("sources") or []),
+                   inferred=d.get("inferred"), from_slots=tuple(d.get("from_slots") or ()),
+                   model=ModelRecord.from_dict(d["model"]) if d.get("model") else None)
+
+
+def channels_text(channels: tuple[ChannelRecord, ...] | list[ChannelRecord]) -> str:
+    """``R:F814W, G:inferred(mean), B:F435W``: the channels of a colour product, as the records say them."""
+    return ", ".join(c.label for c in channels)
+
+
+@dataclass(frozen=True, kw_only=True)
 class ProductFile:
     """One written file: absolute path and sha256 of its bytes."""
 
@@ -92,9 +187,12 @@ class ProductFile:
 class Product:
     """Everything one input frame produced, or why it failed: the source of catalog and manifest rows.
 
-    ``frame_key`` is None when no frame could be read (the file itself is bad); ``quality``,
-    ``stretch`` and ``notes`` describe the frame; ``metrics`` the product (lightness kept, time in
-    the engines, output size, flux-block error); ``files`` maps a :class:`FileKind` to its file.
+    ``frame_key`` is None when no frame could be read (the file itself is bad), and for a
+    ``compose`` product, which has several frames: ``source_*``/``hdu``/``plane`` then name its
+    reference band and ``channels`` every band (which channel came from which filter, which was
+    inferred). ``quality``, ``stretch`` and ``notes`` describe the frame; ``metrics`` the product
+    (lightness kept, time in the engines, output size, flux-block error); ``files`` maps a
+    :class:`FileKind` to its file.
     """
 
     run_id: str | None
@@ -115,10 +213,24 @@ class Product:
     notes: tuple[str, ...] = ()  # the reader's notes on the frame ("WCS unreadable: ...")
     tile_count: int = 0
     files: dict[str, ProductFile] = field(default_factory=dict)
+    channels: tuple[ChannelRecord, ...] = ()  # compose: each channel's bands, or how it was inferred
 
     @property
     def ok(self) -> bool:
         return self.status is ProductStatus.OK
+
+    @property
+    def inferred_channels(self) -> list[str]:
+        """Slots of the channels that no real band gave (``["G"]``); empty for frame products."""
+        return [c.slot for c in self.channels if c.inferred is not None]
+
+    @property
+    def visualisation(self) -> bool:
+        """True when the images show more than the data: an AI-made colour or 4x image, or any
+        inferred channel. False only for a composite of real bands (display-stretched, still not photometry)."""
+        if self.operation is Operation.COMPOSE:
+            return bool(self.inferred_channels)
+        return True
 
     @property
     def flag_names(self) -> list[str]:

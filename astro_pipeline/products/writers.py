@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -201,10 +201,15 @@ def _fits_header(meta: dict[str, Any], *, wcs: Any | None, scale: int, label: st
 
 
 def write_fits_cube(path: Path, img: np.ndarray, meta: dict[str, Any], *, wcs: Any | None, scale: int,
-                    label: str, operation: str, stage: StagedWrites | None = None) -> ProductFile:
+                    label: str, operation: str, cards: Mapping[str, tuple[Any, str]] | None = None,
+                    stage: StagedWrites | None = None) -> ProductFile:
+    """A float RGB cube (or grey image) with the (scaled) WCS and the product's keywords; ``cards``
+    adds keywords of its own (``{keyword: (value, comment)}``, e.g. a composite's channels)."""
     from astropy.io import fits
 
     hdr = _fits_header(meta, wcs=wcs, scale=scale, label=label, operation=operation)
+    for key, (value, comment) in (cards or {}).items():
+        hdr[key] = (value, comment)
     arr = np.asarray(img, dtype=np.float32)
     cube = np.ascontiguousarray(np.moveaxis(arr, -1, 0)) if arr.ndim == 3 else arr
     if cube.ndim == 3 and wcs is not None:  # a third, linear WCS axis for the planes: 1 = R, 2 = G, 3 = B

@@ -60,8 +60,9 @@ class Slot(StrEnum):
 
 
 #: Filters whose name is not their wavelength, and the narrow bands: name -> (pivot nm, what it isolates).
-#: Pivot wavelengths from the ACS, WFC3 and WFPC2 instrument handbooks, rounded to 1 nm (instruments
-#: differ by a few nm, which moves no filter here across a slot edge); lines at their rest wavelength.
+#: Approximate pivot wavelengths (after the ACS, WFC3 and WFPC2 handbooks, to a few nm: instruments
+#: differ by that much, which moves no filter here across a slot edge); enough to order and slot
+#: filters, not a photometric reference (PHOTPLAM in the header is).
 EXCEPTIONS: dict[str, tuple[float, str | None]] = {
     # long-pass and extra-wide filters: the name is the cut-on edge, the pivot lies far redder
     "F200LP": (497.0, None), "F300X": (282.0, None), "F350LP": (585.0, None), "F475X": (494.0, None),

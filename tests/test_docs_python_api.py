@@ -20,7 +20,7 @@ def test_the_page_has_examples_on_the_sample_and_a_fits_file():
     code = "\n".join(_examples())
     assert len(_examples()) >= 8
     for needle in ("build_sample", "fits.open", "ap.colorize", "ap.upscale", "ap.enhance", "ap.inspect", ".save(",
-                   "CCDData"):
+                   "CCDData", "ap.compose"):
         assert needle in code, needle
 
 
@@ -49,3 +49,6 @@ def test_every_example_runs(tmp_path, monkeypatch, capsys):
     saved = sorted(p.name for p in (tmp_path / "products").iterdir())
     assert "hst_sample_m101_acs_wfc_f606w_drz_color.png" in saved and "m101_f606w_flux_x4.fits" in saved
     assert "stars_flux_x4.fits" in saved
+    assert "R:F814W, G:F606W, B:F435W | visualisation: False" in out
+    assert "R:F814W, G:inferred(mean), B:F435W | visualisation:" in out
+    assert "NGC5457_rgb.fits" in saved  # naming.field_product_path: <field>_rgb.*

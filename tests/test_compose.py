@@ -348,3 +348,30 @@ def test_cli_compose_two_bands_options_and_errors(m101, tmp_path):
     assert res.exit_code == 1 and "grey.png" in res.output and "Traceback" not in res.output
     bad = pd.read_parquet(out / "manifests" / "bad.parquet").iloc[0]
     assert bad["status"] == "error" and "no filter" in bad["error"]
+
+
+def test_ccddata_and_frames_with_masks_and_wcs_compose(tmp_path):
+    """What the fields work hands over after reprojection: data, a footprint mask and the reference WCS."""
+    from astropy.nddata import CCDData
+
+    from astro_pipeline.ingest.objects import frames_from
+
+    wcs = WCS(_wcs_header())
+    bands = {}
+    for i, f in enumerate(("F435W", "F606W", "F814W")):
+        hdu = _band(f, 20 + i)
+        mask = np.zeros((H, W), bool)
+        mask[:, : 4 + 2 * i] = True  # off this band's footprint
+        bands[f] = CCDData(hdu.data, unit="electron/s", wcs=wcs, mask=mask,
+                           meta={"FILTER": f, "PHOTFLAM": PHOTFLAM[f], "TARGNAME": "SYNTH"})
+    res = ap.compose(bands)
+    assert res.channels_text == "R:F814W, G:F606W, B:F435W"
+    assert all(c.sources[0].flux == "PHOTFLAM" for c in res.channels)
+    assert (res.image[:, :8] == 0).all() and res.image[:, 8:].max() > 0.5  # the union of the masks is black
+    assert res.wcs is not None and res.wcs.world_to_pixel(wcs.pixel_to_world(5.0, 7.0)) == pytest.approx((5.0, 7.0))
+    # Frames pass through as they are (their mask, WCS and provenance)
+    frames = {f: frames_from(v, max_image_pixels=10**9)[0] for f, v in bands.items()}
+    again = ap.compose(frames)
+    np.testing.assert_array_equal(again.image, res.image)
+    files = again.save(tmp_path)
+    assert Path(files["png"].path).name == "SYNTH_f435w_f606w_f814w_rgb.png"

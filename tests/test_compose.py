@@ -7,6 +7,7 @@ frames, the real catalog and manifest; the shipped colorizer for the one-band ca
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -374,4 +375,33 @@ def test_ccddata_and_frames_with_masks_and_wcs_compose(tmp_path):
     again = ap.compose(frames)
     np.testing.assert_array_equal(again.image, res.image)
     files = again.save(tmp_path)
-    assert Path(files["png"].path).name == "SYNTH_f435w_f606w_f814w_rgb.png"
+    assert {k: Path(pf.path).name for k, pf in files.items()} == {
+        "png": "SYNTH_rgb.png", "tif": "SYNTH_rgb.tif", "fits": "SYNTH_rgb.fits"}
+    for pf in files.values():
+        assert sha256_file(pf.path) == pf.sha256
+
+
+def test_compose_names_are_the_field_product_names_and_never_replace_another(tmp_path):
+    """``<field>_rgb.*`` (products.naming); the same composite again keeps its names, another
+    composite of the field takes ``<field>-<hash>_rgb.*``, and an input band is never written."""
+    from astro_pipeline.products.naming import field_product_path
+
+    three = {f: _band(f, 20 + i) for i, f in enumerate(("F435W", "F606W", "F814W"))}
+    first = ap.compose(three, name="NGC5457").save(tmp_path)
+    assert Path(first["png"].path) == field_product_path(tmp_path, "NGC5457", "png") == tmp_path / "NGC5457_rgb.png"
+    before = {k: sha256_file(pf.path) for k, pf in first.items()}
+    again = ap.compose(three, name="NGC5457").save(tmp_path)
+    assert {k: pf.path for k, pf in again.items()} == {k: pf.path for k, pf in first.items()}
+    two = ap.compose({f: three[f] for f in ("F435W", "F814W")}, name="NGC5457", fill="rule").save(tmp_path)
+    assert Path(two["png"].path).parent == tmp_path
+    assert re.fullmatch(r"NGC5457-[0-9a-f]{8}_rgb\.png", Path(two["png"].path).name), two["png"].path
+    assert {k: sha256_file(pf.path) for k, pf in first.items()} == before  # the first composite is untouched
+    # a band on disk whose name is the product's own is protected: the composite takes another name
+    band = tmp_path / "in" / "M_rgb.fits"
+    band.parent.mkdir()
+    fits.HDUList([fits.PrimaryHDU(), three["F814W"].copy()]).writeto(band)
+    kept = sha256_file(band)
+    files = ap.compose({"F435W": three["F435W"], "F606W": three["F606W"], "F814W": band}, name="M").save(
+        tmp_path / "in")
+    assert sha256_file(band) == kept
+    assert re.fullmatch(r"M-[0-9a-f]{8}_rgb\.fits", Path(files["fits"].path).name), files["fits"].path

@@ -327,6 +327,21 @@ def test_cli_compose_sample_m101_manifest_lists_channels(m101, tmp_path):
     with Catalog.for_output(out) as cat:
         stats = cat.stats()
     assert stats["products_by_operation"] == {"compose": 1}
+    # two of the bands into the same folder: another composite of the field, under its own name
+    first_sha = sha256_file(png)
+    res = _cli(["compose", str(m101[0]), str(m101[2]), "--output", str(out), "--run-id", "m101-two"])
+    assert res.exit_code == 0, res.output
+    two = pd.read_parquet(out / "manifests" / "m101-two.parquet").iloc[0]
+    assert two["channels"] == "R:F814W, G:inferred(mean), B:F435W"
+    assert re.fullmatch(r"NGC5457-[0-9a-f]{8}_rgb\.png", Path(two["png_path"]).name), two["png_path"]
+    assert sha256_file(png) == first_sha  # the three-band composite is untouched
+    # the same three bands again: the same names (its own files), nothing new beside them
+    res = _cli(["compose", *map(str, m101), "--output", str(out), "--run-id", "m101-again"])
+    assert res.exit_code == 0, res.output
+    again = pd.read_parquet(out / "manifests" / "m101-again.parquet").iloc[0]
+    assert again["png_path"] == row["png_path"] and again["fits_path"] == row["fits_path"]
+    assert sorted(p.name for p in png.parent.glob("NGC5457*_rgb.png")) == sorted(
+        {png.name, Path(two["png_path"]).name})
 
 
 def test_cli_compose_two_bands_options_and_errors(m101, tmp_path):

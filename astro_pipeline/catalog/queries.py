@@ -320,13 +320,29 @@ def file_owners(conn: Connection, paths: Sequence[str]) -> dict[str, list[FileOw
     out: dict[str, list[FileOwner]] = defaultdict(list)
     for i in range(0, len(paths), 500):
         q = (select(pf.c.path, pf.c.kind, p.c.operation, p.c.source_sha256, p.c.source_path, p.c.hdu_idx,
-                    p.c.plane_idx)
+                    p.c.plane_idx, p.c.channels)
              .select_from(pf.join(p, p.c.id == pf.c.product_id)).where(pf.c.path.in_(paths[i:i + 500])))
-        for path, kind, operation, sha, source_path, hdu, plane in conn.execute(q):
+        for path, kind, operation, sha, source_path, hdu, plane, channels in conn.execute(q):
             op = str(FileKind.LUPTON) if kind == FileKind.LUPTON else operation
+            bands = _channel_sources(channels) if op == str(Operation.COMPOSE) else frozenset()
+            if bands:  # a composite from bands is owned by all of them, not by its reference band alone
+                out[path].append(FileOwner(op, bands))
+                continue
             out[path].append(FileOwner.of_frame(op, sha or f"path:{source_path}", index_or_none(hdu),
                                                 index_or_none(plane)))
     return dict(out)
+
+
+def _channel_sources(channels: Any) -> frozenset[tuple[str, int | None, int | None]]:
+    """(sha256, HDU, plane) of every band a composed product's channel records name."""
+    found: set[tuple[str, int | None, int | None]] = set()
+    for channel in channels or ():
+        for src in (channel or {}).get("sources") or ():
+            if src.get("source_sha256"):
+                hdu, plane = src.get("hdu"), src.get("plane")
+                found.add((str(src["source_sha256"]), None if hdu is None or int(hdu) < 0 else int(hdu),
+                           None if plane is None or int(plane) < 0 else int(plane)))
+    return frozenset(found)
 
 
 def superseded_runs(conn: Connection, run_id: str) -> list[str]:

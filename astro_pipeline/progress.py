@@ -42,7 +42,8 @@ class SweepEvent:
     ``done``/``total`` count the stage's units: archive listings while listing, items from
     planning on (``total`` is None while unknown). ``downloaded`` counts items fetched so far,
     ``not_run`` the items the planner left out (already done, over budget). ``item`` and
-    ``status`` name the item that just finished, on the event that counts it.
+    ``status`` name the item (or, while listing, the listing) that just finished, on the event
+    that counts it.
     """
 
     stage: Stage
@@ -112,11 +113,11 @@ class SweepTracker:
                 self._done, self._total = 0, total
             self._emit()
 
-    def listed(self) -> None:
-        """One archive listing finished."""
+    def listed(self, listing: str | None = None, outcome: str | None = None) -> None:
+        """One archive listing finished: ``listing`` names it, ``outcome`` says what it gave."""
         with self._lock:
             self._done += 1
-            self._emit()
+            self._emit(listing, outcome)
 
     def planned(self, *, items: int, not_run: int) -> None:
         """The plan: ``items`` to fetch and process, ``not_run`` left out (done, over budget)."""

@@ -119,6 +119,15 @@ def list_task(request: planning.ListingRequest, settings: Settings) -> planning.
     return planning.Listing(request=request, records=records)
 
 
+def _listing_outcome(listing: planning.Listing) -> tuple[str, str]:
+    """The archive a listing asked, and what it gave, as a progress line says it."""
+    request = listing.request
+    where = f"region {request.region.name}" if request.region is not None else "its whole list"
+    if listing.error is not None:
+        return request.archive, f"could not be listed for {where} (the reason is reported at the end)"
+    return request.archive, f"offers {len(listing.records)} item(s) for {where}"
+
+
 @task(name="download", cache_policy=NO_CACHE)
 def download_task(plan: ItemPlan, settings: Settings, budget: planning.RunBudget) -> steps.Fetched | ItemResult:
     """Fetch one record, verified; a failure is the item's result (never retried here)."""
@@ -185,8 +194,8 @@ def run_sweep(regions: list[Region], settings: Settings, *, flow_name: str, para
     requests = planning.listing_requests(regions)
     track.stage(Stage.LISTING, total=len(requests))
     listing_futures = list_task.map(requests, unmapped(settings))
-    for _ in as_completed(list(listing_futures)):
-        track.listed()
+    for future in as_completed(list(listing_futures)):
+        track.listed(*_listing_outcome(future.result()))
     listings = [f.result() for f in listing_futures]
     track.stage(Stage.PLANNING)
     budget = planning.RunBudget.from_settings(settings)  # per-run caps here, the free-disk guard per item

@@ -72,6 +72,26 @@ def test_the_cli_display_shows_items_stage_elapsed_and_eta():
     assert any(line.startswith("sweep: 4/4 items") and "elapsed" in line for line in lines)
 
 
+def test_plain_progress_says_what_each_archive_listing_gave():
+    from astro_pipeline.cli._progress import SweepDisplay
+    from astro_pipeline.planning import Listing, ListingRequest
+    from astro_pipeline.progress import Stage, SweepEvent, SweepTracker, subscribe
+    from flows.sweep import _listing_outcome
+
+    failed = Listing(request=ListingRequest(archive="mast", region=None), error="connection refused")
+    empty = Listing(request=ListingRequest(archive="esahubble", region=None))
+    plain = io.StringIO()
+    with SweepDisplay(Console(file=plain, force_terminal=False, width=140)) as display, subscribe(display):
+        tracker = SweepTracker()
+        tracker.stage(Stage.LISTING, total=2)
+        tracker.listed(*_listing_outcome(failed))
+        tracker.listed(*_listing_outcome(empty))
+        display(SweepEvent(stage=Stage.PROCESSING, done=0, total=0))
+    lines = plain.getvalue().splitlines()
+    assert "sweep: mast could not be listed for its whole list (the reason is reported at the end)" in lines
+    assert "sweep: esahubble offers 0 item(s) for its whole list" in lines
+
+
 @pytest.mark.slow
 def test_reprocess_reports_each_stage_and_every_item(prefect_harness, sweep_env, monkeypatch, tmp_path):
     from astro_pipeline import progress

@@ -125,6 +125,9 @@ class SweepDisplay:
                 self._say(f"listing archives ({event.total} listing(s): one per region and archive)")
             elif event.stage is not Stage.PLANNING:
                 self._say(str(event.stage))
+        if event.stage is Stage.LISTING and event.item and event.status:  # what each archive gave
+            self._say(f"{event.item} {event.status}")
+            return
         if event.stage is not Stage.PROCESSING or event.status is None or event.done == self._last_done:
             return
         total = event.total or 0

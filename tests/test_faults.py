@@ -135,3 +135,46 @@ def test_peak_in_flight_counts_concurrent_requests_server_side(replica, faults) 
     assert faults.peak_in_flight() == 3  # a peak, not the current count
     faults.load("")
     assert faults.peak_in_flight() == 0
+
+
+def test_streaming_modes_drip_oversize_gzip(replica, faults) -> None:  # noqa: F811
+    """The hostile-server modes: a drip that beats read timeouts, bodies past their size, gzip encoding."""
+    import gzip
+    import zlib
+
+    full = requests.get(file_url(replica), timeout=5).content
+    faults.load(f"drip:/api/v0.1/Download/file:1:piece={len(full) // 4 + 1}:delay=0.25")
+    t0 = time.monotonic()
+    dripped = requests.get(file_url(replica), timeout=(2, 1.0))  # each piece comes within the read timeout
+    assert dripped.content == full and int(dripped.headers["Content-Length"]) == len(full)
+    assert time.monotonic() - t0 >= 3 * 0.25 and faults.bytes_sent() == len(full)
+    faults.load("oversize:/api/v0.1/Download/file:1:extra=3000000")
+    big = requests.get(file_url(replica), timeout=5)
+    assert int(big.headers["Content-Length"]) == len(big.content) == len(full) + 3_000_000
+    assert big.content[: len(full)] == full and not any(big.content[len(full):])
+    faults.load("oversize:/api/v0.1/Download/file:1:extra=1000:length=none")
+    open_ended = requests.get(file_url(replica), timeout=5)
+    assert "Content-Length" not in open_ended.headers and len(open_ended.content) == len(full) + 1000
+    faults.load("gzip:/api/v0.1/Download/file:1:extra=5000000")
+    raw = requests.get(file_url(replica), timeout=5, stream=True)
+    wire = raw.raw.read(decode_content=False)
+    assert raw.headers["Content-Encoding"] == "gzip" and int(raw.headers["Content-Length"]) == len(wire)
+    assert len(wire) < 100_000 and gzip.decompress(wire) == full + bytes(5_000_000)
+    faults.load("gzip:/api/v0.1/Download/file:1:cut=0.5")
+    cut = requests.get(file_url(replica), timeout=5, stream=True).raw.read(decode_content=False)
+    decoder = zlib.decompressobj(31)
+    assert full.startswith(decoder.decompress(cut)) and not decoder.eof  # self-consistent, never-ending stream
+    with pytest.raises(FaultSpecError, match="cut must be"):
+        FaultPlan.parse("gzip:/x:cut=1")
+
+
+def test_streaming_modes_stop_when_the_client_leaves(replica, faults) -> None:  # noqa: F811
+    faults.load("oversize:/api/v0.1/Download/file:1:extra=400000000")
+    with requests.get(file_url(replica), timeout=5, stream=True) as resp:
+        got = len(resp.raw.read(1 << 20))
+    deadline = time.monotonic() + 5
+    sent = -1
+    while time.monotonic() < deadline and sent != faults.bytes_sent():  # settles once the server notices
+        sent = faults.bytes_sent()
+        time.sleep(0.3)
+    assert got == 1 << 20 and sent < 100_000_000  # far less than the 400 MB it would have sent

@@ -22,6 +22,14 @@ Spec syntax (``--faults SPEC`` on ``astro-pipeline replica serve``, or ``FaultPl
     - ``error``: answer HTTP 200 with a MAST envelope ``{"status": "ERROR", "msg": MSG}``
       (``msg`` default "There was an error with your request.");
     - ``executing``: answer HTTP 200 with ``{"status": "EXECUTING"}`` (MAST long-poll; client re-polls).
+    - ``drip``: send the headers (true ``Content-Length``) at once, then the body ``piece`` bytes
+      (default 1) every ``delay`` seconds: each read beats a read timeout, the whole never ends soon;
+    - ``oversize``: send the body followed by ``extra`` zero bytes (default 40 MB), streamed; with an
+      honest ``Content-Length`` of the whole, or none (close-delimited) with ``length=none``;
+    - ``gzip``: answer with ``Content-Encoding: gzip``: the body followed by ``extra`` zero bytes
+      (default 0), gzip-compressed as it is made, ``Content-Length`` the compressed length; with
+      ``cut=F`` only the first fraction F of the compressed stream is sent (and declared), so the reply
+      is self-consistent but the gzip stream never ends.
 * ``PATTERN``: matched against ``path?query`` of the request (query percent-decoded); a glob when it
   contains ``*`` / ``?``/``[``, else a substring. ``:`` may appear in it (the parser takes trailing
   fields as COUNT/options).
@@ -29,7 +37,8 @@ Spec syntax (``--faults SPEC`` on ``astro-pipeline replica serve``, or ``FaultPl
   COUNT attempts of each distinct request fail, later ones pass. Default: every attempt.
 * options: ``p=0.3`` fault each attempt with that probability, decided by a hash of
   (seed, rule, request key, attempt number) so a run is reproducible whatever the thread timing;
-  ``method=GET`` only that HTTP method; ``delay=``, ``fraction=``, ``delta=``, ``msg=`` as above.
+  ``method=GET`` only that HTTP method; ``delay=``, ``fraction=``, ``delta=``, ``msg=``, ``piece=``,
+  ``extra=``, ``length=``, ``cut=`` as above.
 
 Examples: ``503:/api/v0/invoke:3`` (first 3 tries of each query answer 503),
 ``truncate:/api/v0.1/Download/file:1`` (each file's first GET is cut short),
@@ -38,7 +47,9 @@ Examples: ``503:/api/v0/invoke:3`` (first 3 tries of each query answer 503),
 Rules are tried in order; the first one that matches *and fires* (its burst not yet over, its
 ``p`` draw taken) applies, so rules can be layered on one pattern. ``FaultPlan.events`` records each
 injected fault for reports/tests, and ``FaultPlan.peak_in_flight`` the most requests a rule held at
-once (``slow:PATTERN:delay=0.3`` makes a server-side counter of concurrent requests).
+once (``slow:PATTERN:delay=0.3`` makes a server-side counter of concurrent requests), and
+``FaultPlan.bytes_sent`` the body bytes the streaming modes (``drip``, ``oversize``, ``gzip``) sent
+before the client went away.
 """
 
 from __future__ import annotations
@@ -49,6 +60,7 @@ import hashlib
 import json
 import logging
 import threading
+import zlib
 from collections.abc import Awaitable, Callable, Iterator, MutableMapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -63,8 +75,10 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
-MODES = ("status", "slow", "truncate", "badlength", "nolength", "malformed", "corrupt", "error", "executing")
-_OPTION_KEYS = {"p", "method", "delay", "fraction", "delta", "msg"}
+MODES = ("status", "slow", "truncate", "badlength", "nolength", "malformed", "corrupt", "error", "executing",
+         "drip", "oversize", "gzip")
+_OPTION_KEYS = {"p", "method", "delay", "fraction", "delta", "msg", "piece", "extra", "length", "cut"}
+_STREAM_PIECE = 1 << 20  # oversize/gzip modes make and send their extra bytes this many at a time
 
 
 class FaultSpecError(ValueError):
@@ -85,6 +99,10 @@ class FaultRule:
     fraction: float = 0.5
     delta: int = 4096
     msg: str = "There was an error with your request."
+    piece: int = 1  # drip: bytes per piece
+    extra: int | None = None  # oversize (default 40 MB) / gzip (default 0): zero bytes after the body
+    length: bool = True  # oversize: send an honest Content-Length (False: close-delimited)
+    cut: float | None = None  # gzip: send only this fraction of the compressed stream
 
     def matches(self, method: str, target: str) -> bool:
         if self.method and self.method.upper() != method.upper():
@@ -121,6 +139,7 @@ class FaultPlan:
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _in_flight: dict[FaultRule, int] = field(default_factory=dict, repr=False)
     _peak: dict[FaultRule, int] = field(default_factory=dict, repr=False)
+    _sent: dict[FaultRule, int] = field(default_factory=dict, repr=False)
 
     # -------------------------------------------------------------------------------- parsing
     @classmethod
@@ -164,6 +183,7 @@ class FaultPlan:
             self._attempts.clear()
             self.events.clear()
             self._peak.clear()
+            self._sent.clear()
         return self
 
     def reset(self) -> None:
@@ -171,6 +191,16 @@ class FaultPlan:
             self._attempts.clear()
             self.events.clear()
             self._peak.clear()
+            self._sent.clear()
+
+    def bytes_sent(self, pattern: str | None = None) -> int:
+        """Body bytes the streaming modes sent for rules on ``pattern`` (or any), all requests together."""
+        with self._lock:
+            return sum(n for r, n in self._sent.items() if pattern is None or r.pattern == pattern)
+
+    def _count_sent(self, rule: FaultRule, n: int) -> None:
+        with self._lock:
+            self._sent[rule] = self._sent.get(rule, 0) + n
 
     def peak_in_flight(self, pattern: str | None = None) -> int:
         """The most requests that rules (on ``pattern``, or any) were serving at one time."""
@@ -247,6 +277,9 @@ class FaultMiddleware:
         status, headers, content = await _capture(self.app, scope, receive)
         true_len = _declared_length(headers, content)
         headers = [(k, v) for k, v in headers if k.lower() != b"content-length"]
+        if rule.mode in ("drip", "oversize", "gzip"):
+            await self._stream(rule, status, headers, content, send, raw_receive, method)
+            return
         if rule.mode == "nolength":
             await send({"type": "http.response.start", "status": status, "headers": headers})
             if method != "HEAD":
@@ -289,6 +322,58 @@ class FaultMiddleware:
             await send({"type": "http.response.body", "body": content, "more_body": True})
             return  # fewer bytes than declared: drop the connection
         raise AssertionError(f"unhandled fault mode {rule.mode}")  # pragma: no cover
+
+    async def _stream(self, rule: FaultRule, status: int, headers: list[tuple[bytes, bytes]], content: bytes,
+                      send: Send, raw_receive: Receive, method: str) -> None:
+        """The streaming modes: the body goes out piece by piece until done or the client leaves."""
+        gone = asyncio.Event()
+
+        async def watch() -> None:
+            while True:
+                message = await raw_receive()
+                if message.get("type") == "http.disconnect":
+                    gone.set()
+                    return
+
+        watcher = asyncio.create_task(watch())
+        try:
+            if rule.mode == "drip":
+                pieces = _pieces(content, max(1, rule.piece))
+                length: int | None = len(content)
+            elif rule.mode == "oversize":
+                extra = 40_000_000 if rule.extra is None else rule.extra
+                pieces = _with_zeros(content, extra)
+                length = len(content) + extra if rule.length else None
+            else:  # gzip: compress once to learn the length (the compressed stream is small)
+                compressed = await asyncio.to_thread(
+                    lambda: b"".join(_gzip_pieces(_with_zeros(content, rule.extra or 0))))
+                if rule.cut is not None:
+                    compressed = compressed[: int(len(compressed) * rule.cut)]
+                headers = [(k, v) for k, v in headers if k.lower() != b"content-encoding"]
+                headers.append((b"content-encoding", b"gzip"))
+                pieces = _pieces(compressed, _STREAM_PIECE)
+                length = len(compressed)
+            if length is not None:
+                headers.append((b"content-length", str(length).encode()))
+            await send({"type": "http.response.start", "status": status, "headers": headers})
+            if method == "HEAD":
+                await send({"type": "http.response.body", "body": b""})
+                return
+            for i, piece in enumerate(pieces):
+                if gone.is_set():
+                    return
+                if rule.mode == "drip" and i:
+                    try:
+                        await asyncio.wait_for(gone.wait(), timeout=rule.delay)
+                        return
+                    except TimeoutError:
+                        pass
+                await send({"type": "http.response.body", "body": piece, "more_body": True})
+                self.plan._count_sent(rule, len(piece))
+                await asyncio.sleep(0)  # let a disconnect be noticed between pieces
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+        finally:
+            watcher.cancel()
 
 
 # ------------------------------------------------------------------------------------ helpers
@@ -352,7 +437,51 @@ def parse_rule(text: str) -> FaultRule:
         kwargs["method"] = opts["method"].upper()
     if "msg" in opts:
         kwargs["msg"] = opts["msg"]
+    try:
+        if "piece" in opts:
+            kwargs["piece"] = int(opts["piece"])
+            if kwargs["piece"] < 1:
+                raise ValueError("piece must be >= 1 byte")
+        if "extra" in opts:
+            kwargs["extra"] = int(opts["extra"])
+            if kwargs["extra"] < 0:
+                raise ValueError("extra must be >= 0 bytes")
+        if "length" in opts:
+            if opts["length"] not in ("none", "true"):
+                raise ValueError("length must be 'true' or 'none'")
+            kwargs["length"] = opts["length"] == "true"
+        if "cut" in opts:
+            kwargs["cut"] = float(opts["cut"])
+            if not 0.0 < kwargs["cut"] < 1.0:
+                raise ValueError("cut must be within (0, 1)")
+    except ValueError as exc:
+        raise FaultSpecError(f"fault rule {text!r}: {exc}") from exc
     return FaultRule(**kwargs)
+
+
+def _pieces(data: bytes, size: int) -> Iterator[bytes]:
+    for i in range(0, len(data), size):
+        yield data[i : i + size]
+
+
+def _with_zeros(content: bytes, extra: int) -> Iterator[bytes]:
+    """The body, then ``extra`` zero bytes, a piece at a time (never all of it in memory)."""
+    yield from _pieces(content, _STREAM_PIECE)
+    zeros = bytes(_STREAM_PIECE)
+    while extra > 0:
+        n = min(extra, _STREAM_PIECE)
+        yield zeros[:n]
+        extra -= n
+
+
+def _gzip_pieces(pieces: Iterator[bytes]) -> Iterator[bytes]:
+    """A gzip member of the concatenated pieces, compressed as they come."""
+    comp = zlib.compressobj(9, zlib.DEFLATED, 31)
+    for piece in pieces:
+        out = comp.compress(piece)
+        if out:
+            yield out
+    yield comp.flush()
 
 
 def _unit_hash(seed: int, rule: int, key: str, attempt: int) -> float:

@@ -27,7 +27,8 @@ Spec syntax (``--faults SPEC`` on ``astro-pipeline replica serve``, or ``FaultPl
     - ``oversize``: send the body followed by ``extra`` zero bytes (default 40 MB), streamed; with an
       honest ``Content-Length`` of the whole, or none (close-delimited) with ``length=none``;
     - ``gzip``: answer with ``Content-Encoding: gzip``: the body followed by ``extra`` zero bytes
-      (default 0), gzip-compressed as it is made, ``Content-Length`` the compressed length; with
+      (default 0), gzip-compressed (the zeros as repeated 1 MiB members, so 1 GB costs 1 MB and no
+      time), ``Content-Length`` the compressed length; with
       ``cut=F`` only the first fraction F of the compressed stream is sent (and declared), so the reply
       is self-consistent but the gzip stream never ends.
 * ``PATTERN``: matched against ``path?query`` of the request (query percent-decoded); a glob when it
@@ -56,11 +57,11 @@ from __future__ import annotations
 
 import asyncio
 import fnmatch
+import gzip
 import hashlib
 import json
 import logging
 import threading
-import zlib
 from collections.abc import Awaitable, Callable, Iterator, MutableMapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -345,8 +346,7 @@ class FaultMiddleware:
                 pieces = _with_zeros(content, extra)
                 length = len(content) + extra if rule.length else None
             else:  # gzip: compress once to learn the length (the compressed stream is small)
-                compressed = await asyncio.to_thread(
-                    lambda: b"".join(_gzip_pieces(_with_zeros(content, rule.extra or 0))))
+                compressed = b"".join(_gzip_pieces(content, rule.extra or 0))
                 if rule.cut is not None:
                     compressed = compressed[: int(len(compressed) * rule.cut)]
                 headers = [(k, v) for k, v in headers if k.lower() != b"content-encoding"]
@@ -474,14 +474,16 @@ def _with_zeros(content: bytes, extra: int) -> Iterator[bytes]:
         extra -= n
 
 
-def _gzip_pieces(pieces: Iterator[bytes]) -> Iterator[bytes]:
-    """A gzip member of the concatenated pieces, compressed as they come."""
-    comp = zlib.compressobj(9, zlib.DEFLATED, 31)
-    for piece in pieces:
-        out = comp.compress(piece)
-        if out:
-            yield out
-    yield comp.flush()
+def _gzip_pieces(content: bytes, extra: int) -> Iterator[bytes]:
+    """gzip of the body followed by ``extra`` zero bytes: the body as one member, the zeros as one
+    1 MiB member compressed once and repeated (RFC 1952 members concatenate into one stream)."""
+    yield gzip.compress(content, compresslevel=6, mtime=0)
+    if extra >= _STREAM_PIECE:
+        member = gzip.compress(bytes(_STREAM_PIECE), compresslevel=9, mtime=0)
+        for _ in range(extra // _STREAM_PIECE):
+            yield member
+    if extra % _STREAM_PIECE:
+        yield gzip.compress(bytes(extra % _STREAM_PIECE), compresslevel=9, mtime=0)
 
 
 def _unit_hash(seed: int, rule: int, key: str, attempt: int) -> float:

@@ -129,6 +129,7 @@ def tiny_colorizer(tmp_path_factory) -> Path:
 
 def test_trailer_note_reaches_the_catalog_and_the_manifest(tmp_path: Path, tiny_colorizer: Path) -> None:
     data = _image((24, 24))
+    (tmp_path / "in").mkdir()
     src = write_fits_gz(tmp_path / "in" / "tail.fits.gz", shape=data.shape, data=data, trailer_bytes=MiB)
     out = tmp_path / "out"
     torch.set_num_threads(1)
@@ -137,4 +138,4 @@ def test_trailer_note_reaches_the_catalog_and_the_manifest(tmp_path: Path, tiny_
     assert res.exit_code == 0, res.output
     df = pd.read_parquet(out / "manifests" / "t1.parquet")
     assert df["status"].tolist() == ["ok"]
-    assert "data after the last HDU (from decompressed byte 5,760) ignored, not decompressed" in df["notes"].iloc[0]
+    assert "data after the last HDU (from decompressed byte 5,760) ignored, not decompressed" in str(df["notes"].iloc[0])

@@ -16,7 +16,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -25,7 +25,6 @@ from pydantic_settings import (
 )
 
 __all__ = [
-    "DEFAULT_MAX_IMAGE_PIXELS",
     "PROJECT_ROOT",
     "QualityThresholds",
     "DownloadSettings",
@@ -34,9 +33,6 @@ __all__ = [
     "get_settings",
     "shared_dir",
 ]
-
-#: Default refusal limit for the pixels an image header may claim (``Settings.max_image_pixels``).
-DEFAULT_MAX_IMAGE_PIXELS = 1_000_000_000
 
 #: Root of the project checkout (the folder holding ``pyproject.toml`` and ``weights/``).
 PROJECT_ROOT: Path = Path(__file__).resolve().parent.parent
@@ -70,6 +66,12 @@ class DownloadSettings(BaseModel):
     per_host_concurrency: int = 2
     min_interval_s: float = 0.2  # polite rate limit: at least this long between requests to one host
     user_agent: str = "astro-pipeline/0.1 (+https://github.com/astro-pipeline)"
+    #: the most (decoded) bytes one file may take when the archive declares no size; with a declared
+    #: size the cap is that size + 1%. Past the cap the transfer stops: a permanent error.
+    max_file_bytes: int = Field(default=4 * 1024**3, gt=0)
+    #: one transfer of one file must finish within this (besides the read timeout, which a slow drip
+    #: of bytes never trips); past it the transfer stops: a permanent error.
+    file_deadline_s: float = Field(default=30 * 60.0, gt=0)
 
 
 class Region(BaseModel):
@@ -127,7 +129,12 @@ class Settings(BaseSettings):
 
     # --- ingestion and quality -------------------------------------------------------------------
     quality: QualityThresholds = Field(default_factory=QualityThresholds)
-    max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS  # refuse headers claiming more pixels than this
+    max_image_pixels: int | None = None  # a lower pixel limit than the budget gives (see ``pixel_limit``)
+
+    # --- memory ------------------------------------------------------------------------------------
+    #: what one job may take: a share of physical memory ("60%") or a size ("8GiB"); a job whose
+    #: estimated peak is over it is refused (``astro_pipeline.memory``)
+    memory_budget: str = "60%"
 
     # --- inference -------------------------------------------------------------------------------
     device: str = "auto"  # auto | cpu | cuda | cuda:N
@@ -163,6 +170,30 @@ class Settings(BaseSettings):
         if toml_path is not None:
             sources.append(TomlConfigSettingsSource(settings_cls, toml_file=toml_path))
         return tuple(sources)
+
+    @field_validator("memory_budget", mode="before")
+    @classmethod
+    def _valid_budget(cls, value: Any) -> str:
+        from astro_pipeline.memory import parse_budget
+
+        text = str(value).strip()
+        parse_budget(text, physical=1 << 40)  # the form only; the share is taken of this machine's memory later
+        return text
+
+    @property
+    def memory_budget_bytes(self) -> int:
+        """The memory budget in bytes (a share is taken of this machine's physical memory)."""
+        from astro_pipeline.memory import parse_budget
+
+        return parse_budget(self.memory_budget)
+
+    @property
+    def pixel_limit(self) -> int:
+        """The most pixels an image header may declare: what reading can hold within the budget, or
+        ``max_image_pixels`` when that is lower (``astro_pipeline.memory.pixel_limit``)."""
+        from astro_pipeline.memory import pixel_limit
+
+        return pixel_limit(self.memory_budget_bytes, self.max_image_pixels)
 
     # --- derived paths ---------------------------------------------------------------------------
     @property

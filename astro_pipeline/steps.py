@@ -119,7 +119,7 @@ def process_item(plan: ItemPlan, fetched: Fetched, settings: Settings, *, engine
     engines.take_inference_seconds()
     t0 = time.perf_counter()
     processed = process_input(got.path, operation=plan.operation, engines=engines, output_dir=products_dir_for(settings),
-                              quality=settings.quality, max_image_pixels=settings.max_image_pixels, catalog=catalog,
+                              quality=settings.quality, max_image_pixels=settings.pixel_limit, catalog=catalog,
                               run_id=run_id, input_root=raw_dir_for(settings), downloaded=got)
     total = time.perf_counter() - t0
     engine_s, model_s, tiles = engines.take_inference_seconds()
@@ -142,7 +142,7 @@ def compose_run(catalog: Catalog, items: Sequence[ItemResult], *, versions: dict
     for op in sorted({it.operation for it in items if it.operation is not None}):
         shas = [it.sha256 for it in items if it.operation == op and it.sha256]
         out += compose_recorded(catalog, shas, operation=op, models=versions[op],
-                                max_image_pixels=settings.max_image_pixels)
+                                max_image_pixels=settings.pixel_limit)
     return out
 
 

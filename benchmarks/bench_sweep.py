@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     for it in made:  # re-read each raw file to split ingest from writing
         if it.raw_path and Path(it.raw_path).is_file():
             t0 = time.perf_counter()
-            read_frames(Path(it.raw_path), max_image_pixels=settings.max_image_pixels)
+            read_frames(Path(it.raw_path), max_image_pixels=settings.pixel_limit)
             ingest += time.perf_counter() - t0
     ingest /= n
     steady = report.work_seconds / n

@@ -157,7 +157,7 @@ def compose_task(items: list[ItemResult], settings: Settings, versions: dict[Ope
 def contact_sheet_task(items: list[ItemResult], settings: Settings, run_id: str) -> str | None:
     """The before/after contact sheet (before retention: it shows each raw input)."""
     path = Path(settings.output_dir) / "manifests" / f"{run_id}_contact.png"
-    drawn = write_contact_sheet(round_robin(items), path, max_image_pixels=settings.max_image_pixels)
+    drawn = write_contact_sheet(round_robin(items), path, max_image_pixels=settings.pixel_limit)
     return str(path) if drawn else None
 
 

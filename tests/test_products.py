@@ -13,7 +13,6 @@ from astropy.wcs import WCS
 from PIL import Image
 from model_helpers import random_weights
 
-from astro_pipeline.config import DEFAULT_MAX_IMAGE_PIXELS
 from astro_pipeline.color import lightness
 from astro_pipeline.inference import Engine
 from astro_pipeline.config import QualityThresholds
@@ -31,11 +30,13 @@ from astro_pipeline.products import (
 )
 from astro_pipeline.products.writers import preview as _preview
 
+LIMIT = 1_000_000_000  # an explicit pixel limit for the readers
+
 
 def _process(path, *, operation, output_dir, colorizer=None, upscaler=None, input_root=None, run_id=None):
     """``process_file`` with default thresholds and pixel limit; the products of the file."""
     return process_file(path, operation=operation, engines=Engines(colorizer=colorizer, upscaler=upscaler),
-                        output_dir=output_dir, quality=QualityThresholds(), max_image_pixels=DEFAULT_MAX_IMAGE_PIXELS,
+                        output_dir=output_dir, quality=QualityThresholds(), max_image_pixels=LIMIT,
                         input_root=input_root, run_id=run_id).products
 
 
@@ -241,7 +242,7 @@ def test_lupton_composite_for_three_filters(tmp_path, engines):
     prods = _three_filter_products(tmp_path, col)
     assert all(p.status == "ok" for p in prods), [p.error for p in prods]
     written = write_lupton_composites(prods, output_dir=tmp_path / "out", input_root=tmp_path,
-                                      max_image_pixels=DEFAULT_MAX_IMAGE_PIXELS)
+                                      max_image_pixels=LIMIT)
     assert len(written) == 1 and written[0].file.path.name == "M101_f435w_f606w_f814w_lupton.png"
     im = Image.open(written[0].file.path)
     assert im.size == (32, 32)
@@ -253,10 +254,10 @@ def test_lupton_composite_for_three_filters(tmp_path, engines):
     assert written[0].filters == {"R": "F814W", "G": "F606W", "B": "F435W"}
     assert [m.provenance["filter"] for m in written[0].members] == ["F435W", "F606W", "F814W"]  # the member products
     # written beside the members' products when no folder is given
-    (beside,) = write_lupton_composites(prods, max_image_pixels=DEFAULT_MAX_IMAGE_PIXELS)
+    (beside,) = write_lupton_composites(prods, max_image_pixels=LIMIT)
     assert beside.file.path.parent == prods[0].files["png"].path.parent
     # only two filters: no composite
-    assert write_lupton_composites(prods[:2], output_dir=tmp_path / "out2", max_image_pixels=DEFAULT_MAX_IMAGE_PIXELS) == []
+    assert write_lupton_composites(prods[:2], output_dir=tmp_path / "out2", max_image_pixels=LIMIT) == []
 
 
 def test_lupton_on_shared_trilogy_cutouts(shared_data, tmp_path):
@@ -268,12 +269,12 @@ def test_lupton_on_shared_trilogy_cutouts(shared_data, tmp_path):
 
     prods = []
     for f in files:
-        fr = read_frames(f, max_image_pixels=DEFAULT_MAX_IMAGE_PIXELS)[0]
+        fr = read_frames(f, max_image_pixels=LIMIT)[0]
         prods.append(Product(run_id=None, source_path=str(f), source_sha256=fr.source_sha256, hdu=fr.hdu,
                              plane=None, frame_key=fr.key, operation=Operation.COLORIZE, status=ProductStatus.OK,
                              provenance=dict(fr.provenance),
                              files={"fits": ProductFile(path=f, sha256=fr.source_sha256)}))
-    written = write_lupton_composites(prods, output_dir=tmp_path, input_root=hst, max_image_pixels=DEFAULT_MAX_IMAGE_PIXELS)
+    written = write_lupton_composites(prods, output_dir=tmp_path, input_root=hst, max_image_pixels=LIMIT)
     assert len(written) == 1 and written[0].file.path.name.endswith("_f475w_f606w_f814w_lupton.png")
     arr = np.asarray(Image.open(written[0].file.path))
     assert arr.shape == (500, 500, 3) and arr.std() > 5

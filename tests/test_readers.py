@@ -12,13 +12,14 @@ import pytest
 from astropy.io import fits
 from PIL import Image
 
-from astro_pipeline.config import DEFAULT_MAX_IMAGE_PIXELS
 from astro_pipeline.color import lightness
 from astro_pipeline.ingest.frame import IngestError
 from astro_pipeline.fileio import sha256_file as file_sha256
 from astro_pipeline.ingest.readers import iter_input_files, read_frames
 
 M101 = (210.802429, 54.34875)
+
+LIMIT = 1_000_000_000  # an explicit pixel limit for the readers
 
 
 def _wcs_header(shape: tuple[int, int], ra: float, dec: float, scale_deg: float = 0.05 / 3600) -> fits.Header:
@@ -50,7 +51,7 @@ def _drz(path: Path, shape=(64, 80)) -> np.ndarray:
 def test_drizzled_fits_mask_wcs_provenance(tmp_path: Path) -> None:
     p = tmp_path / "j8xx01010_drz.fits"
     sci = _drz(p)
-    frames = read_frames(p, max_image_pixels=DEFAULT_MAX_IMAGE_PIXELS)
+    frames = read_frames(p, max_image_pixels=LIMIT)
     assert len(frames) == 1
     f = frames[0]
     assert f.hdu == 1 and f.plane is None and f.format == "fits"
@@ -78,7 +79,7 @@ def test_flt_dq_saturation_and_bscale(tmp_path: Path) -> None:
     p = tmp_path / "x_flt.fits"
     fits.HDUList([fits.PrimaryHDU(), sci, fits.ImageHDU(np.ones(shape, np.float32), name="ERR", ver=1),
                   fits.ImageHDU(dq, name="DQ", ver=1)]).writeto(p)
-    (f,) = read_frames(p, max_image_pixels=DEFAULT_MAX_IMAGE_PIXELS)
+    (f,) = read_frames(p, max_image_pixels=LIMIT)
     assert np.all(f.data == 510.0)  # BSCALE/BZERO applied
     assert f.saturated is not None and int(f.saturated.sum()) == 12
     assert not f.mask[0, :8].any() and not f.mask[1, :4].any() and f.mask[2, :4].all()
@@ -96,7 +97,7 @@ def test_multi_sci_matches_extver(tmp_path: Path) -> None:
         fits.ImageHDU(np.full(shape, 2, np.float32), name="SCI", ver=2),
         fits.ImageHDU(w2, name="WHT", ver=2),
     ]).writeto(p)
-    a, b = read_frames(p, max_image_pixels=DEFAULT_MAX_IMAGE_PIXELS)
+    a, b = read_frames(p, max_image_pixels=LIMIT)
     assert (a.hdu, b.hdu) == (1, 3) and a.mask.all() and int((~b.mask).sum()) == 48
     assert a.n_frames_in_file == 2 and a.suffix == "_1" and b.key.endswith("[3]")
 
@@ -105,7 +106,7 @@ def test_cube_gives_one_frame_per_plane(tmp_path: Path) -> None:
     cube = np.stack([np.full((8, 9), i, np.float32) for i in range(3)])
     p = tmp_path / "cube.fits"
     fits.PrimaryHDU(cube).writeto(p)
-    frames = read_frames(p, max_image_pixels=DEFAULT_MAX_IMAGE_PIXELS)
+    frames = read_frames(p, max_image_pixels=LIMIT)
     assert [f.plane for f in frames] == [0, 1, 2]
     assert all(f.shape == (8, 9) and f.hdu == 0 for f in frames)
     assert [float(f.data[0, 0]) for f in frames] == [0.0, 1.0, 2.0]
@@ -126,7 +127,7 @@ def test_compressed_fits(tmp_path: Path, kind: str) -> None:
     else:
         p = tmp_path / "x.fits.fz"
         fits.HDUList([fits.PrimaryHDU(), fits.CompImageHDU(data, name="SCI", compression_type="GZIP_2")]).writeto(p)
-    (f,) = read_frames(p, max_image_pixels=DEFAULT_MAX_IMAGE_PIXELS)
+    (f,) = read_frames(p, max_image_pixels=LIMIT)
     # tile compression quantises floats (lossy, a fraction of the noise); gzip/bzip2 are exact
     np.testing.assert_allclose(f.data, data, atol=0.1 if kind == "fz" else 0.0)
     assert f.data.dtype.isnative and f.hdu == (1 if kind == "fz" else 0)
@@ -139,7 +140,7 @@ def test_png_rgba_alpha_dropped_and_lightness(tmp_path: Path) -> None:
     rgba[0, 0, 3] = 0
     p = tmp_path / "img.png"
     Image.fromarray(rgba, "RGBA").save(p)
-    (f,) = read_frames(p, max_image_pixels=DEFAULT_MAX_IMAGE_PIXELS)
+    (f,) = read_frames(p, max_image_pixels=LIMIT)
     assert f.is_display and f.is_color and f.format == "png"
     assert f.data.shape == (20, 30, 3) and f.data.dtype == np.float32
     np.testing.assert_allclose(f.data, rgba[..., :3] / 255.0, atol=1e-7)
@@ -153,11 +154,11 @@ def test_jpeg_grey_and_colour(tmp_path: Path) -> None:
     grey = (np.arange(64 * 64) % 256).astype(np.uint8).reshape(64, 64)
     pg = tmp_path / "g.jpg"
     Image.fromarray(grey, "L").save(pg, quality=95)
-    (f,) = read_frames(pg, max_image_pixels=DEFAULT_MAX_IMAGE_PIXELS)
+    (f,) = read_frames(pg, max_image_pixels=LIMIT)
     assert f.is_display and not f.is_color and f.format == "jpeg" and f.data.max() <= 1.0
     pc = tmp_path / "c.jpeg"
     Image.fromarray(np.zeros((10, 12, 3), np.uint8), "RGB").save(pc)
-    (c,) = read_frames(pc, max_image_pixels=DEFAULT_MAX_IMAGE_PIXELS)
+    (c,) = read_frames(pc, max_image_pixels=LIMIT)
     assert c.data.shape == (10, 12, 3) and c.mask.all()
 
 
@@ -176,7 +177,7 @@ def test_tiff_depths(tmp_path: Path, dtype, rgb: bool, display: bool) -> None:
         arr = np.random.default_rng(7).normal(50, 3, shape).astype(dtype)
     p = tmp_path / "x.tif"
     tifffile.imwrite(p, arr, photometric="rgb" if rgb else "minisblack")
-    (f,) = read_frames(p, max_image_pixels=DEFAULT_MAX_IMAGE_PIXELS)
+    (f,) = read_frames(p, max_image_pixels=LIMIT)
     assert f.format == "tiff" and f.is_display is display and f.data.dtype == np.float32
     assert f.data.shape == shape
     if display:
@@ -195,7 +196,7 @@ def test_large_tiff_memory_mapped(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     p = tmp_path / "big.tif"
     tifffile.imwrite(p, arr, photometric="rgb")
     monkeypatch.setattr(readers, "_MEMMAP_MIN_BYTES", 1024)  # treat it as big
-    (f,) = read_frames(p, max_image_pixels=DEFAULT_MAX_IMAGE_PIXELS)
+    (f,) = read_frames(p, max_image_pixels=LIMIT)
     assert "read via memory map" in f.notes
     assert f.data.shape == (600, 500, 3) and f.data[7, 0, 0] == pytest.approx(200 / 255)
     assert f.data.flags.writeable and f.data.flags.c_contiguous  # a float copy, not the read-only map
@@ -207,7 +208,7 @@ def test_multipage_tiff_planes(tmp_path: Path) -> None:
     stack = np.stack([np.full((6, 7), i * 10, np.uint8) for i in range(4)])
     p = tmp_path / "stack.tiff"
     tifffile.imwrite(p, stack, photometric="minisblack")
-    frames = read_frames(p, max_image_pixels=DEFAULT_MAX_IMAGE_PIXELS)
+    frames = read_frames(p, max_image_pixels=LIMIT)
     assert len(frames) == 4 and [f.plane for f in frames] == [0, 1, 2, 3]
     assert frames[3].data[0, 0] == pytest.approx(30 / 255)
 
@@ -234,7 +235,7 @@ def test_every_shared_file_reads_or_fails_cleanly(shared_data: Path) -> None:
     ok = errors = 0
     for p in files:
         try:
-            frames = read_frames(p, max_image_pixels=DEFAULT_MAX_IMAGE_PIXELS)
+            frames = read_frames(p, max_image_pixels=LIMIT)
         except IngestError as exc:
             errors += 1
             assert str(p) in str(exc) and "\n" not in str(exc)
@@ -256,7 +257,7 @@ def test_integer_blank_and_degenerate_axes(tmp_path: Path) -> None:
     hdu.header["BLANK"] = -32768
     p = tmp_path / "blank.fits"
     hdu.writeto(p)
-    (f,) = read_frames(p, max_image_pixels=DEFAULT_MAX_IMAGE_PIXELS)
+    (f,) = read_frames(p, max_image_pixels=LIMIT)
     assert f.shape == (12, 10) and f.plane is None
     assert not f.mask[0, :3].any() and f.mask[0, 3:].all() and f.mask[1:].all()
     assert f.data[5, 5] == 55.0

@@ -50,7 +50,7 @@ def inspect_file(path: Path, extra: dict[str, Any] | None = None, *, settings: S
     if extra:
         base.update(extra)
     try:
-        frames = read_frames(path, max_image_pixels=settings.max_image_pixels)
+        frames = read_frames(path, max_image_pixels=settings.pixel_limit)
     except IngestError as exc:
         return [dict(base, error=str(exc))]
     except Exception as exc:  # noqa: BLE001 - last line of defence: report, never a traceback

@@ -125,7 +125,7 @@ def _run(operation: Operation, inputs: list[Path], output: Path, *, colorizer: s
                 bar.advance(task)
                 continue
             processed = process_input(path, operation=operation, engines=engines, output_dir=output,
-                                      quality=settings.quality, max_image_pixels=settings.max_image_pixels,
+                                      quality=settings.quality, max_image_pixels=settings.pixel_limit,
                                       catalog=run.catalog, run_id=run.run_id, input_root=root)
             run.count(processed)  # recorded file by file: an interrupted run keeps what it finished
             for p in processed.failed:
@@ -137,7 +137,7 @@ def _run(operation: Operation, inputs: list[Path], output: Path, *, colorizer: s
             bar.advance(task)
         try:
             composites = compose_recorded(run.catalog, shas, operation=operation, models=versions,
-                                          max_image_pixels=settings.max_image_pixels)
+                                          max_image_pixels=settings.pixel_limit)
         except Exception as exc:  # noqa: BLE001 - the baseline composite is a bonus, never fatal
             console.print(f"[yellow]warning:[/yellow] Lupton composite skipped: {type(exc).__name__}: {exc}")
             composites = []

@@ -19,7 +19,7 @@ from typing import Any
 
 from astro_pipeline.catalog import FrameFilter, FrameView
 from astro_pipeline.catalog import queries as cq
-from astro_pipeline.config import DEFAULT_MAX_IMAGE_PIXELS
+from astro_pipeline.memory import default_pixel_limit
 from astro_pipeline.review.files import FileRefused, ServedImage, open_image, resolve_inside
 from astro_pipeline.review.views import (
     DecisionView,
@@ -170,7 +170,7 @@ class ReviewQueries:
         except FileRefused as exc:
             why = " (retention may have removed it)" if "no longer on disk" in str(exc) else ""
             raise ImageNotFound(f"{exc}{why}") from None
-        limit = self.settings.max_image_pixels if self.settings is not None else DEFAULT_MAX_IMAGE_PIXELS
+        limit = self.settings.pixel_limit if self.settings is not None else default_pixel_limit()
         png = _render_preview(path, view.hdu, view.plane, frame_id, max_image_pixels=limit)
         with self._cache_lock:
             self._preview_cache[key] = png

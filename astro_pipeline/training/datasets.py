@@ -40,11 +40,11 @@ def load_rgb_uint8(path: Path, *, kind: str = "color") -> np.ndarray:
     """Decode an image file to (H, W, 3) uint8 sRGB. Grey FITS frames go through the ingest stretch."""
     path = Path(path)
     if path.suffix.lower() in _FITS_SUFFIXES:
-        from astro_pipeline.config import DEFAULT_MAX_IMAGE_PIXELS
         from astro_pipeline.ingest.readers import read_frames  # lazy: only for grey archive frames
         from astro_pipeline.ingest.stretch import display_image
+        from astro_pipeline.memory import default_pixel_limit
 
-        frame = read_frames(path, max_image_pixels=DEFAULT_MAX_IMAGE_PIXELS)[0]
+        frame = read_frames(path, max_image_pixels=default_pixel_limit())[0]
         disp, _ = display_image(frame)
         disp = np.asarray(disp, dtype=np.float32)
         if disp.ndim == 2:

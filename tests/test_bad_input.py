@@ -16,7 +16,7 @@ import pytest
 from astropy.io import fits
 from PIL import Image
 
-from astro_pipeline.config import DEFAULT_MAX_IMAGE_PIXELS, QualityThresholds
+from astro_pipeline.config import QualityThresholds
 from astro_pipeline.ingest.frame import IngestError
 from astro_pipeline.ingest.quality import assess
 from astro_pipeline.ingest.readers import read_frames
@@ -28,7 +28,11 @@ def _fits_bytes(data: np.ndarray | None = None) -> bytes:
     return buf.getvalue()
 
 
-def _expect(path: Path, pattern: str, *, limit: int = DEFAULT_MAX_IMAGE_PIXELS) -> IngestError:
+#: An explicit pixel limit (what the default memory budget gives on a machine of about 25 GB).
+LIMIT = 1_000_000_000
+
+
+def _expect(path: Path, pattern: str, *, limit: int = LIMIT) -> IngestError:
     with pytest.raises(IngestError, match=pattern) as info:
         read_frames(path, max_image_pixels=limit)
     msg = str(info.value)
@@ -87,7 +91,7 @@ def test_unknown_type(tmp_path: Path) -> None:
 def test_all_nan_and_all_zero_are_read_and_flagged(tmp_path: Path, fill: float) -> None:
     p = tmp_path / "flat.fits"
     p.write_bytes(_fits_bytes(np.full((64, 64), fill, np.float32)))
-    (frame,) = read_frames(p, max_image_pixels=DEFAULT_MAX_IMAGE_PIXELS)
+    (frame,) = read_frames(p, max_image_pixels=LIMIT)
     report = assess(frame, QualityThresholds())
     assert "mostly_blank" in report.flag_names
     blank = next(f for f in report.flags if f.name == "mostly_blank")
@@ -102,8 +106,9 @@ def test_header_claiming_100000_squared_is_refused_without_allocating(tmp_path: 
     tracemalloc.start()
     t0 = time.perf_counter()
     try:
-        _expect(p, r"HDU 0 header claims 100000x100000 = 10,000,000,000 pixels, above the limit of "
-                   r"1,000,000,000 \(max_image_pixels\); refusing to allocate it")
+        _expect(p, r"HDU 0 header claims 100000x100000 = 10,000,000,000 pixels, above the pixel limit of "
+                   r"1,000,000,000 \(it follows from the setting memory_budget, or max_image_pixels when lower\); "
+                   r"refusing to allocate it")
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
@@ -136,7 +141,7 @@ def test_lower_pixel_limit_from_settings(tmp_path: Path, monkeypatch: pytest.Mon
     p.write_bytes(_fits_bytes(np.ones((100, 100), np.float32)))
     monkeypatch.setenv("ASTRO_PIPELINE_MAX_IMAGE_PIXELS", "5000")
     get_settings.cache_clear()
-    _expect(p, r"claims 100x100 = 10,000 pixels, above the limit of 5,000", limit=get_settings().max_image_pixels)
+    _expect(p, r"claims 100x100 = 10,000 pixels, above the pixel limit of 5,000", limit=get_settings().pixel_limit)
 
 
 def test_gzip_that_is_not_gzip(tmp_path: Path) -> None:
@@ -188,13 +193,18 @@ def test_truncated_jpeg_and_tiff(tmp_path: Path) -> None:
 
 
 def test_png_over_pillow_limit_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Pillow's bomb check runs at the reader's pixel limit, its warning an error: whatever the process-wide
+    ``Image.MAX_IMAGE_PIXELS`` says, an image over the limit is refused before decoding (issue 21: the
+    check was at Pillow's default with its warning switched off)."""
     p = tmp_path / "wide.png"
     Image.fromarray(np.zeros((40, 100), np.uint8)).save(p)
-    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # 4000 px > 2x limit: Pillow refuses
-    _expect(p, r"PNG is larger than Pillow's pixel limit \(1,000 pixels\)")
-    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 3000)  # between 1x and 2x: Pillow only warns; we read it
-    (f,) = read_frames(p, max_image_pixels=DEFAULT_MAX_IMAGE_PIXELS)
-    assert f.shape == (40, 100)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 10**9)
+    _expect(p, r"PNG of 4,000 pixels is above the pixel limit of 1,000 \(Pillow's decompression-bomb check\)",
+            limit=1000)  # over 2x: Pillow's error
+    _expect(p, r"PNG of 4,000 pixels is above the pixel limit of 3,000 \(Pillow's decompression-bomb check\)",
+            limit=3000)  # between 1x and 2x: Pillow's warning, refused all the same
+    (f,) = read_frames(p, max_image_pixels=4000)
+    assert f.shape == (40, 100) and Image.MAX_IMAGE_PIXELS == 10**9
 
 
 def test_tif_over_pillow_limit_reads_with_tifffile(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -204,7 +214,7 @@ def test_tif_over_pillow_limit_reads_with_tifffile(tmp_path: Path, monkeypatch: 
     arr = (np.arange(200 * 300) % 251).astype(np.uint8).reshape(200, 300)
     tifffile.imwrite(p, arr)
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
-    (f,) = read_frames(p, max_image_pixels=DEFAULT_MAX_IMAGE_PIXELS)
+    (f,) = read_frames(p, max_image_pixels=LIMIT)
     assert f.shape == (200, 300) and f.data[0, 250] == pytest.approx(250 / 255)
 
 
@@ -218,7 +228,7 @@ def test_real_tif_above_pillows_default_limit(tmp_path: Path) -> None:
     p = tmp_path / "huge.tif"
     with tifffile.TiffWriter(p) as tw:
         tw.write(np.zeros((h, w), np.uint8), compression="zlib", tile=(512, 512))
-    (f,) = read_frames(p, max_image_pixels=DEFAULT_MAX_IMAGE_PIXELS)
+    (f,) = read_frames(p, max_image_pixels=LIMIT)
     assert f.shape == (h, w) and f.is_display
 
 

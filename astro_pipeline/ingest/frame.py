@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["Flag", "Frame", "IngestError", "QualityReport", "StretchParams"]
+__all__ = ["Flag", "Frame", "ImageGeometry", "IngestError", "QualityReport", "StretchParams"]
 
 
 class IngestError(Exception):
@@ -23,6 +23,32 @@ class IngestError(Exception):
         self.path = str(path)
         self.problem = problem
         super().__init__(f"{path}: {problem}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ImageGeometry:
+    """One image of a file as its header declares it, before any pixel is read.
+
+    What a memory estimate needs: ``planes`` frames of ``height x width`` pixels with ``channels``
+    samples each (1 grey, 3 colour), decoded from ``source_bytes_per_sample`` bytes per sample,
+    read with ``aux_images`` same-size companion images (WHT, DQ). ``label`` names it in messages.
+    """
+
+    label: str
+    height: int
+    width: int
+    planes: int = 1
+    channels: int = 1
+    source_bytes_per_sample: int = 4
+    aux_images: int = 0
+
+    @property
+    def pixels(self) -> int:
+        return self.height * self.width
+
+    def describe(self) -> str:
+        planes = f" x {self.planes} planes" if self.planes > 1 else ""
+        return f"{self.label} ({self.width}x{self.height}{planes})"
 
 
 @dataclass

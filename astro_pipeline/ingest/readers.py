@@ -1,30 +1,41 @@
 """Read FITS, TIF, PNG and JPEG files into masked float32 :class:`Frame` objects.
 
 Every failure becomes an :class:`IngestError` naming the file and the problem; sizes claimed by
-headers are checked against the file and ``Settings.max_image_pixels`` before any pixels are read,
-so a corrupt header can never make us allocate gigabytes.
+headers are checked against the file and the pixel limit (``Settings.pixel_limit``, which follows
+from the memory budget) before any pixels are read, so a corrupt header can never make us allocate
+gigabytes. Only what the headers declare is read: bytes after a FITS file's last HDU are noted on
+its frames and never read into memory, and a compressed FITS stream is decompressed up to the end
+of its last HDU and no further (``ingest.fitslayout``). Pillow's decompression-bomb check runs at
+the same pixel limit. A caller's ``admit`` sees every image's geometry before any pixel is read,
+so a job can be refused on its estimated memory (``astro_pipeline.job_estimate``).
 """
 
 from __future__ import annotations
 
 import bz2
 import gzip
+import io
 import math
 import os
+import re
 import stat
+import threading
 import warnings
 import zlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from astro_pipeline.fileio import sha256_file
-from astro_pipeline.ingest.frame import Frame, IngestError
+from astro_pipeline.ingest.fitslayout import DecompressedStream, FitsLayout, raw_data_bytes, walk_hdus
+from astro_pipeline.ingest.frame import Frame, ImageGeometry, IngestError
 
 __all__ = [
     "IMAGE_SUFFIXES",
+    "Admit",
     "detect_content",
     "format_from_name",
     "is_image_name",
@@ -46,6 +57,30 @@ _AUX_EXTNAMES = {
 _MEMMAP_MIN_BYTES = 64 << 20  # TIFFs larger than this are read through a memory map when uncompressed
 _SATURATION_BITS = 256 | 2048  # DQ full-well and A-to-D saturation (ACS/WFC3)
 _NICE_KIND = {"fits": "FITS", "gzip": "gzip", "bzip2": "bzip2", "png": "PNG", "jpeg": "JPEG", "tiff": "TIFF"}
+#: Where the pixel limit comes from, for refusal messages.
+_LIMIT_SOURCE = "it follows from the setting memory_budget, or max_image_pixels when lower"
+_PILLOW_LOCK = threading.Lock()
+
+#: Called with the geometry of every image a file's frames will come from, before any pixel is
+#: read; may raise to refuse the file (the exception propagates from ``read_frames`` unchanged).
+Admit = Callable[[Sequence[ImageGeometry]], None]
+
+
+class _Refused(Exception):
+    """Internal: carries the exception ``admit`` raised out through the reader's error handling."""
+
+    def __init__(self, original: BaseException) -> None:
+        super().__init__(str(original))
+        self.original = original
+
+
+def _admit(admit: Admit | None, images: Sequence[ImageGeometry]) -> None:
+    if admit is None:
+        return
+    try:
+        admit(list(images))
+    except Exception as exc:  # noqa: BLE001 - handed back to the caller as it was raised
+        raise _Refused(exc) from exc
 
 
 # --------------------------------------------------------------------------------------------
@@ -140,10 +175,12 @@ def _describe(kind: str | None) -> str:
 # --------------------------------------------------------------------------------------------
 # Public entry point
 # --------------------------------------------------------------------------------------------
-def read_frames(path: Path | str, *, max_image_pixels: int) -> list[Frame]:
+def read_frames(path: Path | str, *, max_image_pixels: int, admit: Admit | None = None) -> list[Frame]:
     """Read every science image in ``path`` as a Frame; raise IngestError for a bad file.
 
-    ``max_image_pixels`` (``Settings.max_image_pixels``): headers claiming more are refused unread.
+    ``max_image_pixels`` (``Settings.pixel_limit``): headers claiming more are refused unread.
+    ``admit``, when given, is called once with the geometry of the images to be read, after the
+    headers and before any pixel; whatever it raises propagates unchanged.
     """
     path = Path(path)
     limit = int(max_image_pixels)
@@ -200,11 +237,13 @@ def read_frames(path: Path | str, *, max_image_pixels: int) -> list[Frame]:
     try:
         sha = sha256_file(path)
         if kind == "fits":
-            frames = _read_fits(path, sha, st.st_size, content, limit)
+            frames = _read_fits(path, sha, st.st_size, content, limit, admit)
         elif kind == "tiff":
-            frames = _read_tiff(path, sha, limit)
+            frames = _read_tiff(path, sha, limit, admit)
         else:
-            frames = _read_pillow(path, sha, kind, limit)
+            frames = _read_pillow(path, sha, kind, limit, admit)
+    except _Refused as refused:
+        raise refused.original from None
     except IngestError:
         raise
     except MemoryError:
@@ -243,21 +282,6 @@ def _peek_decompressed(path: Path, comp: str) -> str | None:
     return detect_content(head)
 
 
-def _decompressed_at_least(path: Path, comp: str, need: int) -> int:
-    """Decompress (streaming, nothing kept) until ``need`` bytes are seen; return the count."""
-    total = 0
-    try:
-        with _open_compressed(path, comp) as fh:
-            while total < need:
-                block = fh.read(min(8 << 20, need - total))
-                if not block:
-                    break
-                total += len(block)
-    except (OSError, EOFError, zlib.error, ValueError) as exc:
-        raise IngestError(path, f"corrupt {comp} stream: {_one_line(exc)}") from None
-    return total
-
-
 # --------------------------------------------------------------------------------------------
 # FITS
 # --------------------------------------------------------------------------------------------
@@ -268,109 +292,86 @@ def _hdu_shape(hdu: Any) -> tuple[int, ...]:
     return tuple(int(hdr.get(f"NAXIS{i}", 0) or 0) for i in range(n, 0, -1))
 
 
-def _raw_data_bytes(header: Any) -> int:
-    """Bytes of the data unit as the header declares it (FITS standard formula, unpadded)."""
-    naxis = int(header.get("NAXIS", 0) or 0)
-    if naxis == 0:
-        return 0
-    dims = [int(header.get(f"NAXIS{i}", 0) or 0) for i in range(1, naxis + 1)]
-    bitpix = abs(int(header.get("BITPIX", 8)))
-    gcount = int(header.get("GCOUNT", 1) or 1)
-    pcount = int(header.get("PCOUNT", 0) or 0)
-    if header.get("GROUPS", False) and dims and dims[0] == 0:
-        dims = dims[1:]
-    return bitpix // 8 * gcount * (pcount + math.prod(dims))
-
-
-def _negative_axis(header: Any) -> str | None:
-    """``NAXISn = -5 is negative ...`` when the header declares a negative axis, else None."""
-    try:
-        naxis = int(header.get("NAXIS", 0) or 0)
-    except (TypeError, ValueError):
-        return None
-    if naxis < 0:
-        return f"NAXIS = {naxis} is negative (the number of axes must be >= 0)"
-    for i in range(1, min(naxis, 999) + 1):
-        value = header.get(f"NAXIS{i}")
-        if isinstance(value, int) and not isinstance(value, bool) and value < 0:
-            return f"NAXIS{i} = {value} is negative (axis lengths must be >= 0)"
-    return None
-
-
-def _scan_negative_axes(path: Path, compression: str | None, max_hdus: int = 1000) -> str | None:
-    """Walk the raw headers (no astropy HDU objects) for a negative axis: astropy itself fails on
-    one with an unhelpful "[Errno 22] Invalid argument" (it seeks by the negative data size)."""
-    from astropy.io import fits
-
-    try:
-        with (_open_compressed(path, compression) if compression else open(path, "rb")) as fh, \
-                warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            for idx in range(max_hdus):
-                header = fits.Header.fromfile(fh)
-                bad = _negative_axis(header)
-                if bad:
-                    return f"HDU {idx}: {bad}"
-                size = _raw_data_bytes(header)
-                if size:
-                    fh.seek(-(-size // 2880) * 2880, os.SEEK_CUR)
-    except Exception:  # noqa: BLE001 - the end of the file, or a header we cannot parse: nothing found
-        return None
-    return None
-
-
 def _hdu_name(hdu: Any) -> str:
     return str(hdu.name or "").upper()
 
 
-def _read_fits(path: Path, sha: str, file_size: int, content: str | None, limit: int) -> list[Frame]:
-    from astropy.io import fits
+def _hdu_label(idx: int, hdu: Any) -> str:
+    """``HDU 1 [SCI,1]``, or ``HDU 0`` for an HDU without a name."""
+    name = _hdu_name(hdu)
+    return f"HDU {idx} [{name},{int(hdu.ver or 1)}]" if name and name != "PRIMARY" else f"HDU {idx}"
 
+
+def _read_fits(path: Path, sha: str, file_size: int, content: str | None, limit: int,
+               admit: Admit | None) -> list[Frame]:
     compression = content if content in ("gzip", "bzip2") else None
     try:
-        return _read_fits_once(path, sha, file_size, compression, limit, memmap=compression is None)
+        layout = walk_hdus(path, compression=compression, file_size=file_size)
+    except ValueError as exc:  # a negative axis, named by HDU
+        raise IngestError(path, str(exc)) from None
+    try:
+        return _read_fits_once(path, sha, file_size, compression, limit, layout, admit, memmap=compression is None)
     except ValueError as exc:
         if "memory-mapped" not in str(exc):
             raise
-    # Scaled integer data (BZERO/BSCALE/BLANK) cannot be memory-mapped by astropy: read it plainly.
-    return _read_fits_once(path, sha, file_size, compression, limit, memmap=False)
+    # Scaled integer data (BZERO/BSCALE/BLANK) cannot be memory-mapped by astropy: read it plainly
+    # (already admitted: the geometry is the same).
+    return _read_fits_once(path, sha, file_size, compression, limit, layout, None, memmap=False)
 
 
-def _read_fits_once(path: Path, sha: str, file_size: int, compression: str | None, limit: int, *,
-                    memmap: bool) -> list[Frame]:
+def _open_fits(path: Path, compression: str | None, layout: FitsLayout, *, memmap: bool) -> Any:
+    """astropy's HDU list of the file; a compressed one through a stream that ends with its last HDU."""
+    from astropy.io import fits
+
+    if compression is None:
+        return fits.open(path, memmap=memmap, lazy_load_hdus=True)
+    stream = DecompressedStream(path, compression, limit=layout.end if layout.spans else None)
+    return fits.open(io.BufferedReader(stream, buffer_size=1 << 20), memmap=False, lazy_load_hdus=True)
+
+
+def _read_fits_once(path: Path, sha: str, file_size: int, compression: str | None, limit: int, layout: FitsLayout,
+                    admit: Admit | None, *, memmap: bool) -> list[Frame]:
     from astropy.io import fits
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # astropy warns (truncation, non-standard cards); we check ourselves
         try:
-            hdul = fits.open(path, memmap=memmap, lazy_load_hdus=True)
+            hdul = _open_fits(path, compression, layout, memmap=memmap)
         except Exception as exc:  # noqa: BLE001
-            bad = _scan_negative_axes(path, compression)
-            raise IngestError(path, bad or f"unreadable FITS header: {_one_line(exc)}") from None
+            raise IngestError(path, f"unreadable FITS header: {_one_line(exc)}") from None
         try:
-            try:
-                hdul.readall()
-            except Exception as exc:  # noqa: BLE001
-                bad = _scan_negative_axes(path, compression)
-                if bad:
-                    raise IngestError(path, bad) from None
-                if len(hdul) == 0:
-                    raise IngestError(path, f"unreadable FITS header: {_one_line(exc)}") from None
-            return _fits_frames(path, sha, hdul, file_size, compression, limit)
+            hdus: list[Any] = []
+            if layout.spans:  # only the HDUs the headers place: astropy never looks past the last one
+                for i in range(len(layout.spans)):
+                    try:
+                        hdus.append(hdul[i])
+                    except IndexError:
+                        break
+                    except Exception as exc:  # noqa: BLE001
+                        if not hdus:
+                            raise IngestError(path, f"unreadable FITS header: {_one_line(exc)}") from None
+                        break
+            else:  # the walk could not read HDU 0: astropy says why
+                try:
+                    hdul.readall()
+                except Exception as exc:  # noqa: BLE001
+                    if len(hdul) == 0:
+                        raise IngestError(path, f"unreadable FITS header: {_one_line(exc)}") from None
+                hdus = list(hdul)
+            if not hdus:
+                raise IngestError(path, "unreadable FITS header: no HDU found")
+            known = fits.HDUList(hdus)  # a closed list: iterating it reads nothing more from the file
+            return _fits_frames(path, sha, known, hdul, layout, file_size, compression, limit, admit)
         finally:
             hdul.close()
 
 
-def _fits_frames(path: Path, sha: str, hdul: Any, file_size: int, compression: str | None,
-                 limit: int) -> list[Frame]:
+def _fits_frames(path: Path, sha: str, hdul: Any, opened: Any, layout: FitsLayout, file_size: int,
+                 compression: str | None, limit: int, admit: Admit | None) -> list[Frame]:
     from astropy.io import fits
 
     image_types = (fits.PrimaryHDU, fits.ImageHDU, fits.CompImageHDU)
     images: list[tuple[int, Any, tuple[int, ...]]] = []
-    for i, hdu in enumerate(hdul):
-        bad = _negative_axis(hdu.header)
-        if bad:
-            raise IngestError(path, f"HDU {i}: {bad}")
     for i, hdu in enumerate(hdul):
         if not isinstance(hdu, image_types) or isinstance(hdu, fits.GroupsHDU):
             continue
@@ -409,32 +410,54 @@ def _fits_frames(path: Path, sha: str, hdul: Any, file_size: int, compression: s
         if npix > limit:
             dims = "x".join(str(s) for s in reversed(shape))
             raise IngestError(
-                path, f"HDU {idx} header claims {dims} = {npix:,} pixels, above the limit of {limit:,} "
-                "(max_image_pixels); refusing to allocate it"
+                path, f"HDU {idx} header claims {dims} = {npix:,} pixels, above the pixel limit of {limit:,} "
+                f"({_LIMIT_SOURCE}); refusing to allocate it"
             )
-        raw_header = getattr(hdu, "_bintable", None)
-        raw_header = raw_header.header if raw_header is not None else hdu.header
-        info = hdul.fileinfo(idx)
-        end = int(info["datLoc"]) + _raw_data_bytes(raw_header)
+        end = _data_end(opened, layout, idx, hdu)
         need_end = max(need_end, end)
         if compression is None and end > file_size:
             raise IngestError(
                 path, f"truncated FITS: HDU {idx} data needs bytes up to {end:,} but the file has "
                 f"{file_size:,} bytes"
             )
-    if compression is not None:
-        have = _decompressed_at_least(path, compression, need_end)
-        if have < need_end:
-            raise IngestError(
-                path, f"truncated FITS ({compression}): data needs {need_end:,} decompressed bytes, "
-                f"stream has {have:,}"
-            )
+    if compression is not None and layout.available is not None and need_end > layout.available:
+        if layout.stream_error:
+            raise IngestError(path, f"corrupt {compression} stream: {layout.stream_error} (data needs {need_end:,} "
+                                    f"decompressed bytes, {layout.available:,} could be read)")
+        raise IngestError(
+            path, f"truncated FITS ({compression}): data needs {need_end:,} decompressed bytes, "
+            f"stream has {layout.available:,}"
+        )
+    _admit(admit, [_geometry(idx, hdu, shape, aux=sum(x is not None for x in (wht, dq)))
+                   for idx, hdu, shape, wht, dq in plan])
 
     primary_header = hdul[0].header
     frames: list[Frame] = []
     for idx, hdu, shape, wht, dq in plan:
         frames.extend(_frames_from_hdu(path, sha, hdul, idx, hdu, shape, wht, dq, primary_header))
+    if layout.trailer:
+        for frame in frames:
+            frame.notes.append(layout.trailer)
     return frames
+
+
+def _data_end(opened: Any, layout: FitsLayout, idx: int, hdu: Any) -> int:
+    """Where HDU ``idx``'s data unit ends, as its header declares it."""
+    if idx < len(layout.spans):
+        return layout.spans[idx].data_end
+    raw_header = getattr(hdu, "_bintable", None)
+    raw_header = raw_header.header if raw_header is not None else hdu.header
+    return int(opened.fileinfo(idx)["datLoc"]) + raw_data_bytes(raw_header)
+
+
+def _geometry(idx: int, hdu: Any, shape: tuple[int, ...], *, aux: int) -> ImageGeometry:
+    try:  # a tile-compressed HDU's header is its image's: BITPIX of the decompressed pixels
+        itemsize = max(1, abs(int(hdu.header.get("BITPIX", -32))) // 8)
+    except (TypeError, ValueError):
+        itemsize = 8
+    return ImageGeometry(label=_hdu_label(idx, hdu), height=int(shape[-2]), width=int(shape[-1]),
+                         planes=max(1, math.prod(shape[:-2])), channels=1, source_bytes_per_sample=itemsize,
+                         aux_images=aux)
 
 
 def _load_float(hdu: Any) -> np.ndarray:
@@ -684,7 +707,16 @@ def _plain_frame(path: Path, sha: str, fmt: str, data: np.ndarray, mask: np.ndar
     )
 
 
-def _read_tiff(path: Path, sha: str, limit: int) -> list[Frame]:
+def _tiff_geometry(shape: tuple[int, ...], axes: str, itemsize: int) -> ImageGeometry:
+    dims = dict(zip(axes, shape, strict=False))
+    height, width = int(dims.get("Y", shape[-2] if len(shape) >= 2 else 1)), int(dims.get("X", shape[-1]))
+    channels = int(dims.get("S", 1))
+    planes = max(1, math.prod(shape) // max(1, height * width * channels))
+    return ImageGeometry(label="TIFF", height=height, width=width, planes=planes, channels=min(channels, 3) or 1,
+                         source_bytes_per_sample=itemsize)
+
+
+def _read_tiff(path: Path, sha: str, limit: int, admit: Admit | None) -> list[Frame]:
     import tifffile
 
     with tifffile.TiffFile(path) as tf:
@@ -695,9 +727,10 @@ def _read_tiff(path: Path, sha: str, limit: int) -> list[Frame]:
         npix = math.prod(shape)
         if npix > limit:
             raise IngestError(
-                path, f"TIFF of shape {shape} has {npix:,} samples, above the limit of {limit:,} "
-                "(max_image_pixels)"
+                path, f"TIFF of shape {shape} has {npix:,} samples, above the pixel limit of {limit:,} "
+                f"({_LIMIT_SOURCE})"
             )
+        _admit(admit, [_tiff_geometry(shape, axes, int(series.dtype.itemsize))])
         notes: list[str] = []
         arr = None
         if series.dataoffset is not None and npix * series.dtype.itemsize > _MEMMAP_MIN_BYTES:
@@ -719,22 +752,51 @@ def _read_tiff(path: Path, sha: str, limit: int) -> list[Frame]:
     return _display_frames(path, sha, "tiff", arr, channels_last, notes)
 
 
-def _read_pillow(path: Path, sha: str, fmt: str, limit: int) -> list[Frame]:
+@contextmanager
+def _pillow_bomb_check(limit: int) -> Iterator[None]:
+    """Pillow's decompression-bomb check at ``limit`` pixels, its warning an error (never off).
+
+    ``Image.MAX_IMAGE_PIXELS`` is Pillow's process-wide limit: set for the block under a lock, then
+    put back, so that readers with different limits do not see each other's.
+    """
     from PIL import Image
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+    with _PILLOW_LOCK, warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        saved = Image.MAX_IMAGE_PIXELS
+        Image.MAX_IMAGE_PIXELS = max(1, int(limit))
+        try:
+            yield
+        finally:
+            Image.MAX_IMAGE_PIXELS = saved
+
+
+_PILLOW_CHANNELS = {"L": 1, "LA": 1, "La": 1, "1": 1, "I": 1, "F": 1, "P": 3, "PA": 3, "RGB": 3, "RGBA": 3, "RGBa": 3,
+                    "RGBX": 3, "CMYK": 3, "YCbCr": 3, "LAB": 3, "HSV": 3}
+
+
+def _read_pillow(path: Path, sha: str, fmt: str, limit: int, admit: Admit | None) -> list[Frame]:
+    from PIL import Image
+
+    with _pillow_bomb_check(limit):
         try:
             im = Image.open(path)
-        except Image.DecompressionBombError as exc:
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+            claimed = re.search(r"\((\d+) pixels\)", str(exc))
+            size = f" of {int(claimed.group(1)):,} pixels" if claimed else ""
             raise IngestError(
-                path, f"{fmt.upper()} is larger than Pillow's pixel limit "
-                f"({Image.MAX_IMAGE_PIXELS:,} pixels): {_one_line(exc)}"
+                path, f"{fmt.upper()}{size} is above the pixel limit of {limit:,} (Pillow's decompression-bomb "
+                f"check); {_LIMIT_SOURCE}"
             ) from None
         with im:
             w, h = im.size
             if w * h > limit:
-                raise IngestError(path, f"{fmt.upper()} of {w}x{h} = {w * h:,} pixels is above the limit of {limit:,}")
+                raise IngestError(path, f"{fmt.upper()} of {w}x{h} = {w * h:,} pixels is above the pixel limit of "
+                                        f"{limit:,} ({_LIMIT_SOURCE})")
+            mode0 = im.mode
+            _admit(admit, [ImageGeometry(label=fmt.upper(), height=h, width=w, channels=_PILLOW_CHANNELS.get(mode0, 3),
+                                         source_bytes_per_sample=2 if mode0.startswith("I;16") else
+                                         4 if mode0 in ("I", "F") else 1)])
             im.load()
             mode = im.mode
             notes: list[str] = []

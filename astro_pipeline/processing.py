@@ -30,6 +30,7 @@ def process_input(
     output_dir: Path,
     quality: QualityThresholds,
     max_image_pixels: int,
+    memory_budget: int,
     catalog: Catalog,
     run_id: str,
     input_root: Path | None = None,
@@ -41,10 +42,11 @@ def process_input(
     its frame count, and each product with its frame, quality flags, reader notes and files. The
     catalog says who owns each path, so no product replaces a file another product records; the
     rows whose files this input's products replaced (its own earlier products) become superseded.
+    An input whose estimated peak memory is over ``memory_budget`` bytes is recorded as an error.
     """
     processed = process_file(path, operation=operation, engines=engines, output_dir=output_dir, quality=quality,
-                             max_image_pixels=max_image_pixels, input_root=input_root, run_id=run_id,
-                             recorded=catalog.file_owners)
+                             max_image_pixels=max_image_pixels, memory_budget=memory_budget, input_root=input_root,
+                             run_id=run_id, recorded=catalog.file_owners)
     catalog.record_input(processed, run_id=run_id, downloaded=downloaded)
     return processed
 

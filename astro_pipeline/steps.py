@@ -119,7 +119,8 @@ def process_item(plan: ItemPlan, fetched: Fetched, settings: Settings, *, engine
     engines.take_inference_seconds()
     t0 = time.perf_counter()
     processed = process_input(got.path, operation=plan.operation, engines=engines, output_dir=products_dir_for(settings),
-                              quality=settings.quality, max_image_pixels=settings.pixel_limit, catalog=catalog,
+                              quality=settings.quality, max_image_pixels=settings.pixel_limit,
+                              memory_budget=settings.memory_budget_bytes, catalog=catalog,
                               run_id=run_id, input_root=raw_dir_for(settings), downloaded=got)
     total = time.perf_counter() - t0
     engine_s, model_s, tiles = engines.take_inference_seconds()

@@ -29,6 +29,7 @@ from astro_pipeline.memory import (
     READ_BYTES_PER_PIXEL,
     MemoryBudgetError,
     check_budget,
+    format_bytes,
     parse_budget,
     physical_memory_bytes,
     reserve,
@@ -114,19 +115,23 @@ def test_estimate_names_its_parts_and_grows_with_the_job() -> None:
     engines = _engines()
     c1 = estimate_job(_geom(2048), operation=Operation.COLORIZE, engines=engines)
     c2 = estimate_job(_geom(4096), operation=Operation.COLORIZE, engines=engines)
-    assert {"input", "tiles in flight", "stitch buffer", "output", "products"} <= set(c1.parts)
-    assert c1.total == sum(c1.parts.values()) > 0 and c1.parts["tiles in flight"] > 0
-    fixed = c1.parts["tiles in flight"]
-    assert 3.5 < (c2.total - fixed) / (c1.total - fixed) < 4.5  # per-pixel parts scale with the pixels
+    named = set(c1.held).union(*c1.phases.values())
+    assert {"input", "working images", "tiles in flight", "stitch buffer", "output", "products"} <= named
+    assert set(c1.phases) == {"stretch", "colour", "products"} and c1.phases["colour"]["tiles in flight"] > 0
+    assert c1.total == sum(c1.parts.values()) == max(sum(p.values()) for p in c1.phases.values()) + sum(c1.held.values())
+    assert c2.held["input"] == 4 * c1.held["input"] and c2.phases["products"] == {
+        k: 4 * v for k, v in c1.phases["products"].items()}  # per-pixel parts scale with the pixels...
+    assert 2.5 < c2.total / c1.total <= 4  # ...row-chunk temporaries with the width, tiles in flight not at all
     up = estimate_job(_geom(2048), operation=Operation.UPSCALE, engines=engines)
     assert up.parts["output"] >= 16 * 2048**2 * 3 * 4 and up.total > 8 * c1.total  # 4x on each axis, RGB float32
     enh = estimate_job(_geom(2048), operation=Operation.ENHANCE, engines=engines)
-    assert enh.total > up.total
+    assert {"colour", "upscale"} <= set(enh.phases) and "flux" in up.phases and "flux" not in enh.phases
+    assert enh.phases["products"]["output"] > up.phases["products"]["output"]  # the colorized image kept besides
     small_batch = estimate_job(_geom(2048), operation=Operation.COLORIZE, engines=_engines(batch=2))
-    assert small_batch.parts["tiles in flight"] < c1.parts["tiles in flight"] / 4
+    assert small_batch.phases["colour"]["tiles in flight"] < c1.phases["colour"]["tiles in flight"] / 4
     deep = estimate_job(_geom(2048, source_bytes_per_sample=8, planes=2), operation=Operation.COLORIZE, engines=engines)
-    assert deep.parts["input"] > 2 * c1.parts["input"]  # both planes held, float64 source decoded
-    assert "GiB" in c2.describe() or "MiB" in c2.describe()
+    assert deep.held["input"] > 2 * c1.held["input"]  # both planes held, float64 source decoded
+    assert c2.describe().startswith("peak in ") and c2.describe().endswith(format_bytes(c2.total))
 
 
 def _fits(path: Path, side: int) -> Path:

@@ -31,13 +31,14 @@ from astro_pipeline.products import (
 from astro_pipeline.products.writers import preview as _preview
 
 LIMIT = 1_000_000_000  # an explicit pixel limit for the readers
+BUDGET = 8 * 2**30  # an explicit memory budget (bytes)
 
 
 def _process(path, *, operation, output_dir, colorizer=None, upscaler=None, input_root=None, run_id=None):
     """``process_file`` with default thresholds and pixel limit; the products of the file."""
     return process_file(path, operation=operation, engines=Engines(colorizer=colorizer, upscaler=upscaler),
                         output_dir=output_dir, quality=QualityThresholds(), max_image_pixels=LIMIT,
-                        input_root=input_root, run_id=run_id).products
+                        memory_budget=BUDGET, input_root=input_root, run_id=run_id).products
 
 
 @pytest.fixture(autouse=True)

@@ -126,7 +126,8 @@ def _run(operation: Operation, inputs: list[Path], output: Path, *, colorizer: s
                 continue
             processed = process_input(path, operation=operation, engines=engines, output_dir=output,
                                       quality=settings.quality, max_image_pixels=settings.pixel_limit,
-                                      catalog=run.catalog, run_id=run.run_id, input_root=root)
+                                      memory_budget=settings.memory_budget_bytes, catalog=run.catalog,
+                                      run_id=run.run_id, input_root=root)
             run.count(processed)  # recorded file by file: an interrupted run keeps what it finished
             for p in processed.failed:
                 bar.console.print(f"[red]error:[/red] {p.error}")

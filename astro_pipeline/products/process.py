@@ -9,6 +9,9 @@ Three layers, so that every caller shares the same path:
   product's file) and :func:`write_products` writes them, all or none;
 * :func:`process_file` does both for every frame of a file and never raises for a bad input: a
   frame or file that fails becomes a ``Product`` with status ``error`` naming it and the problem.
+  Before any pixel is read, the job's peak memory is estimated from the headers
+  (``job_estimate``) and held against the memory budget (``memory.reserve``): a file over the
+  budget is an error naming the estimate and the setting to change.
 
 Recording in the catalog is ``astro_pipeline.processing``'s job, which the sweep and the CLI call.
 """
@@ -16,7 +19,8 @@ Recording in the catalog is ``astro_pipeline.processing``'s job, which the sweep
 from __future__ import annotations
 
 import time
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -24,9 +28,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from astro_pipeline.config import QualityThresholds
-from astro_pipeline.ingest.frame import Frame, IngestError, QualityReport, StretchParams
 from astro_pipeline.fileio import StagedWrites
+from astro_pipeline.ingest.frame import Frame, ImageGeometry, IngestError, QualityReport, StretchParams
 from astro_pipeline.jsondata import jsonable
+from astro_pipeline.memory import MemoryBudgetError, reserve
 from astro_pipeline.products.claims import FileOwner, Recorded, free_for
 from astro_pipeline.products.naming import choose_stem, output_stem, product_paths
 from astro_pipeline.products.types import FileKind, ModelRecord, Operation, Product, ProductFile, ProductStatus
@@ -298,6 +303,7 @@ def process_file(
     output_dir: Path | str,
     quality: QualityThresholds,
     max_image_pixels: int,
+    memory_budget: int,
     input_root: Path | str | None = None,
     run_id: str | None = None,
     recorded: Recorded | None = None,
@@ -308,16 +314,44 @@ def process_file(
     ``naming``. ``recorded`` gives the owners the catalog records for paths (``Catalog.file_owners``):
     a product never replaces a file another product owns, it takes ``<stem>-<input hash>``
     instead (``naming.choose_stem``). Never raises for a bad file or frame: those become error
-    products naming the file and the problem.
+    products naming the file and the problem. ``memory_budget`` (bytes,
+    ``Settings.memory_budget_bytes``): the job's estimated peak is reserved from it before any pixel
+    is read, and a file over it is refused.
     """
-    from astro_pipeline.ingest.readers import read_frames
+    with ExitStack() as held:
+        return _process_file(Path(path), Operation(operation), engines=engines, output_dir=Path(output_dir),
+                             quality=quality, max_image_pixels=max_image_pixels, memory_budget=memory_budget,
+                             input_root=input_root, run_id=run_id, recorded=recorded, held=held)
 
-    path = Path(path)
-    op = Operation(operation)
+
+def _what(operation: Operation, images: Sequence[ImageGeometry]) -> str:
+    """``colorize of HDU 1 [SCI,1] (4096x4096)`` (``and 3 more images`` for a file of several)."""
+    big = max(images, key=lambda g: g.pixels * g.channels * g.planes)
+    more = f" and {len(images) - 1} more image(s)" if len(images) > 1 else ""
+    return f"{operation} of {big.describe()}{more}"
+
+
+def _process_file(path: Path, op: Operation, *, engines: Engines, output_dir: Path, quality: QualityThresholds,
+                  max_image_pixels: int, memory_budget: int, input_root: Path | str | None, run_id: str | None,
+                  recorded: Recorded | None, held: ExitStack) -> ProcessedInput:
+    from astro_pipeline.ingest.readers import read_frames
+    from astro_pipeline.job_estimate import estimate_job
+
     engines.for_operation(op)  # a missing engine is the caller's mistake, not the file's: raise now
     root = Path(input_root) if input_root is not None else path.parent
+
+    def admit(images: Sequence[ImageGeometry]) -> None:
+        """Hold the job's estimated peak against the budget while the file is processed (or refuse it)."""
+        estimate = estimate_job(images, operation=op, engines=engines)
+        held.enter_context(reserve(estimate.total, what=_what(op, images), budget=memory_budget,
+                                   detail=estimate.describe()))
+
     try:
-        frames = read_frames(path, max_image_pixels=max_image_pixels)
+        frames = read_frames(path, max_image_pixels=max_image_pixels, admit=admit)
+    except MemoryBudgetError as exc:
+        sha, size = _identity(path)
+        return ProcessedInput(path=path, sha256=sha, size=size, n_frames=None,
+                              products=[_file_error(path, op, f"{path}: {exc}", run_id, sha)])
     except IngestError as exc:
         sha, size = _identity(path)
         return ProcessedInput(path=path, sha256=sha, size=size, n_frames=None,
@@ -328,9 +362,8 @@ def process_file(
                               products=[_file_error(path, op, f"{path}: {type(exc).__name__}: {exc}", run_id, sha)])
     out = ProcessedInput(path=path, sha256=frames[0].source_sha256, size=path.stat().st_size, n_frames=len(frames))
     for frame in frames:
-        out.products.append(_process_frame(frame, path=path, operation=op, engines=engines,
-                                           output_dir=Path(output_dir), input_root=root, quality=quality,
-                                           run_id=run_id, recorded=recorded))
+        out.products.append(_process_frame(frame, path=path, operation=op, engines=engines, output_dir=output_dir,
+                                           input_root=root, quality=quality, run_id=run_id, recorded=recorded))
     return out
 
 

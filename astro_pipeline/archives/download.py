@@ -9,6 +9,12 @@ What a fetch guarantees:
 * verification: the byte count must match ``Content-Length`` and the record's declared size;
   the sha256 must match the record's published checksum when there is one (otherwise it is
   computed and recorded);
+* limits, checked while the body streams (:class:`DownloadLimitError`, permanent, never retried):
+  a hard cap on the decoded bytes (the declared size + 1%, or ``download.max_file_bytes`` when
+  no size is declared; a ``Content-Length`` over it is refused before the body), so that no
+  ``Content-Encoding`` gets past it (gzip and deflate are decoded here, a bounded piece at a time);
+  a per-file deadline (``download.file_deadline_s``) besides the read timeout, which a slow drip
+  never trips; and free disk, watched every few MB against ``min_free_disk_bytes``;
 * the downloader alone retries, each kind of failure as often as it can help: 5xx/429 replies,
   connection errors, timeouts and short reads up to ``Settings.download.retries`` times with
   exponential backoff and jitter, then :class:`TransientDownloadError`; a body that fails its size
@@ -26,12 +32,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import random
 import re
 import shutil
 import threading
 import time
+import zlib
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -42,6 +50,7 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import requests
+import urllib3
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
@@ -51,6 +60,7 @@ from astro_pipeline.fileio import atomic_write_text, create_temp, sha256_file
 
 __all__ = [
     "DownloadError",
+    "DownloadLimitError",
     "Downloader",
     "HostGate",
     "PermanentDownloadError",
@@ -64,6 +74,10 @@ __all__ = [
 ]
 
 _CHUNK = 1024 * 256
+#: free disk is checked again after every this many bytes written
+_DISK_CHECK_BYTES = 4 * 1024 * 1024
+#: Content-Encodings decoded here (anything else is refused: its decoded size could not be capped)
+_DECODED_ENCODINGS = {"gzip": 16 + zlib.MAX_WBITS, "x-gzip": 16 + zlib.MAX_WBITS, "deflate": 32 + zlib.MAX_WBITS}
 _RETRY_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 _SAFE_CHARS = re.compile(r"[^A-Za-z0-9._+=-]+")
 
@@ -97,6 +111,11 @@ class PermanentDownloadError(DownloadError):
 
 class VerificationError(PermanentDownloadError):
     """The body failed its size or sha256 check on each of :data:`VERIFY_ATTEMPTS` transfers."""
+
+
+class DownloadLimitError(PermanentDownloadError):
+    """A transfer stopped at one of its limits: the byte cap, the per-file deadline or free disk.
+    Never retried: a body past its cap or a server too slow for the deadline would do it again."""
 
 
 class _Retryable(Exception):
@@ -305,8 +324,10 @@ class Downloader:
         self.session = PoliteSession(hosts, self.gate, self.cfg)
         # fetch() does its own whole-transfer retries, so its session retries nothing itself.
         self._raw = PoliteSession(hosts, self.gate, self.cfg, status_retries=False)
+        self._raw.headers["Accept-Encoding"] = "gzip, deflate"  # those decoded (and capped) here
         self._rng = random.Random(seed)
         self._sleep: Callable[[float], None] = time.sleep
+        self._free_bytes: Callable[[Path], int] = _disk_free
 
     # ------------------------------------------------------------------------------------------
     def fetch(self, record: ArchiveRecord, dest_dir: Path, *, filename: str | None = None) -> DownloadedFile:
@@ -429,7 +450,7 @@ class Downloader:
     def _check_disk(self, dest_dir: Path, record: ArchiveRecord) -> None:
         need = (record.size or 0) + int(self.settings.min_free_disk_bytes)
         try:
-            free = shutil.disk_usage(dest_dir).free
+            free = self._free_bytes(dest_dir)
         except OSError:
             return
         if free < need:
@@ -440,9 +461,16 @@ class Downloader:
                 record=record,
             )
 
+    def _cap(self, record: ArchiveRecord) -> tuple[int, str]:
+        """The most decoded bytes this record's body may have, and why."""
+        if record.size is not None:
+            return record.size + math.ceil(record.size / 100), f"the declared size {record.size:,} + 1%"
+        return int(self.cfg.max_file_bytes), "the per-file maximum, download.max_file_bytes"
+
     def _attempt(self, record: ArchiveRecord, dest_dir: Path, name: str | None, host: str) -> DownloadedFile:
         url = record.url
         timeout = (self.cfg.connect_timeout_s, self.cfg.read_timeout_s)
+        deadline = time.monotonic() + float(self.cfg.file_deadline_s)
         tmp_path: Path | None = None
         with self.gate.slot(host):
             _gate_bypass.active = True
@@ -470,32 +498,44 @@ class Downloader:
                         reused = self._reuse(record, dest_dir / name)
                         if reused is not None:
                             return reused
-                    declared = _int_or_none(resp.headers.get("Content-Length"))
-                    if "Content-Encoding" in resp.headers and resp.headers["Content-Encoding"] != "identity":
-                        declared = None  # length is of the encoded body; verify on the decoded bytes otherwise
+                    cap, why = self._cap(record)
+                    declared = _int_or_none(resp.headers.get("Content-Length"))  # of the encoded body
+                    encoding = resp.headers.get("Content-Encoding", "identity").strip().lower() or "identity"
+                    if encoding != "identity" and encoding not in _DECODED_ENCODINGS:
+                        raise PermanentDownloadError(url, f"Content-Encoding {encoding!r} is not one this "
+                                                          f"downloader decodes ({', '.join(_DECODED_ENCODINGS)})")
+                    if encoding == "identity" and declared is not None and declared > cap:
+                        raise DownloadLimitError(url, f"Content-Length {declared:,} is over the cap of {cap:,} "
+                                                      f"bytes ({why})")
                     tmp_path = create_temp(dest_dir, name, ".part")
-                    digest = hashlib.sha256()
+                    body = _Body(resp, encoding, cap=cap, why=why, deadline=deadline,
+                                 deadline_s=float(self.cfg.file_deadline_s), url=url)
                     size = 0
                     try:
                         with open(tmp_path, "wb") as fh:
-                            for chunk in resp.iter_content(_CHUNK):
-                                if chunk:
-                                    fh.write(chunk)
-                                    digest.update(chunk)
-                                    size += len(chunk)
+                            next_disk_check = _DISK_CHECK_BYTES
+                            for chunk in body.pieces():
+                                fh.write(chunk)
+                                size += len(chunk)
+                                if size >= next_disk_check:
+                                    next_disk_check = size + _DISK_CHECK_BYTES
+                                    fh.flush()
+                                    self._check_disk_streaming(dest_dir, size, url)
                             fh.flush()
                             os.fsync(fh.fileno())
-                    except requests.RequestException as exc:  # (a subclass of OSError: test it first)
+                    except (requests.RequestException, urllib3.exceptions.HTTPError) as exc:  # before OSError
                         raise _Retryable(f"short read after {size} bytes: {type(exc).__name__}") from exc
                     except OSError as exc:
+                        if isinstance(exc, (TimeoutError, ConnectionError)):
+                            raise _Retryable(f"short read after {size} bytes: {type(exc).__name__}") from exc
                         raise PermanentDownloadError(url, f"cannot write {tmp_path}: {exc}") from exc
-                    sha = digest.hexdigest()
+                    sha = body.digest.hexdigest()
                     verified = "none"
-                    if declared is not None and size != declared:
-                        raise _Retryable(f"short read: got {size} bytes, Content-Length says {declared}")
+                    if declared is not None and body.raw_bytes != declared:
+                        raise _Retryable(f"short read: got {body.raw_bytes} bytes, Content-Length says {declared}")
                     if record.size is not None and size != record.size:
                         raise _Mismatch(f"size mismatch: got {size} bytes, archive declares {record.size}")
-                    if record.size is not None or declared is not None:
+                    if record.size is not None or (declared is not None and encoding == "identity"):
                         verified = "size"
                     if record.sha256:
                         if sha.lower() != record.sha256.lower():
@@ -512,6 +552,92 @@ class Downloader:
                 _gate_bypass.active = False
                 if tmp_path is not None:
                     tmp_path.unlink(missing_ok=True)
+
+    def _check_disk_streaming(self, dest_dir: Path, written: int, url: str) -> None:
+        minimum = int(self.settings.min_free_disk_bytes)
+        try:
+            free = self._free_bytes(dest_dir)
+        except OSError:
+            return
+        if free < minimum:
+            raise DownloadLimitError(url, f"free disk in {dest_dir} fell below {minimum:,} bytes "
+                                          f"(min_free_disk_bytes) while streaming: {free:,} bytes free after "
+                                          f"{written:,} bytes of this file")
+
+
+class _Body:
+    """A response body read a socket read at a time (``read1``: a drip cannot hold a read past the
+    deadline check), decoded here when it has a Content-Encoding, a bounded piece at a time, and
+    stopped at its cap (on decoded bytes) or the deadline. ``digest`` is the decoded bytes' sha256."""
+
+    def __init__(self, resp: requests.Response, encoding: str, *, cap: int, why: str, deadline: float,
+                 deadline_s: float, url: str) -> None:
+        self.resp = resp
+        self.encoding = encoding
+        self.cap, self.why, self.deadline, self.deadline_s, self.url = cap, why, deadline, deadline_s, url
+        self.raw_bytes = 0
+        self.decoded = 0
+        self.digest = hashlib.sha256()
+        wbits = _DECODED_ENCODINGS.get(encoding)
+        self._wbits = wbits
+        self._inflate = zlib.decompressobj(wbits) if wbits is not None else None
+        # an encoded body may not be much larger than its decoded cap (empty gzip members decode to nothing)
+        self._raw_cap = cap + cap // 100 + (1 << 20) if wbits is not None else cap
+
+    def _check_deadline(self) -> None:
+        if time.monotonic() > self.deadline:
+            raise DownloadLimitError(self.url, f"transfer passed the per-file deadline of {self.deadline_s:g} s "
+                                               f"(download.file_deadline_s) after {self.decoded:,} bytes")
+
+    def _take(self, piece: bytes) -> bytes:
+        if self.decoded + len(piece) > self.cap:
+            what = "decoded body" if self._wbits is not None else "body"
+            raise DownloadLimitError(self.url, f"{what} is over the cap of {self.cap:,} bytes ({self.why}): "
+                                               f"stopped with {self.decoded + len(piece):,} bytes received")
+        self.decoded += len(piece)
+        self.digest.update(piece)
+        return piece
+
+    def _inflated(self, data: bytes) -> Iterator[bytes]:
+        """Decoded pieces of at most ``_CHUNK`` bytes of ``data`` (gzip members may follow one another)."""
+        assert self._inflate is not None and self._wbits is not None
+        pending = False
+        while data or pending:
+            if self._inflate.eof:
+                self._inflate = zlib.decompressobj(self._wbits)  # the next gzip member
+            try:
+                out = self._inflate.decompress(data, _CHUNK)
+            except zlib.error as exc:
+                raise _Mismatch(f"{self.encoding}-encoded body is corrupt after {self.decoded:,} bytes: {exc}") from exc
+            if out:
+                yield out
+            pending = len(out) == _CHUNK and not self._inflate.eof
+            data = self._inflate.unused_data if self._inflate.eof else self._inflate.unconsumed_tail
+
+    def pieces(self) -> Iterator[bytes]:
+        raw = self.resp.raw
+        self._check_deadline()
+        while True:
+            data = raw.read1(_CHUNK, decode_content=False)
+            self._check_deadline()
+            if not data:
+                break
+            self.raw_bytes += len(data)
+            if self._inflate is None:
+                yield self._take(data)
+                continue
+            for out in self._inflated(data):
+                yield self._take(out)
+            if self.raw_bytes > self._raw_cap:
+                raise DownloadLimitError(self.url, f"encoded body is over {self._raw_cap:,} bytes, more than its "
+                                                   f"decoded cap of {self.cap:,} bytes ({self.why}) allows")
+        if self._inflate is not None and not self._inflate.eof:
+            raise _Retryable(f"{self.encoding} stream ends early after {self.raw_bytes:,} encoded bytes "
+                             f"({self.decoded:,} decoded)")
+
+
+def _disk_free(folder: Path) -> int:
+    return shutil.disk_usage(folder).free
 
 
 def _retry_after(resp: requests.Response) -> float | None:

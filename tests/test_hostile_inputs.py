@@ -53,7 +53,7 @@ def test_bomb_inputs_stay_under_1_GB(tmp_path: Path, case: str) -> None:
     row = pd.read_parquet(out / "manifests" / "h1.parquet").iloc[0]
     if case == "fits-64sq-2GiB-trailer-gzip":
         assert child.returncode == 0, child.stdout[-3000:] + child.stderr[-3000:]
-        assert row["status"] == "ok" and (out / "trailer.png").is_file()
+        assert row["status"] == "ok" and (out / "trailer_color.png").is_file()
         assert "data after the last HDU (from decompressed byte 20,160) ignored, not decompressed" in str(row["notes"])
     else:
         assert child.returncode == 1, child.stdout[-3000:] + child.stderr[-3000:]

@@ -155,9 +155,9 @@ def test_a_job_over_the_budget_is_refused_with_its_estimate_and_the_run_goes_on(
     assert res.exit_code == 1, res.output
     df = pd.read_parquet(out / "manifests" / "b1.parquet").set_index(
         pd.read_parquet(out / "manifests" / "b1.parquet")["source_path"].map(lambda p: Path(p).name))
-    assert df.loc["small.fits", "status"] == "ok" and (out / "small.png").is_file()
+    assert df.loc["small.fits", "status"] == "ok" and (out / "small_color.png").is_file()
     err = df.loc["large.fits", "error"]
-    assert df.loc["large.fits", "status"] == "error" and not (out / "large.png").exists()
+    assert df.loc["large.fits", "status"] == "error" and not (out / "large_color.png").exists()
     assert "large.fits" in err and "colorize of HDU 0 (1024x1024) needs an estimated" in err
     assert "above the memory budget of 16.0 MiB (setting memory_budget, env ASTRO_PIPELINE_MEMORY_BUDGET)" in err
 

@@ -267,7 +267,7 @@ def test_a_new_model_version_replaces_the_files_and_supersedes(tmp_path, weights
 
 def test_a_products_files_are_written_all_or_none(tmp_path, weights):
     """A product whose FITS cube cannot be written leaves no PNG or TIFF behind (nor temporary files)."""
-    from astro_pipeline.config import DEFAULT_MAX_IMAGE_PIXELS, QualityThresholds, Settings
+    from astro_pipeline.config import QualityThresholds, Settings
     from astro_pipeline.engines import Engines, load_engine
     from astro_pipeline.products import process_file
 
@@ -276,7 +276,8 @@ def test_a_products_files_are_written_all_or_none(tmp_path, weights):
     (out / "f_drz_color.fits").mkdir(parents=True)  # a folder where the cube would go
     engine = load_engine(weights["colorize"], task="colorize", settings=Settings())
     (product,) = process_file(src, operation=Operation.COLORIZE, engines=Engines(colorizer=engine), output_dir=out,
-                              quality=QualityThresholds(), max_image_pixels=DEFAULT_MAX_IMAGE_PIXELS).products
+                              quality=QualityThresholds(), max_image_pixels=Settings().pixel_limit,
+                              memory_budget=Settings().memory_budget_bytes).products
     assert not product.ok and "f_drz_color.fits" in (product.error or "")
     assert sorted(p.name for p in out.iterdir()) == ["f_drz_color.fits"]  # the folder only
 
@@ -318,7 +319,7 @@ def test_catalog_supersedes_rows_whose_files_were_rewritten(tmp_path):
 
 def test_save_products_names_files_the_same_way_without_a_catalog(tmp_path, weights):
     """The path the Python API's ``.save`` takes: no catalog, the files' own provenance decides."""
-    from astro_pipeline.config import DEFAULT_MAX_IMAGE_PIXELS, QualityThresholds, Settings
+    from astro_pipeline.config import QualityThresholds, Settings
     from astro_pipeline.engines import Engines, load_engine
     from astro_pipeline.ingest.readers import read_frames
     from astro_pipeline.products import render_frame, save_products
@@ -326,7 +327,7 @@ def test_save_products_names_files_the_same_way_without_a_catalog(tmp_path, weig
     engines = Engines(colorizer=load_engine(weights["colorize"], task="colorize", settings=Settings()))
     rendered = {}
     for name, seed in (("a", 8), ("b", 9)):
-        (frame,) = read_frames(_png(tmp_path / name / "x.png", seed), max_image_pixels=DEFAULT_MAX_IMAGE_PIXELS)
+        (frame,) = read_frames(_png(tmp_path / name / "x.png", seed), max_image_pixels=Settings().pixel_limit)
         rendered[name] = (render_frame(frame, operation=Operation.COLORIZE, engines=engines,
                                        quality=QualityThresholds()), frame)
     out = tmp_path / "out"

@@ -28,7 +28,6 @@ from typing import Any
 
 import numpy as np
 
-from astro_pipeline.config import DEFAULT_MAX_IMAGE_PIXELS
 from astro_pipeline.ingest.frame import Frame
 
 __all__ = [
@@ -184,11 +183,16 @@ def _is_aux(path: Path) -> bool:
 
 
 def frames_lightness(paths: Iterable[Path], *, prepare: FramePrep = colorizer_input, min_side: int = MIN_SIDE,
-                     skipped: list[str] | None = None, max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> Iterator[LightnessImage]:
+                     skipped: list[str] | None = None, max_image_pixels: int | None = None) -> Iterator[LightnessImage]:
     """Every frame of every file, prepared as the colorizer receives it. Unreadable files and
-    frames under ``min_side`` px are skipped and named in ``skipped`` (never an exception)."""
+    frames under ``min_side`` px are skipped and named in ``skipped`` (never an exception).
+    ``max_image_pixels`` defaults to the default memory budget's pixel limit on this machine."""
     from astro_pipeline.ingest.frame import IngestError
     from astro_pipeline.ingest.readers import read_frames
+    from astro_pipeline.memory import default_pixel_limit
+
+    if max_image_pixels is None:
+        max_image_pixels = default_pixel_limit()
 
     for path in paths:
         try:

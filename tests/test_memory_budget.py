@@ -193,3 +193,28 @@ def test_the_estimate_bounds_the_measured_peak(tmp_path: Path) -> None:
     measured = peaks[side] - peaks[64]
     print(f"colorize {side}^2: measured {measured / MiB:.0f} MiB above a 64^2 job, estimate {estimate.describe()}")
     assert measured <= estimate.total
+
+
+@pytest.mark.slow
+def test_a_sweep_records_refused_jobs_in_its_manifest_and_finishes(
+        prefect_harness: None, sweep_env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Through the sweep (Prefect, the replica): with a budget no input fits, every item is an error
+    naming its file and the setting, recorded in the manifest, and the flow returns its report."""
+    import json
+
+    from flows.sweep import reprocess_region
+
+    for key, value in sweep_env.items():
+        monkeypatch.setenv(key, value)
+    get_settings.cache_clear()
+    region = json.loads(sweep_env["ASTRO_TEST_REGION"])
+    out = tmp_path / "out"
+    report = reprocess_region(ra=region["ra"], dec=region["dec"], radius_deg=region["radius_deg"], archives=["mast"],
+                              overrides={"output_dir": str(out), "memory_budget": "1MiB"})
+    assert report.counts.get("error", 0) >= 2 and not report.counts.get("ok"), report.counts
+    refused = [it for it in report.items if it.status == "error"]
+    for it in refused:
+        assert Path(str(it.raw_path)).name in str(it.error) and "above the memory budget of 1.0 MiB" in str(it.error)
+    df = pd.read_parquet(report.manifest_parquet)
+    assert len(df) >= len(refused) and (df["status"] == "error").all()
+    assert df["error"].str.contains(r"needs an estimated .* \(setting memory_budget", regex=True).all(), df["error"]

@@ -218,3 +218,16 @@ def test_a_sweep_records_refused_jobs_in_its_manifest_and_finishes(
     df = pd.read_parquet(report.manifest_parquet)
     assert len(df) >= len(refused) and (df["status"] == "error").all()
     assert df["error"].str.contains(r"needs an estimated .* \(setting memory_budget", regex=True).all(), df["error"]
+
+
+def test_the_python_api_refuses_a_frame_over_the_budget_before_inference(tmp_path: Path) -> None:
+    import astro_pipeline as ap
+
+    model, meta = random_weights("colorize", tiny=True, seed=3)
+    weights = save_weights(model, tmp_path / "tiny-colorize.safetensors", meta)
+    data = np.random.default_rng(0).normal(100, 5, (256, 256)).astype(np.float32)
+    with pytest.raises(MemoryBudgetError, match=r"^colorize of image \(256x256\) needs an estimated .* above the memory "
+                                                r"budget of 1.0 MiB \(setting memory_budget"):
+        ap.colorize(data, weights=weights, device="cpu", name="image", settings=Settings(memory_budget="1MiB"))
+    res = ap.colorize(data, weights=weights, device="cpu", name="image", settings=Settings(memory_budget="2GiB"))
+    assert res.image.shape[:2] == (256, 256)

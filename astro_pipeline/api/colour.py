@@ -162,7 +162,7 @@ def compose(bands: BandsInput, *, stretch: str = "asinh", fill: str = "auto",
     from astro_pipeline.ingest.objects import check_name
 
     st = _settings(settings, device=device, batch_size=batch_size, precision=precision)
-    assigned = assign_bands(frames_for_bands(bands, max_image_pixels=st.max_image_pixels))
+    assigned = assign_bands(frames_for_bands(bands, max_image_pixels=st.pixel_limit))
     slots = {b.slot for b in assigned}
     engines = None
     if len(slots) == 1:

@@ -69,7 +69,7 @@ def _frame(image: ImageInput, settings: Settings, *, frame: int | None, name: st
            mask: np.ndarray | None, header: Header | dict[str, Any] | None, display: bool | None) -> tuple[Frame, Path | None, str]:
     from astro_pipeline.ingest.objects import check_name, default_name, frames_from, select_frame
 
-    frames = frames_from(image, max_image_pixels=settings.max_image_pixels, name=name, wcs=wcs, mask=mask,
+    frames = frames_from(image, max_image_pixels=settings.pixel_limit, name=name, wcs=wcs, mask=mask,
                          header=header, display=display)
     source = Path(image) if isinstance(image, str | Path) or hasattr(image, "__fspath__") else None
     if source is not None and name is not None:
@@ -87,8 +87,23 @@ def _run(operation: Operation, image: ImageInput, *, colorizer: str | Path | Non
     fr, source, product_name = _frame(image, st, frame=frame, name=name, wcs=wcs, mask=mask, header=header,
                                       display=display)
     engines = engines_for(operation, colorizer=colorizer, upscaler=upscaler, tile_size=tile_size, settings=st)
+    _check_memory(operation, fr, engines, st, label=product_name)
     rendered = render_frame(fr, operation=operation, engines=engines, quality=st.quality)
     return Result.of(rendered, fr, source=source, name=product_name)
+
+
+def _check_memory(operation: Operation, fr: Frame, engines: Any, settings: Settings, *, label: str) -> None:
+    """Raise ``MemoryBudgetError`` (the estimate and the setting to change) before inference of a frame
+    whose job is estimated over ``settings.memory_budget``, as the CLI and the sweep refuse it."""
+    from astro_pipeline.ingest.frame import ImageGeometry
+    from astro_pipeline.job_estimate import estimate_job
+    from astro_pipeline.memory import check_budget
+
+    h, w = fr.data.shape[:2]
+    geometry = ImageGeometry(label=label, height=int(h), width=int(w), channels=fr.data.shape[2] if fr.data.ndim == 3 else 1)
+    estimate = estimate_job([geometry], operation=operation, engines=engines)
+    check_budget(estimate.total, what=f"{operation} of {geometry.describe()}", budget=settings.memory_budget_bytes,
+                 detail=estimate.describe())
 
 
 _ARGS_DOC = """
@@ -212,7 +227,7 @@ def inspect(image: ImageInput, *, frame: int | None = None, name: str | None = N
     from astro_pipeline.ingest.quality import assess
 
     st = _settings(settings)
-    frames = frames_from(image, max_image_pixels=st.max_image_pixels, name=name, wcs=wcs, mask=mask, header=header,
+    frames = frames_from(image, max_image_pixels=st.pixel_limit, name=name, wcs=wcs, mask=mask, header=header,
                          display=display)
     if frame is not None:
         from astro_pipeline.ingest.objects import select_frame

@@ -368,8 +368,9 @@ class FaultMiddleware:
                         return
                     except TimeoutError:
                         pass
-                await send({"type": "http.response.body", "body": piece, "more_body": True})
+                # counted before it goes out: a client that has every byte never sees a count short of them
                 self.plan._count_sent(rule, len(piece))
+                await send({"type": "http.response.body", "body": piece, "more_body": True})
                 await asyncio.sleep(0)  # let a disconnect be noticed between pieces
             await send({"type": "http.response.body", "body": b"", "more_body": False})
         finally:

@@ -1,0 +1,120 @@
+"""Batch size and memory format chosen by measurement, cached per machine and load class."""
+
+from __future__ import annotations
+
+import json
+import time
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from astro_pipeline import engine_tuning
+from astro_pipeline.inference import Engine
+
+
+class _Timed(nn.Module):
+    """Identity whose cost per call is ``fixed + per_tile * n**power`` seconds (a controllable 'model')."""
+
+    def __init__(self, fixed: float, per_tile: float, power: float = 1.0) -> None:
+        super().__init__()
+        self.fixed, self.per_tile, self.power = fixed, per_tile, power
+        self.conv = nn.Conv2d(3, 3, 1)  # a parameter, so memory formats and the cache key apply
+        self.calls = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        time.sleep(self.fixed + self.per_tile * x.shape[0] ** self.power)
+        return x
+
+
+def _meta():
+    return SimpleNamespace(task="superres", tile_size=8, scale=1, kwargs={"in_channels": 3}, name="t", version="0")
+
+
+@pytest.fixture(autouse=True)
+def _fresh_memo():
+    engine_tuning._MEMO.clear()
+    yield
+    engine_tuning._MEMO.clear()
+
+
+def _choose(model, cache=None):
+    return engine_tuning.choose(model, in_channels=3, tile=8, device=torch.device("cpu"), precision="fp32",
+                                batches=(1, 4, 16), cache=cache, rounds=2)
+
+
+def test_per_call_overhead_makes_batching_win():
+    # 20 ms per call, 0.2 ms per tile: one tile at a time is ~10x slower than batches of 16
+    choice = _choose(_Timed(0.02, 0.0002))
+    assert choice.batch_size == 16
+    assert choice.tiles_per_s["b16/contiguous"] > 3 * choice.tiles_per_s["b1/contiguous"]
+    assert choice.source == "measured"
+
+
+def test_cost_growing_with_batch_makes_batch_one_win():
+    # per-tile cost grows with the batch (like activations spilling out of cache): batch 1 is best
+    choice = _choose(_Timed(0.0, 0.0005, power=2.0))
+    assert choice.batch_size == 1
+    assert choice.gain_over(16, "contiguous") > 3
+
+
+def test_choice_is_cached_per_machine_and_reused_without_measuring(tmp_path):
+    cache = tmp_path / "calib" / engine_tuning.CALIBRATION_FILE
+    model = _Timed(0.0, 0.0005, power=2.0)
+    first = _choose(model, cache)
+    data = json.loads(cache.read_text())
+    assert list(data) == [first.key]
+    assert data[first.key]["batch_size"] == 1 and data[first.key]["load_class"] in ("quiet", "busy")
+    engine_tuning._MEMO.clear()  # a new process: only the file remains
+    calls = model.calls
+    again = _choose(model, cache)
+    assert model.calls == calls  # nothing was timed
+    assert again.source == "cache" and again.label() == first.label()
+
+
+def test_corrupt_cache_is_measured_again(tmp_path):
+    cache = tmp_path / engine_tuning.CALIBRATION_FILE
+    cache.write_text("{not json")
+    model = _Timed(0.0, 0.0005, power=2.0)
+    choice = _choose(model, cache)
+    assert choice.source == "measured" and model.calls > 0
+    assert json.loads(cache.read_text())[choice.key]["batch_size"] == 1
+
+
+def test_key_changes_with_the_model_and_the_load_class(monkeypatch):
+    dev = torch.device("cpu")
+    kw = dict(in_channels=3, tile=8, device=dev, precision="fp32", batches=(1, 4), formats=("contiguous",))
+    a = engine_tuning._key(_Timed(0, 0), load="quiet", **kw)
+    b = engine_tuning._key(nn.Sequential(nn.Conv2d(3, 5, 1)), load="quiet", **kw)
+    c = engine_tuning._key(_Timed(0, 0), load="busy", **kw)
+    assert len({a, b, c}) == 3
+    monkeypatch.setattr(engine_tuning.os, "getloadavg", lambda: (99.0, 0.0, 0.0))
+    assert engine_tuning.load_class(dev) == "busy"
+    monkeypatch.setattr(engine_tuning.os, "getloadavg", lambda: (0.0, 0.0, 0.0))
+    assert engine_tuning.load_class(dev) == "quiet"
+
+
+def test_engine_auto_uses_the_calibrated_choice_and_records_it(tmp_path):
+    cache = tmp_path / engine_tuning.CALIBRATION_FILE
+    model = _Timed(0.02, 0.0002)
+    eng = Engine(model, _meta(), device="cpu", precision="fp32", batch_size="auto", calibration_cache=cache)
+    assert eng.batch_size == 16 and cache.is_file()
+    out = eng.run(np.random.default_rng(0).random((40, 40, 3)).astype(np.float32))
+    assert out.shape == (40, 40, 3)
+    d = eng.describe()
+    assert d["batch_size"] == 16 and d["calibration"]["choice"] == f"b16/{eng.memory_format}"
+    assert eng.stats.as_dict()["memory_format"] == eng.memory_format
+
+
+def test_engine_fixed_batch_is_respected_and_bad_values_refused():
+    eng = Engine(_Timed(0, 0), _meta(), device="cpu", precision="fp32", batch_size=3)
+    assert eng.batch_size == 3 and eng.choice is None and eng.memory_format == "channels_last"
+    eng = Engine(_Timed(0, 0), _meta(), device="cpu", precision="fp32", batch_size=2, memory_format="contiguous")
+    assert eng.memory_format == "contiguous" and not eng.channels_last
+    with pytest.raises(ValueError, match="batch_size"):
+        Engine(_Timed(0, 0), _meta(), device="cpu", batch_size="many")
+    with pytest.raises(ValueError, match="memory_format"):
+        Engine(_Timed(0, 0), _meta(), device="cpu", batch_size=1, memory_format="nhwc")

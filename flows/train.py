@@ -50,7 +50,12 @@ def promote_task(result: Any, report: Any) -> Any:
     """The promotion gate: install the candidate only if its primary metric improves."""
     from astro_pipeline.training.promote import promote_candidate
 
-    return promote_candidate(result.weights_path, name=result.model, metrics=report.metrics_for(result.model),
+    metrics = report.metrics_for(result.model)
+    if result.model in ("superres", "superres-gan"):  # the science gate needs the source-level evaluation
+        from astro_pipeline.training.source_eval import candidate_source_metrics
+
+        metrics |= candidate_source_metrics(result.model, result.weights_path)
+    return promote_candidate(result.weights_path, name=result.model, metrics=metrics,
                              targets=report.targets, notes=result.notes)
 
 

@@ -136,7 +136,7 @@ def test_cli_train_then_evaluate_tiny(folder, tmp_path):
                          "checkpoint_every": 2, "log_every": 1, "val_fraction": 0.5})
     res = CliRunner().invoke(app, ["train", "--model", "superres", "--steps", "2", "--source", f"folder:{folder}",
                                    "--output", str(tmp_path), "--recipe-json", recipe, "--threads", "1", "--eval-crop", "64",
-                                   "--promote"], env={"ASTRO_PIPELINE_WEIGHTS_DIR": str(tmp_path / "w")})
+                                   "--promote", "--no-sources"], env={"ASTRO_PIPELINE_WEIGHTS_DIR": str(tmp_path / "w")})
     assert res.exit_code == 0, res.output
     assert (tmp_path / "superres" / "superres.safetensors").is_file()
     assert (tmp_path / "superres" / "evaluation" / "report.md").is_file()

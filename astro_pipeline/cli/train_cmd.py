@@ -27,6 +27,7 @@ def train(
     evaluate: bool = typer.Option(True, "--evaluate/--no-evaluate", help="Evaluate the candidate afterwards."),
     eval_crop: int = typer.Option(256, "--eval-crop", help="Validation crop size (truth px)."),
     promote: bool = typer.Option(False, "--promote/--no-promote", help="Run the promotion gate into weights/ (writes the model card)."),
+    sources: bool = typer.Option(True, "--sources/--no-sources", help="SR: run the source-level evaluation for the science gate before promoting (minutes; without it a default SR model cannot replace installed weights)."),
 ) -> None:
     """Train one model from colour images (resumable; a killed run continues from its checkpoint)."""
     from astro_pipeline.cli._common import console
@@ -66,7 +67,12 @@ def train(
     if promote:
         from astro_pipeline.training.promote import promote_candidate
 
-        decision = promote_candidate(result.weights_path, name=result.model, metrics=report.metrics_for(result.model),
+        metrics = report.metrics_for(result.model)
+        if sources and result.model in ("superres", "superres-gan"):  # the science gate needs the source-level evaluation
+            from astro_pipeline.training.source_eval import candidate_source_metrics
+
+            metrics |= candidate_source_metrics(result.model, result.weights_path)
+        decision = promote_candidate(result.weights_path, name=result.model, metrics=metrics,
                                      targets=report.targets, notes=result.notes)
         console.print(f"promotion: {'PROMOTED' if decision.promote else 'kept current'} - {decision.reason}")
 
@@ -89,6 +95,9 @@ def evaluate_cmd(
     notes: Path | None = typer.Option(None, "--notes", help="Text file of report notes (training runs, gaps), one per paragraph."),
     rerender: bool = typer.Option(False, "--rerender", help="Only rewrite report.md/csv/json from OUTPUT/report.json (e.g. new --notes); no evaluation."),
     threads: int | None = typer.Option(None, "--threads"),
+    sources: bool = typer.Option(True, "--sources/--no-sources", help="Source-level SR evaluation (injected point sources) and the science gate."),
+    realisations: int | None = typer.Option(None, "--realisations", min=1, help="Source-level realisations (default: the fixed protocol's 5)."),
+    record_cards: bool = typer.Option(False, "--record-cards/--no-record-cards", help="Write the science-gate verdict into weights/<model>.md of the evaluated weights names."),
 ) -> None:
     """Evaluate models against baselines on held-out releases and write the report."""
     import time
@@ -149,4 +158,31 @@ def evaluate_cmd(
             console.print(f"sky L* {r['set']:22s} median {r['sky_median']:.1f}  gap {r['sky_gap']:+.1f}  histogram EMD {r['hist_emd']:.1f}")
     for t in report.targets + report.colour_targets:
         console.print(f"target {t['model']}: {t['check']}: {t['value']:.4f} -> {'met' if t['met'] else 'NOT met'}")
+    sr_models = {n: s for n, s in (("superres", superres), ("superres-gan", superres_gan)) if s}
+    if sources and sr_models:
+        _source_level(sr_models, output, realisations=realisations, record_cards=record_cards)
     console.print(f"report: {output / 'report.md'} ({(time.perf_counter() - t0) / 60:.1f} min)")
+
+
+def _source_level(models: dict[str, str], output: Path, *, realisations: int | None, record_cards: bool) -> None:
+    """Source-level evaluation of the SR weights, its section in report.md, the science gate (and the cards)."""
+    import dataclasses
+
+    from astro_pipeline.cli._common import console
+    from astro_pipeline.config import get_settings
+    from astro_pipeline.training import source_eval as se
+    from astro_pipeline.training.promote import record_science_gate, science_gate
+
+    cfg = se.SourceEvalConfig() if realisations is None else dataclasses.replace(se.SourceEvalConfig(), realisations=realisations)
+    rep = se.evaluate_sources(models, config=cfg)
+    verdicts = {n: science_gate(rep.metrics_for(n)) for n in models}
+    se.write_source_report(rep, output, verdicts=verdicts)
+    se.append_report_section(output / "report.md", se.report_section(rep, verdicts=verdicts, figure="sources_injected_recovered.png"))
+    for n, v in verdicts.items():
+        s = rep.summary(n)
+        console.print(f"sources {n:13s} false/arcmin2 {s['false_per_arcmin2']:.1f} (bicubic {rep.summary('bicubic')['false_per_arcmin2']:.1f})"
+                      f"  flux ratio {s['flux_ratio_median']:.3f}  -> {v.summary()}")
+        card = Path(get_settings().weights_dir) / f"{n}.md"
+        if record_cards and models[n] == n:  # a weights name, not a path: its card is the shipped one
+            record_science_gate(card, n, rep.metrics_for(n))
+            console.print(f"card: {card}")

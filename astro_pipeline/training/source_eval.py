@@ -46,7 +46,7 @@ import math
 import warnings
 import zlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -65,7 +65,9 @@ __all__ = [
     "SRFunction",
     "SourceEvalConfig",
     "SourceEvalReport",
+    "append_report_section",
     "as_sr_function",
+    "candidate_source_metrics",
     "default_frames",
     "degrade",
     "detect",
@@ -141,21 +143,6 @@ class MoffatPSF:
             prof = prof.reshape(y1 - y0, oversample, x1 - x0, oversample).mean(axis=(1, 3))
             img[y0:y1, x0:x1] += f * prof
         return img
-
-    def nea_binned(self, scale: int, *, offsets: int = 4) -> float:
-        """Noise-equivalent area (1 / sum p^2) of the PSF block-averaged by ``scale``, in binned
-        pixels, averaged over sub-pixel positions: sets the low-resolution S/N of a flux."""
-        n = int(math.ceil(8 * self.fwhm / scale)) * 2 + 3
-        size = n * scale
-        out = []
-        for i in range(offsets):
-            for j in range(offsets):
-                c = (n // 2) * scale + (i + 0.5) * scale / offsets - 0.5, (n // 2) * scale + (j + 0.5) * scale / offsets - 0.5
-                hr = self.render((size, size), [c[1]], [c[0]], [1.0])
-                lr = hr.reshape(n, scale, n, scale).sum(axis=(1, 3))
-                p = lr / lr.sum()
-                out.append(1.0 / float((p**2).sum()))
-        return float(np.mean(out))
 
 
 @dataclass
@@ -497,7 +484,8 @@ def _forbidden(det: Detections, radius: float) -> np.ndarray | None:
 def inject(frame: EvalFrame, rng: np.random.Generator, cfg: SourceEvalConfig, *,
            forbidden: np.ndarray | None = None) -> Injection:
     """Point sources at random sub-pixel positions, ``cfg.per_bin`` per S/N bin, fluxes log-uniform
-    in each bin of the low-resolution optimal S/N ``F / (scale^2 sigma sqrt(NEA))``."""
+    in each bin of the low-resolution optimal S/N ``F / (scale^2 sigma sqrt(NEA))``, NEA taken at
+    each source's own position on the binned grid."""
     psf, s = frame.psf, cfg.scale
     nbins = len(cfg.snr_edges) - 1
     margin = cfg.annulus_fwhm[1] * psf.fwhm + 2 * s
@@ -508,21 +496,24 @@ def inject(frame: EvalFrame, rng: np.random.Generator, cfg: SourceEvalConfig, *,
     rng.shuffle(bins)
     lo, hi = np.asarray(cfg.snr_edges[:-1])[bins], np.asarray(cfg.snr_edges[1:])[bins]
     snr = np.exp(rng.uniform(np.log(lo), np.log(hi)))
-    nea = _nea(psf, s)
-    flux = snr * s * s * frame.sigma * math.sqrt(nea)
+    flux = snr * s * s * frame.sigma * np.sqrt([_nea_at(psf, s, frame.data.shape, x, y) for x, y in xy])
     src = psf.render(frame.data.shape, xy[:, 0], xy[:, 1], flux)
     return Injection(truth=frame.data.astype(np.float64) + src, sources=src, x=xy[:, 0], y=xy[:, 1], flux=flux,
                      snr=snr, bin=bins)
 
 
-_NEA_CACHE: dict[tuple[float, float, int], float] = {}
-
-
-def _nea(psf: MoffatPSF, scale: int) -> float:
-    key = (round(psf.fwhm, 6), round(psf.beta, 6), scale)
-    if key not in _NEA_CACHE:
-        _NEA_CACHE[key] = psf.nea_binned(scale)
-    return _NEA_CACHE[key]
+def _nea_at(psf: MoffatPSF, scale: int, shape: tuple[int, int], x: float, y: float) -> float:
+    """Noise-equivalent area (1 / sum p^2, binned pixels) of a source at ``(x, y)`` on the binned
+    grid: the S/N of a flux depends on where it falls within a low-resolution pixel."""
+    half = int(math.ceil(8 * psf.fwhm / scale)) + 2
+    by, bx = int(y) // scale, int(x) // scale
+    y0, x0 = max(by - half, 0) * scale, max(bx - half, 0) * scale
+    y1, x1 = min((by + half + 1) * scale, shape[0]), min((bx + half + 1) * scale, shape[1])
+    stamp = psf.render((y1 - y0, x1 - x0), [x - x0], [y - y0], [1.0])
+    h, w = stamp.shape[0] // scale * scale, stamp.shape[1] // scale * scale
+    p = stamp[:h, :w].reshape(h // scale, scale, w // scale, scale).sum(axis=(1, 3))
+    p = p / p.sum()
+    return 1.0 / float((p**2).sum())
 
 
 def degrade(truth: np.ndarray, sigma: float, rng: np.random.Generator, *, scale: int = 4, box: int = 32) -> np.ndarray:
@@ -901,5 +892,28 @@ def write_source_report(rep: SourceEvalReport, out_dir: str | Path, *, verdicts:
     return [md_path, csv_path, fig]
 
 
-def config_dict(cfg: SourceEvalConfig) -> dict[str, Any]:
-    return asdict(cfg)
+_REPORT_BEGIN = "<!-- source-level: begin -->"
+_REPORT_END = "<!-- source-level: end -->"
+
+
+def append_report_section(report_md: str | Path, lines: Sequence[str]) -> Path:
+    """Put the source-level section into an evaluation report (``report.md``), replacing an earlier
+    one, so the colour/PSNR report and this section can be written by separate steps."""
+    path = Path(report_md)
+    text = path.read_text() if path.is_file() else "# Evaluation report\n"
+    section = "\n".join([_REPORT_BEGIN, *lines, _REPORT_END])
+    if _REPORT_BEGIN in text and _REPORT_END in text:
+        pre, rest = text.split(_REPORT_BEGIN, 1)
+        text = pre + section + rest.split(_REPORT_END, 1)[1]
+    else:
+        text = text.rstrip("\n") + "\n\n" + section + "\n"
+    return _atomic_bytes(path, text.encode())
+
+
+def candidate_source_metrics(name: str, weights: str | Path | SRFunction | Any, *,
+                             frames: Sequence[EvalFrame] | None = None,
+                             config: SourceEvalConfig | None = None) -> dict[str, Any]:
+    """The ``sources`` / ``sources:bicubic`` metrics of one SR candidate on the fixed protocol,
+    ready to merge into the metrics the promotion gate reads."""
+    rep = evaluate_sources({name: weights}, frames=frames, config=config, flux_products=False)
+    return rep.metrics_for(name)

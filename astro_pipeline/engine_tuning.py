@@ -54,6 +54,8 @@ CALIBRATION_FILE = "engine-calibration.json"
 MEMORY_FORMATS = ("contiguous", "channels_last")
 #: Candidates within this fraction of the fastest count as a tie (the smaller batch wins).
 TIE = 0.03
+#: Tiles timed per candidate and round (at least one whole batch).
+MIN_TILES = 8
 _DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
 _LOCK = threading.Lock()
 _MEMO: dict[str, EngineChoice] = {}
@@ -176,12 +178,14 @@ def calibrate(model: nn.Module, *, in_channels: int, tile: int, device: torch.de
               seed: int = 0) -> EngineChoice:
     """Time every (batch, memory format) on the same random tiles and pick the fastest.
 
-    Each round runs the candidates in a fresh shuffled order over ``max(batches)`` tiles; the
-    median over rounds is kept. The model is left in the chosen memory format.
+    Each round runs the candidates in a fresh shuffled order, each over at least ``MIN_TILES``
+    tiles in whole batches; the median over rounds is kept. The model is left in the chosen memory
+    format. First use costs seconds to a minute per model on a loaded 2-core CPU; then it is cached.
     """
     import random
 
-    n = max(batches)
+    n = max(max(batches), MIN_TILES)
+    per = {b: max(b, MIN_TILES) // b * b for b in batches}  # tiles timed per candidate: whole batches, >= MIN_TILES
     gen = torch.Generator().manual_seed(seed)
     tiles = torch.rand(n, in_channels, tile, tile, generator=gen).to(device)
     cands = [(b, f) for f in formats for b in batches]
@@ -203,8 +207,8 @@ def calibrate(model: nn.Module, *, in_channels: int, tile: int, device: torch.de
         rnd.shuffle(order)
         for b, f in order:
             set_memory_format(model, f)
-            times[(b, f)].append(time_tiles(model, tiles, b, f, precision, device))
-    rate = {f"b{b}/{f}": n / statistics.median(times[(b, f)]) for b, f in cands}
+            times[(b, f)].append(time_tiles(model, tiles[: per[b]], b, f, precision, device))
+    rate = {f"b{b}/{f}": per[b] / statistics.median(times[(b, f)]) for b, f in cands}
     best = max(rate.values())
     # smallest batch within TIE of the best; among those, the faster format
     pick = min(((b, f) for b, f in cands if rate[f"b{b}/{f}"] >= best * (1 - TIE)),

@@ -295,7 +295,8 @@ def batching_diagnosis(model: nn.Module, *, in_channels: int, tile: int, device:
     if device.type == "cpu":
         old = torch.get_num_threads()
         counts = sorted({1, os.cpu_count() or 1})
-        keys = [(t, b, f) for t in counts for b in batches for f in fmts]
+        ends = (min(batches), max(batches))
+        keys = [(t, b, f) for t in counts for b in ends for f in fmts]
         samples: dict[tuple[int, int, str], list[float]] = {k: [] for k in keys}
         try:
             rnd = random.Random(2)
@@ -344,7 +345,8 @@ def format_diagnosis(d: dict[str, Any]) -> str:
         counts = sorted({t for t, _, _ in d["thread_ms"]})
         lines += ["", "| threads | " + " | ".join(head) + " |", "|---|" + "---|" * len(head)]
         for t in counts:
-            lines.append(f"| {t} | " + " | ".join(f"{d['thread_ms'][(t, b, f)]:.1f}" for b, f in cands) + " |")
+            lines.append(f"| {t} | " + " | ".join(f"{d['thread_ms'][(t, b, f)]:.1f}" if (t, b, f) in d["thread_ms"] else ""
+                                                  for b, f in cands) + " |")
     l2, l3 = d["l2"], d["l3"]
     caches = ", ".join(x for x in (f"L2 {l2 / mb:.1f} MB per core" if l2 else "", f"L3 {l3 / mb:.0f} MB" if l3 else "") if x)
     ch: engine_tuning.EngineChoice = d["choice"]

@@ -21,7 +21,7 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -279,7 +279,8 @@ _SCIENCE_BEGIN = "<!-- science-gate: begin -->"
 _SCIENCE_END = "<!-- science-gate: end -->"
 
 
-def science_card_lines(name: str, verdict: ScienceVerdict, metrics: Mapping[str, Any]) -> list[str]:
+def science_card_lines(name: str, verdict: ScienceVerdict, metrics: Mapping[str, Any], *,
+                       notes: Sequence[str] = ()) -> list[str]:
     """The card's science-gate section (between markers, so it can be re-recorded in place)."""
     src = metrics.get("sources") if isinstance(metrics.get("sources"), Mapping) else {}
     proto = (f"{src.get('frames')} frames x {src.get('realisations')} realisations, {src.get('per_bin')} sources per bin, "
@@ -307,16 +308,18 @@ def science_card_lines(name: str, verdict: ScienceVerdict, metrics: Mapping[str,
         lines += [f"Where it fails: {verdict.reason.removeprefix('fails: ')}.", ""]
     if name in VISUALISATION_ONLY:
         lines += ["Use: visualisation only. Its detail is generated, not measured: do not detect or measure sources on it.", ""]
+    lines += [f"- {n}" for n in notes] + ([""] if notes else [])
     return [*lines, _SCIENCE_END, ""]
 
 
-def record_science_gate(card_path: str | Path, name: str, metrics: Mapping[str, Any]) -> ScienceVerdict:
-    """Run the science gate on ``metrics`` and write its section into an existing model card
-    (replacing an earlier one), leaving the rest of the card and the weights untouched."""
+def record_science_gate(card_path: str | Path, name: str, metrics: Mapping[str, Any], *,
+                        notes: Sequence[str] = ()) -> ScienceVerdict:
+    """Run the science gate on ``metrics`` and write its section (with ``notes``) into an existing
+    model card, replacing an earlier one, leaving the rest of the card and the weights untouched."""
     path = Path(card_path)
     verdict = science_gate(metrics)
     text = path.read_text() if path.is_file() else f"# {name}\n"
-    section = "\n".join(science_card_lines(name, verdict, metrics))
+    section = "\n".join(science_card_lines(name, verdict, metrics, notes=notes))
     if _SCIENCE_BEGIN in text and _SCIENCE_END in text:
         pre, rest = text.split(_SCIENCE_BEGIN, 1)
         post = rest.split(_SCIENCE_END, 1)[1].lstrip("\n")

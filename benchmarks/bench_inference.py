@@ -255,6 +255,7 @@ def batching_diagnosis(model: nn.Module, *, in_channels: int, tile: int, device:
     and a fresh engine calibration. Returns a dict for :func:`format_diagnosis`."""
     segments = _segments(model)
     traffic = _traffic(model, segments, in_channels, tile)
+    load = machine_busy()[1]
     n = max(batches)
     tiles = torch.rand(n, in_channels, tile, tile, device=device)
     fmts = engine_tuning.MEMORY_FORMATS
@@ -317,7 +318,7 @@ def batching_diagnosis(model: nn.Module, *, in_channels: int, tile: int, device:
         "seg_ms": {c: {s: 1000 * statistics.median(v) for s, v in seg_t[c].items()} for c in cands},
         "total_ms": {c: 1000 * statistics.median(v) for c, v in tot_t.items()},
         "thread_ms": {k: 1000 * v for k, v in thread_t.items()},
-        "l2": _cache_bytes(2), "l3": _cache_bytes(3), "choice": choice,
+        "l2": _cache_bytes(2), "l3": _cache_bytes(3), "choice": choice, "load": load, "cores": os.cpu_count() or 1,
     }
 
 
@@ -350,22 +351,57 @@ def format_diagnosis(d: dict[str, Any]) -> str:
     l2, l3 = d["l2"], d["l3"]
     caches = ", ".join(x for x in (f"L2 {l2 / mb:.1f} MB per core" if l2 else "", f"L3 {l3 / mb:.0f} MB" if l3 else "") if x)
     ch: engine_tuning.EngineChoice = d["choice"]
-    best = min(cands, key=lambda c: d["total_ms"][c])
-    worst_growth = max(d["segments"], key=lambda s: d["seg_ms"][(max(d["batches"]), best[1])][s] - d["seg_ms"][(1, best[1])][s])
-    reading = (f"Reading: fastest here is b{best[0]} {short[best[1]]} ({d['total_ms'][best]:.1f} ms/tile); b{max(d['batches'])} NCHW "
-               f"(the old fixed default) takes {d['total_ms'][(max(d['batches']), 'contiguous')]:.1f}. "
-               f"Per tile the arithmetic and bytes are the same at every batch, so the growth is memory: the largest layer "
-               f"holds {tr['largest'] / mb:.0f} MB per tile ({caches or 'cache sizes unknown'}), so from batch "
-               f"{max(1, int((l3 or 1) // max(tr['largest'], 1)) + 1)} up its activations stream through DRAM instead of "
-               f"staying in cache; the segment that grows most with batch is {worst_growth}. NCHW costs more at every batch: "
-               "oneDNN reorders each activation into its blocked layout and back around every convolution. "
-               "A 64 px tile already gives each convolution 4096 output positions, enough to keep all cores busy, so a "
-               "larger batch buys no parallelism on a CPU.")
+    lines += ["", f"Caches: {caches or 'unknown'}.", "", diagnosis_reading(d)]
     gain_old = ch.gain_over(max(d["batches"]), "contiguous")
-    lines += ["", reading, "",
+    lines += ["",
               f"Engine calibration (fresh, median of 3 interleaved rounds): {', '.join(f'{k} {v:.1f}' for k, v in ch.tiles_per_s.items())} tiles/s "
               f"-> chooses **{ch.label()}**" + (f", x{gain_old:.2f} the throughput of the old fixed b{max(d['batches'])}/NCHW" if gain_old else "") + "."]
     return "\n".join(lines)
+
+
+def diagnosis_reading(d: dict[str, Any]) -> str:
+    """What the diagnosis numbers say, in words chosen by the numbers (quiet and loaded machines differ)."""
+    mb = 1024**2
+    short = {"contiguous": "NCHW", "channels_last": "CL"}
+    batches, fmts, tot, tr = d["batches"], d["formats"], d["total_ms"], d["traffic"]
+    b_lo, b_hi = min(batches), max(batches)
+    cands = [(b, f) for f in fmts for b in batches]
+    best = min(cands, key=lambda c: tot[c])
+    old = (b_hi, "contiguous")
+    out = [f"Reading (load average {d.get('load', 0.0):.1f} on {d.get('cores', 0)} cores): fastest is b{best[0]} "
+           f"{short[best[1]]} at {tot[best]:.1f} ms/tile; the old fixed b{b_hi} NCHW takes {tot[old]:.1f} "
+           f"(x{tot[old] / tot[best]:.2f})."]
+    if len(fmts) == 2:
+        gain = [tot[(b, "contiguous")] / tot[(b, "channels_last")] for b in batches]
+        where = "at every batch" if min(gain) > 1 else "at some batches"
+        out.append(f"channels_last beats NCHW {where} (x{min(gain):.2f}-x{max(gain):.2f}): oneDNN reorders NCHW activations "
+                   "into its blocked layout and back around every convolution.")
+    l3 = d.get("l3") or 0
+    fits = max(1, int(l3 // max(tr["largest"], 1))) if l3 else None
+    out.append(f"The largest layer ({tr['largest_layer']}) holds {tr['largest'] / mb:.0f} MB per tile, x batch; "
+               + (f"from batch {fits + 1} up it no longer fits the {l3 / mb:.0f} MB L3." if fits else "cache size unknown."))
+    f = best[1]
+    if best[0] == b_lo:
+        grow = max(d["segments"], key=lambda s: d["seg_ms"][(b_hi, f)][s] - d["seg_ms"][(b_lo, f)][s])
+        out.append(f"Batch {b_lo} wins: per tile the arithmetic and bytes are the same at every batch, so the loss at b{b_hi} "
+                   f"({tot[(b_hi, f)]:.1f} ms/tile) is memory traffic, largest in {grow}; a 64 px tile already gives each "
+                   "convolution 4096 output positions, enough for every core, so batching buys no parallelism here.")
+    else:
+        th = d.get("thread_ms") or {}
+        n = max((t for t, _, _ in th), default=1)
+        one, many = th.get((1, b_lo, f)), th.get((n, b_lo, f))
+        if one and many and n > 1 and many > one:
+            out.append(f"Batch {best[0]} wins because the cores are shared: at b{b_lo} {short[f]}, {n} threads take {many:.0f} ms/tile "
+                       f"and 1 thread {one:.0f}, i.e. more threads are slower. Other jobs hold the cores, every batch ends in an "
+                       "OpenMP barrier that waits for a descheduled thread, so fewer, larger batches pay that wait less often; and "
+                       "the L3 is shared with the other jobs' data, so batch 1's cache advantage (quiet machine) is gone.")
+        else:
+            out.append(f"Batch {best[0]} wins: larger batches amortise the per-call cost on this device.")
+    if d.get("thread_ms"):
+        tb = min(d["thread_ms"], key=lambda k: d["thread_ms"][k])
+        out.append(f"Over threads too, the fastest is {tb[0]} thread(s) at b{tb[1]} {short[tb[2]]} ({d['thread_ms'][tb]:.1f} ms/tile); "
+                   "the thread count is a process-wide setting the engine leaves alone.")
+    return " ".join(out)
 
 
 DIAGNOSIS: dict[str, Any] = {}

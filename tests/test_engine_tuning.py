@@ -118,3 +118,41 @@ def test_engine_fixed_batch_is_respected_and_bad_values_refused():
         Engine(_Timed(0, 0), _meta(), device="cpu", batch_size="many")
     with pytest.raises(ValueError, match="memory_format"):
         Engine(_Timed(0, 0), _meta(), device="cpu", batch_size=1, memory_format="nhwc")
+
+
+def _bench():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / "bench_inference.py"
+    spec = importlib.util.spec_from_file_location("bench_inference_for_test", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _diag(total, threads, load):
+    segs = ["body", "tail.0 Conv2d"]
+    seg_ms = {c: {"body": v * 0.4, "tail.0 Conv2d": v * 0.6} for c, v in total.items()}
+    return {"batches": (1, 4, 16), "formats": ("contiguous", "channels_last"), "total_ms": total, "seg_ms": seg_ms,
+            "segments": segs, "thread_ms": threads, "load": load, "cores": 2, "l3": 32 * 2**20,
+            "traffic": {"largest": 16 * 2**20, "largest_layer": "tail.0 Conv2d: (32, 256, 256) -> (32, 256, 256)"}}
+
+
+def test_diagnosis_reading_follows_the_numbers():
+    """Quiet machine (measured 2026-12-01, load ~1): batch 1 wins on memory; loaded (load ~9):
+    batch 16 wins because more threads are slower. The words must follow the numbers."""
+    bench = _bench()
+    quiet = {(1, "contiguous"): 38.7, (4, "contiguous"): 59.6, (16, "contiguous"): 69.3,
+             (1, "channels_last"): 32.9, (4, "channels_last"): 41.2, (16, "channels_last"): 42.2}
+    text = bench.diagnosis_reading(_diag(quiet, {}, 1.0))
+    assert "fastest is b1 CL" in text and "Batch 1 wins" in text and "from batch 3 up" in text
+    assert "channels_last beats NCHW at every batch" in text
+    loaded = {(1, "contiguous"): 1104.5, (4, "contiguous"): 605.9, (16, "contiguous"): 421.1,
+              (1, "channels_last"): 655.3, (4, "channels_last"): 462.4, (16, "channels_last"): 238.3}
+    threads = {(1, 1, "channels_last"): 271.1, (2, 1, "channels_last"): 916.7, (1, 16, "channels_last"): 244.1,
+               (2, 16, "channels_last"): 388.3, (1, 1, "contiguous"): 211.1, (2, 1, "contiguous"): 1478.2,
+               (1, 16, "contiguous"): 373.3, (2, 16, "contiguous"): 523.1}
+    text = bench.diagnosis_reading(_diag(loaded, threads, 9.0))
+    assert "fastest is b16 CL" in text and "more threads are slower" in text and "Batch 1 wins" not in text
+    assert "1 thread(s) at b1 NCHW" in text

@@ -52,9 +52,10 @@ def promote_task(result: Any, report: Any) -> Any:
 
     metrics = report.metrics_for(result.model)
     if result.model in ("superres", "superres-gan"):  # the science gate needs the source-level evaluation
+        from astro_pipeline.config import get_settings
         from astro_pipeline.training.source_eval import candidate_source_metrics
 
-        metrics |= candidate_source_metrics(result.model, result.weights_path)
+        metrics |= candidate_source_metrics(result.model, result.weights_path, cache_dir=get_settings().cache_dir)
     return promote_candidate(result.weights_path, name=result.model, metrics=metrics,
                              targets=report.targets, notes=result.notes)
 

@@ -7,10 +7,11 @@ import math
 import numpy as np
 import pytest
 import torch
+from model_helpers import random_weights
 
 from astro_pipeline.config import shared_dir
 from astro_pipeline.inference import Engine
-from astro_pipeline.models.registry import random_weights, save_weights
+from astro_pipeline.models.registry import save_weights
 from astro_pipeline.training import source_eval as se
 from astro_pipeline.training.promote import gate, promote_candidate, record_science_gate, science_gate
 

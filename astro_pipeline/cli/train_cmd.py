@@ -69,9 +69,10 @@ def train(
 
         metrics = report.metrics_for(result.model)
         if sources and result.model in ("superres", "superres-gan"):  # the science gate needs the source-level evaluation
+            from astro_pipeline.config import get_settings
             from astro_pipeline.training.source_eval import candidate_source_metrics
 
-            metrics |= candidate_source_metrics(result.model, result.weights_path)
+            metrics |= candidate_source_metrics(result.model, result.weights_path, cache_dir=get_settings().cache_dir)
         decision = promote_candidate(result.weights_path, name=result.model, metrics=metrics,
                                      targets=report.targets, notes=result.notes)
         console.print(f"promotion: {'PROMOTED' if decision.promote else 'kept current'} - {decision.reason}")
@@ -174,7 +175,8 @@ def _source_level(models: dict[str, str], output: Path, *, realisations: int | N
     from astro_pipeline.training.promote import record_science_gate, science_gate
 
     cfg = se.SourceEvalConfig() if realisations is None else dataclasses.replace(se.SourceEvalConfig(), realisations=realisations)
-    rep = se.evaluate_sources(models, config=cfg)
+    settings = get_settings()
+    rep = se.evaluate_sources(models, config=cfg, cache_dir=settings.cache_dir, weights_dir=settings.weights_dir)
     verdicts = {n: science_gate(rep.metrics_for(n)) for n in models}
     se.write_source_report(rep, output, verdicts=verdicts)
     se.append_report_section(output / "report.md", se.report_section(rep, verdicts=verdicts, figure="sources_injected_recovered.png"))
@@ -182,7 +184,7 @@ def _source_level(models: dict[str, str], output: Path, *, realisations: int | N
         s = rep.summary(n)
         console.print(f"sources {n:13s} false/arcmin2 {s['false_per_arcmin2']:.1f} (bicubic {rep.summary('bicubic')['false_per_arcmin2']:.1f})"
                       f"  flux ratio {s['flux_ratio_median']:.3f}  -> {v.summary()}")
-        card = Path(get_settings().weights_dir) / f"{n}.md"
+        card = Path(settings.weights_dir) / f"{n}.md"
         if record_cards and models[n] == n:  # a weights name, not a path: its card is the shipped one
             record_science_gate(card, n, rep.metrics_for(n))
             console.print(f"card: {card}")

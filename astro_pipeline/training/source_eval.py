@@ -14,7 +14,7 @@ Protocol (issue 19), per frame and seeded realisation:
    per-pixel level.
 4. Reconstructed by bicubic and each SR model on the sweep's display stretch (ZScale + asinh,
    computed on the low-resolution frame, as :func:`astro_pipeline.ingest.stretch.display_image`),
-   and inverted back to linear units (:func:`astro_pipeline.products.invert_stretch`). The
+   and inverted back to linear units (:func:`astro_pipeline.products.process.invert_stretch`). The
    flux-conserving product is made too; it keeps block means by construction, so it is reported
    and never counted as evidence.
 5. Detected by photutils segmentation (SExtractor-like: 2D background removed, matched filter of
@@ -102,6 +102,8 @@ TABULATED_FWHM_ARCSEC: dict[tuple[str, str], float] = {
     ("WFPC2", ""): 0.14, ("NICMOS", ""): 0.15, ("STIS", ""): 0.08,
 }
 FALLBACK_FWHM_PX = 2.5
+#: The evaluation reads small frames; a header claiming more pixels than this is refused unread.
+MAX_FRAME_PIXELS = 64_000_000
 FALLBACK_BETA = 3.0
 
 #: Per-method metrics (besides completeness per bin), as stored and gated.
@@ -315,12 +317,12 @@ def frame_from_array(data: np.ndarray, *, name: str, group: str | None = None, p
 
 
 def load_frame(path: str | Path, *, name: str | None = None, group: str | None = None, scale: int = 4,
-               max_size: int | None = 512) -> EvalFrame:
-    """The first science frame of a FITS file, through the pipeline's own reader."""
+               max_size: int | None = 512, max_image_pixels: int = MAX_FRAME_PIXELS) -> EvalFrame:
+    """The largest science frame of a FITS file, through the pipeline's own reader."""
     from astro_pipeline.ingest.readers import read_frames
 
     path = Path(path)
-    frames = [f for f in read_frames(path) if not f.is_display and f.data.ndim == 2]
+    frames = [f for f in read_frames(path, max_image_pixels=max_image_pixels) if not f.is_display and f.data.ndim == 2]
     if not frames:
         raise ValueError(f"{path}: no single-band science frame")
     fr = max(frames, key=lambda f: f.data.size)
@@ -352,15 +354,17 @@ def is_held_out(path: str | Path, *, field: str | None = None) -> bool:
     return any(f"_{f}_" in name for f in HELD_OUT_SAMPLE_FIELDS) and name.startswith("hst_sample_")
 
 
-def default_frames(*, sample_root: str | Path | None = None, shared: str | Path | None = None, scale: int = 4,
-                   max_size: int | None = 512, notes: list[str] | None = None) -> list[EvalFrame]:
-    """The fixed frames: the sample's held-out synthetic fields (built if needed) and the real HST
-    frames of ``shared/data/fits`` that are present (a missing one is noted, not an error)."""
+def default_frames(*, cache_dir: str | Path | None = None, sample_root: str | Path | None = None,
+                   shared: str | Path | None = None, scale: int = 4, max_size: int | None = 512,
+                   notes: list[str] | None = None) -> list[EvalFrame]:
+    """The fixed frames: the sample's held-out synthetic fields (built if needed under ``sample_root``
+    or ``cache_dir``, i.e. ``Settings.cache_dir``) and the real HST frames of ``shared/data/fits``
+    that are present (a missing one is noted, not an error)."""
     from astro_pipeline.config import shared_dir
     from astro_pipeline.sample import build_sample
 
     notes = notes if notes is not None else []
-    idx = build_sample(Path(sample_root) if sample_root else None)
+    idx = build_sample(Path(sample_root) if sample_root else None, cache_dir=Path(cache_dir) if cache_dir else None)
     frames: list[EvalFrame] = []
     for fld, filt in DEFAULT_SAMPLE_FRAMES:
         item = next((i for i in idx.items if i.field == fld and i.filter == filt and i.kind == "science"), None)
@@ -537,7 +541,7 @@ def _bicubic(display: np.ndarray, scale: int) -> np.ndarray:
     return F.interpolate(x, scale_factor=scale, mode="bicubic", align_corners=False)[0, 0].clamp(0, 1).numpy()
 
 
-def as_sr_function(spec: SRFunction | Any | str | Path) -> SRFunction:
+def as_sr_function(spec: SRFunction | Any | str | Path, *, weights_dir: str | Path | None = None) -> SRFunction:
     """An SR callable from a callable, an :class:`~astro_pipeline.inference.Engine`, or weights
     (a name in the weights folder or a path; run by an fp32 engine, tiles as the sweep cuts them)."""
     from astro_pipeline.inference import Engine, upscale_display
@@ -545,7 +549,7 @@ def as_sr_function(spec: SRFunction | Any | str | Path) -> SRFunction:
     if isinstance(spec, (str, Path)):
         from astro_pipeline.models.registry import load_weights
 
-        model, meta = load_weights(spec)
+        model, meta = load_weights(spec, weights_dir=weights_dir)
         if meta.task != "superres":
             raise ValueError(f"{spec}: these are {meta.task!r} weights, not superres")
         spec = Engine(model, meta, device="cpu", precision="fp32", batch_size=1)
@@ -644,24 +648,29 @@ def evaluate_sources(
     methods: Mapping[str, SRFunction | Any | str | Path],
     *,
     frames: Sequence[EvalFrame] | None = None,
+    cache_dir: str | Path | None = None,
+    weights_dir: str | Path | None = None,
     config: SourceEvalConfig | None = None,
     flux_products: bool = True,
     notes: list[str] | None = None,
 ) -> SourceEvalReport:
-    """Score each SR method (name -> callable, Engine or weights) beside bicubic on the fixed frames
-    (default: :func:`default_frames`) and realisations. ``truth`` is the reference; ``<name>+flux``
-    rows are the flux-conserving products (by construction; not evidence)."""
+    """Score each SR method (name -> callable, Engine, or weights name/path under ``weights_dir``)
+    beside bicubic on ``frames`` (default: :func:`default_frames`, whose sample lives under
+    ``cache_dir``) and the fixed realisations. ``truth`` is the reference; ``<name>+flux`` rows are
+    the flux-conserving products (by construction; not evidence)."""
     from astro_pipeline.ingest.frame import Frame
     from astro_pipeline.ingest.stretch import apply_stretch, compute_stretch
-    from astro_pipeline.products import flux_conserving_product, invert_stretch
+    from astro_pipeline.products.process import flux_conserving_product, invert_stretch
 
     cfg = config or SourceEvalConfig()
     notes = list(notes or [])
     if frames is None:
-        frames = default_frames(scale=cfg.scale, notes=notes)
+        if cache_dir is None:
+            raise TypeError("evaluate_sources needs frames or the cache folder (Settings.cache_dir) for the sample")
+        frames = default_frames(cache_dir=cache_dir, scale=cfg.scale, notes=notes)
     if not frames:
         raise ValueError("source-level evaluation: no frames")
-    fns = {name: as_sr_function(spec) for name, spec in methods.items()}
+    fns = {name: as_sr_function(spec, weights_dir=weights_dir) for name, spec in methods.items()}
     if "bicubic" in fns or "truth" in fns:
         raise ValueError("'bicubic' and 'truth' are reserved method names")
     names = ["truth", "bicubic", *fns, *([f"{n}+flux" for n in fns] if flux_products else [])]
@@ -914,13 +923,13 @@ def append_report_section(report_md: str | Path, lines: Sequence[str]) -> Path:
         text = pre + section + rest.split(_REPORT_END, 1)[1]
     else:
         text = text.rstrip("\n") + "\n\n" + section + "\n"
-    return _atomic_bytes(path, text.encode())
+    return atomic_write_bytes(path, text.encode())
 
 
 def candidate_source_metrics(name: str, weights: str | Path | SRFunction | Any, *,
-                             frames: Sequence[EvalFrame] | None = None,
+                             frames: Sequence[EvalFrame] | None = None, cache_dir: str | Path | None = None,
                              config: SourceEvalConfig | None = None) -> dict[str, Any]:
     """The ``sources`` / ``sources:bicubic`` metrics of one SR candidate on the fixed protocol,
     ready to merge into the metrics the promotion gate reads."""
-    rep = evaluate_sources({name: weights}, frames=frames, config=config, flux_products=False)
+    rep = evaluate_sources({name: weights}, frames=frames, cache_dir=cache_dir, config=config, flux_products=False)
     return rep.metrics_for(name)

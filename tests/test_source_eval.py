@@ -155,6 +155,26 @@ def test_report_section_and_files(report, tmp_path):
     assert (tmp_path / "sources_injected_recovered.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_source_level_is_one_section_of_the_evaluation_report_and_survives_report_json(report, tmp_path):
+    from astro_pipeline.training.report import SECTIONS, EvalReport, load_report, section_sources, write_report
+
+    verdicts = {n: science_gate(report.metrics_for(n)) for n in ("same", "speckle")}
+    ev = EvalReport(table=[{"protocol": "sr-clean", "method": "baseline-bicubic", "n": 1, "psnr_rgb": 30.0, "ci": {}}],
+                    n_crops=1, sources=se.report_summary(report, verdicts=verdicts, figure="sources_injected_recovered.png"))
+    assert section_sources in SECTIONS and SECTIONS.index(section_sources) > SECTIONS.index(
+        next(s for s in SECTIONS if s.__name__ == "section_super_resolution"))
+    write_report(ev, tmp_path)
+    md = (tmp_path / "report.md").read_text()
+    assert md.count("## Source level") == 1 and md.index("## Source level") > md.index("## sr-clean")
+    assert "| speckle | **verdict** | | | **FAIL** |" in md and "![injected against recovered](sources_injected_recovered.png)" in md
+    back = load_report(tmp_path / "report.json")
+    assert back.sources is not None and back.sources["verdicts"]["speckle"]["passed"] is False
+    again = se.SourceEvalReport.from_dict(back.sources)
+    assert again.config == report.config and again.summary("speckle") == pytest.approx(report.summary("speckle"), nan_ok=True)
+    write_report(back, tmp_path / "again")
+    assert (tmp_path / "again" / "report.md").read_text() == md
+
+
 def test_engine_and_weights_are_accepted_as_sr_methods(frame, tmp_path):
     model, meta = random_weights("superres", tiny=True, seed=0)
     path = save_weights(model, tmp_path / "sr.safetensors", meta)
@@ -278,5 +298,11 @@ def test_cli_evaluate_writes_the_source_section_and_records_the_card(tmp_path):
     report = (out / "report.md").read_text()
     assert "## Source level" in report and "| bicubic |" in report and "sources_injected_recovered.png" in report
     assert (out / "sources.md").is_file() and (out / "sources_injected_recovered.png").is_file()
+    assert report.index("## Source level") > report.index("## sr-clean")  # one section of the report, in its place
     card = (wdir / "superres.md").read_text()
     assert "kept as written" in card and "## Science gate (source level, issue 19)" in card
+    # the section lives in report.json: a re-render keeps it
+    (out / "report.md").write_text("stale\n")
+    res = CliRunner().invoke(app, ["evaluate", "--output", str(out), "--rerender"], env={"ASTRO_PIPELINE_WEIGHTS_DIR": str(wdir)})
+    assert res.exit_code == 0, res.output
+    assert (out / "report.md").read_text() == report

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -95,6 +96,7 @@ def evaluate_cmd(
     val_fraction: float = typer.Option(0.12, "--val-fraction", help="Share of releases held out (keep 0.12: the split the shipped weights trained with)."),
     notes: Path | None = typer.Option(None, "--notes", help="Text file of report notes (training runs, gaps), one per paragraph."),
     rerender: bool = typer.Option(False, "--rerender", help="Only rewrite report.md/csv/json from OUTPUT/report.json (e.g. new --notes); no evaluation."),
+    sources_only: bool = typer.Option(False, "--sources-only", help="Run only the source-level SR evaluation and put its section into OUTPUT/report.json (the rest re-rendered from it)."),
     threads: int | None = typer.Option(None, "--threads"),
     sources: bool = typer.Option(True, "--sources/--no-sources", help="Source-level SR evaluation (injected point sources) and the science gate."),
     realisations: int | None = typer.Option(None, "--realisations", min=1, help="Source-level realisations (default: the fixed protocol's 5)."),
@@ -122,7 +124,8 @@ def evaluate_cmd(
         except OSError as exc:
             console.print(f"[red]error:[/red] {notes}: cannot read notes ({exc.strerror or exc})")
             raise typer.Exit(2) from exc
-    if rerender:
+    sr_models = {n: s for n, s in (("superres", superres), ("superres-gan", superres_gan)) if s}
+    if rerender or sources_only:
         from astro_pipeline.training.report import load_report, write_report
 
         try:
@@ -132,8 +135,13 @@ def evaluate_cmd(
             raise typer.Exit(2) from exc
         if notes is not None:
             report.notes = note_lines
+        if sources_only:
+            if not sr_models:
+                console.print("[red]error:[/red] --sources-only needs --superres and/or --superres-gan weights")
+                raise typer.Exit(2)
+            report.sources = _source_level(sr_models, output, realisations=realisations, record_cards=record_cards)
         write_report(report, output)
-        console.print(f"report: {output / 'report.md'} (re-rendered from report.json)")
+        console.print(f"report: {output / 'report.md'} ({'source level added' if sources_only else 're-rendered'} from report.json)")
         return
     t0 = time.perf_counter()
     try:
@@ -159,14 +167,17 @@ def evaluate_cmd(
             console.print(f"sky L* {r['set']:22s} median {r['sky_median']:.1f}  gap {r['sky_gap']:+.1f}  histogram EMD {r['hist_emd']:.1f}")
     for t in report.targets + report.colour_targets:
         console.print(f"target {t['model']}: {t['check']}: {t['value']:.4f} -> {'met' if t['met'] else 'NOT met'}")
-    sr_models = {n: s for n, s in (("superres", superres), ("superres-gan", superres_gan)) if s}
     if sources and sr_models:
-        _source_level(sr_models, output, realisations=realisations, record_cards=record_cards)
+        from astro_pipeline.training.report import write_report
+
+        report.sources = _source_level(sr_models, output, realisations=realisations, record_cards=record_cards)
+        write_report(report, output)  # the report again, with its source-level section
     console.print(f"report: {output / 'report.md'} ({(time.perf_counter() - t0) / 60:.1f} min)")
 
 
-def _source_level(models: dict[str, str], output: Path, *, realisations: int | None, record_cards: bool) -> None:
-    """Source-level evaluation of the SR weights, its section in report.md, the science gate (and the cards)."""
+def _source_level(models: dict[str, str], output: Path, *, realisations: int | None, record_cards: bool) -> dict[str, Any]:
+    """Source-level evaluation of the SR weights and the science gate: ``sources.md/csv`` and the
+    figure under ``output`` (and the cards); returns the summary the report's section is made from."""
     import dataclasses
 
     from astro_pipeline.cli._common import console
@@ -178,8 +189,7 @@ def _source_level(models: dict[str, str], output: Path, *, realisations: int | N
     settings = get_settings()
     rep = se.evaluate_sources(models, config=cfg, cache_dir=settings.cache_dir, weights_dir=settings.weights_dir)
     verdicts = {n: science_gate(rep.metrics_for(n)) for n in models}
-    se.write_source_report(rep, output, verdicts=verdicts)
-    se.append_report_section(output / "report.md", se.report_section(rep, verdicts=verdicts, figure="sources_injected_recovered.png"))
+    files = se.write_source_report(rep, output, verdicts=verdicts)
     for n, v in verdicts.items():
         s = rep.summary(n)
         console.print(f"sources {n:13s} false/arcmin2 {s['false_per_arcmin2']:.1f} (bicubic {rep.summary('bicubic')['false_per_arcmin2']:.1f})"
@@ -188,3 +198,4 @@ def _source_level(models: dict[str, str], output: Path, *, realisations: int | N
         if record_cards and models[n] == n:  # a weights name, not a path: its card is the shipped one
             record_science_gate(card, n, rep.metrics_for(n))
             console.print(f"card: {card}")
+    return se.report_summary(rep, verdicts=verdicts, figure=files[-1].name)

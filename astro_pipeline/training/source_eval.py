@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import dataclasses
 import io
 import logging
 import math
@@ -65,7 +66,6 @@ __all__ = [
     "SRFunction",
     "SourceEvalConfig",
     "SourceEvalReport",
-    "append_report_section",
     "as_sr_function",
     "candidate_source_metrics",
     "default_frames",
@@ -77,6 +77,9 @@ __all__ = [
     "is_held_out",
     "load_frame",
     "report_section",
+    "report_summary",
+    "summary_section",
+    "verdict_dict",
     "write_source_report",
 ]
 
@@ -766,6 +769,20 @@ class SourceEvalReport:
                  "threshold_sigma": self.config.threshold_sigma, "bins": self.config.bin_labels()}
         return {"sources": {**self.summary(name), **proto}, f"sources:{baseline}": {**self.summary(baseline), **proto}}
 
+    def to_dict(self) -> dict[str, Any]:
+        """Everything the report section needs (no per-source records), JSON-ready: it goes into
+        the evaluation's ``report.json`` so the section can be re-rendered without evaluating."""
+        return {"config": dataclasses.asdict(self.config), "frames": self.frames, "methods": self.methods,
+                "per_realisation": self.per_realisation, "notes": self.notes}
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any]) -> SourceEvalReport:
+        """The report back from :meth:`to_dict` (without per-source records)."""
+        cfg = {k: tuple(v) if isinstance(v, list) else v for k, v in raw["config"].items()}
+        return cls(config=SourceEvalConfig(**cfg), frames=list(raw["frames"]), methods=list(raw["methods"]),
+                   per_realisation={m: [dict(r) for r in v] for m, v in raw["per_realisation"].items()},
+                   notes=list(raw.get("notes", [])))
+
     def rows(self) -> list[dict[str, Any]]:
         """Long table: one row per (method, metric) with mean, min and max across realisations."""
         out = []
@@ -787,6 +804,30 @@ def _cell(rep: SourceEvalReport, m: str, k: str, nd: int = 2, pct: bool = False)
         return "-"
     mul = 100.0 if pct else 1.0
     return f"{mean * mul:.{nd}f} [{lo * mul:.{nd}f}, {hi * mul:.{nd}f}]"
+
+
+def verdict_dict(verdict: Any) -> dict[str, Any]:
+    """A science-gate verdict (:class:`~astro_pipeline.training.promote.ScienceVerdict` or its dict) as a dict."""
+    if isinstance(verdict, Mapping):
+        return dict(verdict)
+    if dataclasses.is_dataclass(verdict) and not isinstance(verdict, type):
+        return dataclasses.asdict(verdict)
+    raise TypeError(f"not a science-gate verdict: {verdict!r}")
+
+
+def report_summary(rep: SourceEvalReport, *, verdicts: Mapping[str, Any] | None = None,
+                   figure: str | None = None) -> dict[str, Any]:
+    """What the evaluation report keeps of a source-level run (``EvalReport.sources``, in report.json)."""
+    return {**rep.to_dict(), "verdicts": {n: verdict_dict(v) for n, v in (verdicts or {}).items()}, "figure": figure}
+
+
+def summary_section(summary: Mapping[str, Any]) -> list[str]:
+    """The report section from a :func:`report_summary` (as read back from report.json)."""
+    lines = report_section(SourceEvalReport.from_dict(summary), verdicts=summary.get("verdicts") or None,
+                           figure=summary.get("figure"))
+    while lines and not lines[-1]:
+        lines.pop()
+    return lines
 
 
 def report_section(rep: SourceEvalReport, *, verdicts: Mapping[str, Any] | None = None, figure: str | None = None) -> list[str]:
@@ -822,9 +863,11 @@ def report_section(rep: SourceEvalReport, *, verdicts: Mapping[str, Any] | None 
         lines += ["", "### Science gate (completeness >= bicubic - 2 points in every bin; false detections <= bicubic + 10%; "
                   "median flux ratio within 5% of 1)", "", "| model | check | value | threshold | met |", "|---|---|---|---|---|"]
         for name, v in verdicts.items():
-            for c in v.checks:
+            d = verdict_dict(v)
+            for c in d["checks"]:
                 lines.append(f"| {name} | {c['check']} | {_f(c['value'])} | {_f(c['threshold'])} | {'yes' if c['met'] else 'NO'} |")
-            lines.append(f"| {name} | **verdict** | | | **{'PASS' if v.passed else 'FAIL'}** |")
+            head = "not evaluated" if d["passed"] is None else "PASS" if d["passed"] else "FAIL"
+            lines.append(f"| {name} | **verdict** | | | **{head}** |")
     if figure:
         lines += ["", f"![injected against recovered]({figure})"]
     if rep.notes:
@@ -906,24 +949,6 @@ def write_source_report(rep: SourceEvalReport, out_dir: str | Path, *, verdicts:
     md_path = atomic_write_bytes(out / "sources.md", "\n".join(md).encode())
     rep.files += [md_path, csv_path, fig]
     return [md_path, csv_path, fig]
-
-
-_REPORT_BEGIN = "<!-- source-level: begin -->"
-_REPORT_END = "<!-- source-level: end -->"
-
-
-def append_report_section(report_md: str | Path, lines: Sequence[str]) -> Path:
-    """Put the source-level section into an evaluation report (``report.md``), replacing an earlier
-    one, so the colour/PSNR report and this section can be written by separate steps."""
-    path = Path(report_md)
-    text = path.read_text() if path.is_file() else "# Evaluation report\n"
-    section = "\n".join([_REPORT_BEGIN, *lines, _REPORT_END])
-    if _REPORT_BEGIN in text and _REPORT_END in text:
-        pre, rest = text.split(_REPORT_BEGIN, 1)
-        text = pre + section + rest.split(_REPORT_END, 1)[1]
-    else:
-        text = text.rstrip("\n") + "\n\n" + section + "\n"
-    return atomic_write_bytes(path, text.encode())
 
 
 def candidate_source_metrics(name: str, weights: str | Path | SRFunction | Any, *,

@@ -54,13 +54,13 @@ def train(
     console.print(f"{result.model}: {result.steps} steps ({result.precision}), candidate {result.weights_path}")
     if not evaluate:
         return
-    from astro_pipeline.training.evaluate import evaluate_models
+    from astro_pipeline.training.evaluate import evaluate_models, installed_rescorer
 
     spec = {"colorizer": None, "superres": None, "superres-gan": None}
     spec[result.model] = result.weights_path
+    on_crops = {"sources": list(source), "crop": eval_crop, "val_fraction": overrides.get("val_fraction", 0.12)}
     report = evaluate_models(colorizer=spec["colorizer"], superres=spec["superres"], superres_gan=spec["superres-gan"],
-                             sources=list(source), output_dir=output / result.model / "evaluation",
-                             crop=eval_crop, val_fraction=overrides.get("val_fraction", 0.12),
+                             **on_crops, output_dir=output / result.model / "evaluation",
                              cases=("L", "B", "G", "R"),  # where the L -> ab colorizer applies
                              log_dirs={result.model: result.weights_path.parent})
     for row in report.table:
@@ -75,7 +75,8 @@ def train(
 
             metrics |= candidate_source_metrics(result.model, result.weights_path, cache_dir=get_settings().cache_dir)
         decision = promote_candidate(result.weights_path, name=result.model, metrics=metrics,
-                                     targets=report.targets, notes=result.notes)
+                                     targets=report.targets, notes=result.notes,
+                                     rescore=installed_rescorer(result.model, **on_crops))  # installed weights on these crops
         console.print(f"promotion: {'PROMOTED' if decision.promote else 'kept current'} - {decision.reason}")
 
 

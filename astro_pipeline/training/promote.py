@@ -6,6 +6,9 @@ candidate is promoted when its primary metric improves and no other metric worse
 trivial baseline on the primary metric. Current weights that do not beat that baseline only hold
 the place: a candidate that improves the primary metric *and* beats the baseline replaces them even
 if other metrics worsen (issue 4: ship the best model that beats its baseline); the card lists them.
+Candidate and installed weights are compared on the same crops only: the metrics name their crop
+set (``eval_set``), and installed weights scored on another set are re-scored on the candidate's
+(``promote_candidate(rescore=...)``, built by ``evaluate.installed_rescorer``) or not compared.
 Either way the decision and both sets of metrics go into a model card ``weights/<name>.md``.
 
 Science gate (issue 19), from the source-level evaluation
@@ -21,7 +24,7 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -115,6 +118,24 @@ class GateDecision:
     current: dict[str, Any] | None
     worsened: list[str] = field(default_factory=list)
     science: ScienceVerdict | None = None
+    current_rescored: bool = False  # the installed weights were re-scored on the candidate's crops
+
+
+def _other_eval_set(candidate: Mapping[str, Any], current: Mapping[str, Any] | None, name: str) -> str | None:
+    """Why ``current``'s metrics cannot be compared with ``candidate``'s (None: they can): the
+    candidate names its crop set (``eval_set``) and the installed metrics come from another, or
+    name none (scored before fingerprints, e.g. the 30-crop set of issue 4)."""
+    want = candidate.get("eval_set")
+    if not want or not current:
+        return None
+    proto, primary = PRIMARY[name]
+    if primary not in current.get(proto, {}):
+        return None  # nothing to compare with
+    have = current.get("eval_set")
+    if have == want:
+        return None
+    return (f"the installed weights' metrics come from another validation set ({have or 'not fingerprinted'}, "
+            f"{current.get('eval_crops', '?')} crops) than the candidate's ({want})")
 
 
 def _better(metric: str, new: float, old: float) -> bool:
@@ -133,7 +154,12 @@ def _worse_by(metric: str, new: float, old: float) -> float:
 
 def gate(name: str, candidate: dict[str, Any], current: dict[str, Any] | None, *, tolerance: float = TOLERANCE) -> GateDecision:
     """Decide promotion from metrics dicts as stored in weights metadata (``EvalReport.metrics_for``,
-    plus ``SourceEvalReport.metrics_for`` for SR models): the metric gate, then the science gate."""
+    plus ``SourceEvalReport.metrics_for`` for SR models): the metric gate, then the science gate.
+    Metrics from different crop sets (``eval_set``) are not compared: the candidate is refused
+    until the installed weights are re-scored on its crops (``promote_candidate(rescore=...)``)."""
+    other = _other_eval_set(candidate, current, name)
+    if other:
+        return GateDecision(False, f"not compared: {other}; re-score them on the candidate's crops", candidate, current)
     decision = _metric_gate(name, candidate, current, tolerance=tolerance)
     if name not in SCIENCE_GATED + VISUALISATION_ONLY:
         return decision
@@ -192,9 +218,14 @@ def promote_candidate(
     weights_dir: str | Path | None = None,
     targets: list[dict[str, Any]] | None = None,
     notes: list[str] | None = None,
+    rescore: Callable[[Path], dict[str, Any]] | None = None,
 ) -> GateDecision:
     """Run the gate for ``candidate_path`` against ``weights_dir/<name>.safetensors``; on success
-    install the candidate (with ``metrics`` written into its metadata). Always writes the model card."""
+    install the candidate (with ``metrics`` written into its metadata). Always writes the model card.
+
+    The installed weights' stored metrics are used only when they were scored on the candidate's
+    crops (same ``eval_set``); otherwise ``rescore(installed_path)`` scores them on those crops
+    (``evaluate.installed_rescorer``), and without it the candidate is refused, not compared."""
     from astro_pipeline.config import get_settings
 
     wdir = Path(weights_dir) if weights_dir else Path(get_settings().weights_dir)
@@ -206,7 +237,13 @@ def promote_candidate(
             current_meta = read_meta(target)
         except WeightsError:
             current_meta = None
-    decision = gate(name, metrics, current_meta.metrics if current_meta else None)
+    current = current_meta.metrics if current_meta else None
+    rescored = False
+    if current_meta is not None and rescore is not None and _other_eval_set(metrics, current, name):
+        current = rescore(target)
+        rescored = True
+    decision = gate(name, metrics, current)
+    decision.current_rescored = rescored
     model, cand_meta = load_weights(candidate_path)
     cand_meta.metrics = metrics
     cand_meta.name = name
@@ -260,7 +297,8 @@ def write_model_card(path: Path, *, name: str, decision: GateDecision, candidate
         *_metric_table(decision.candidate), "",
     ]
     if decision.current:
-        lines += ["Metrics of the weights it was compared with:", "", *_metric_table(decision.current), ""]
+        how = f" (re-scored on the candidate's crops, {decision.current.get('eval_set')})" if decision.current_rescored else ""
+        lines += [f"Metrics of the weights it was compared with{how}:", "", *_metric_table(decision.current), ""]
     if decision.science is not None:
         lines += science_card_lines(name, decision.science, decision.candidate)
     if targets:

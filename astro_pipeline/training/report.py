@@ -78,6 +78,7 @@ class EvalReport:
     linear_fill: dict[str, Any] | None = None
     sky_gap: SkyGap | None = None
     sky_gap_summary: dict[str, Any] | None = None  # what the report shows of ``sky_gap`` (kept in report.json)
+    eval_set: str = ""  # fingerprint of the scored crops: metrics compare only on one set (promotion gate)
     sources: dict[str, Any] | None = None  # the source-level run (``source_eval.report_summary``), if any
     figures: dict[str, str] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
@@ -93,6 +94,8 @@ class EvalReport:
         the protocols its promotion gate reads (for a name the gate does not know: where it has rows)."""
         protos = _PROTOCOLS_OF.get(name) or tuple(dict.fromkeys(r["protocol"] for r in self.table if r["method"] == name))
         out: dict[str, Any] = {"eval_crops": self.n_crops}
+        if self.eval_set:
+            out["eval_set"] = self.eval_set
         for r in self.table:
             if r["protocol"] not in protos:
                 continue
@@ -385,7 +388,7 @@ def _csv(report: EvalReport) -> str:
 
 _JSON_FIELDS = ("n_crops", "crop", "per_image", "seed", "val_fraction", "val_groups", "n_images", "n_boot", "models", "table",
                 "kid_truth_split", "kid_halves", "linear_fill", "targets", "colour_targets", "timings", "machine", "figures", "notes",
-                "sources")
+                "eval_set", "sources")
 
 
 def _json(report: EvalReport) -> str:

@@ -291,7 +291,7 @@ def test_cli_evaluate_writes_the_source_section_and_records_the_card(tmp_path):
     out = tmp_path / "eval"
     res = CliRunner().invoke(app, ["evaluate", "--output", str(out), "--colorizer", "", "--superres-gan", "",
                                    "--superres", "superres", "--no-lpips", "--realisations", "1", "--record-cards",
-                                   "--threads", "1"],
+                                   "--threads", "1", "--per-image", "1", "--n-boot", "200", "--no-sky-gap"],  # the colour/SR part kept small
                              env={"ASTRO_PIPELINE_WEIGHTS_DIR": str(wdir)})
     assert res.exit_code == 0, res.output
     assert "sources superres" in res.output and "science gate" in res.output

@@ -412,9 +412,8 @@ def installed_rescorer(name: str, **evaluate_kwargs: Any) -> Callable[[Path], di
     def rescore(weights_path: Path) -> dict[str, Any]:
         spec: dict[str, Any] = dict.fromkeys(_SLOT.values())
         spec[_SLOT[name]] = weights_path
-        if name == "colorizer":
-            kwargs["cases"] = ("L",)  # the gate reads the colorize protocol (case L) only; rows do not depend on others
-        report = evaluate_models(**spec, **{**kwargs, "horseshoe": False, "sky_gap": False, "linear_fit": False,
+        only = {"cases": ("L",)} if name == "colorizer" else {}  # the gate reads the colorize protocol (case L) only
+        report = evaluate_models(**spec, **{**kwargs, **only, "horseshoe": False, "sky_gap": False, "linear_fit": False,
                                             "output_dir": None})
         return report.metrics_for(name)
 

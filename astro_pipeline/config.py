@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field, field_validator, model_validator
 from pydantic_settings import (
@@ -139,7 +139,8 @@ class Settings(BaseSettings):
     # --- inference -------------------------------------------------------------------------------
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     precision: str = "auto"  # auto | fp32 | bf16 | fp16
-    batch_size: int = 16
+    batch_size: int | Literal["auto"] = "auto"  # auto: calibrated once per machine (cache_dir/engine-calibration.json)
+    memory_format: Literal["auto", "contiguous", "channels_last"] = "auto"
     compile: bool = False
 
     # --- operations ------------------------------------------------------------------------------

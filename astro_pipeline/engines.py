@@ -113,6 +113,7 @@ def load_engine(name_or_path: str | Path, *, task: str, settings: Settings, tile
 
     Raises ``WeightsError`` (missing or malformed weights) or :class:`TaskMismatchError`.
     """
+    from astro_pipeline.engine_tuning import CALIBRATION_FILE
     from astro_pipeline.inference import Engine
     from astro_pipeline.models.registry import load_weights
 
@@ -120,6 +121,7 @@ def load_engine(name_or_path: str | Path, *, task: str, settings: Settings, tile
     if meta.task != task:
         raise TaskMismatchError(f"{name_or_path}: these are {meta.task!r} weights, not {task!r} weights")
     return Engine(model, meta, device=settings.device, precision=settings.precision, batch_size=settings.batch_size,
+                  memory_format=settings.memory_format, calibration_cache=Path(settings.cache_dir) / CALIBRATION_FILE,
                   compile=settings.compile, tile_size=tile_size)
 
 
@@ -145,8 +147,8 @@ def load_engines(operation: Operation, settings: Settings, *, colorizer: str | P
     engines: dict[str, Any] = {}
     for task in op.model_tasks:
         path = resolve_weights_path(chosen[task], weights_dir=settings.weights_dir)
-        key = (str(path), path.stat().st_mtime_ns, task, device, settings.precision, settings.batch_size, settings.compile, tile_size,
-               threading.get_ident())
+        key = (str(path), path.stat().st_mtime_ns, task, device, settings.precision, settings.batch_size,
+               settings.memory_format, settings.compile, tile_size, threading.get_ident())
         with _CACHE_LOCK:
             engine = _CACHE.get(key)
             if engine is None:

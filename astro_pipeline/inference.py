@@ -6,8 +6,11 @@ are cut lazily from the (possibly memory-mapped) input, run in batches under
 :class:`~astro_pipeline.tiles.StitchAccumulator` (which may write into a memmap).
 
 Precision "auto": CUDA -> bf16 autocast (fp16 on GPUs without bf16) with a NaN check and fp32
-fallback; CPU -> bf16 autocast + channels_last only where the CPU has bf16 instructions
-(AVX512-BF16 or AMX), else fp32. On CUDA out-of-memory the batch is halved and retried.
+fallback; CPU -> bf16 autocast only where the CPU has bf16 instructions (AVX512-BF16 or AMX),
+else fp32. Batch size and memory format "auto" are chosen per machine by a short calibration
+(:mod:`astro_pipeline.engine_tuning`, cached in a file): on a 2-core AVX2 CPU batch 1 in
+channels_last wins, because larger batches spill the 4x tail's activations out of L3. On CUDA
+out-of-memory the batch is halved and retried.
 
 The colorizer path keeps the input's own lightness: L* in, predicted chroma (a*, b*) out,
 recombined with the original L* and mapped into the sRGB gamut by reducing chroma only.
@@ -21,12 +24,14 @@ import functools
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
+from astro_pipeline import engine_tuning
 from astro_pipeline.tiles import StitchAccumulator, TileGrid, release_rows
 
 __all__ = [
@@ -116,6 +121,7 @@ class EngineStats:
     precision: str = ""
     device: str = ""
     batch_size: int = 0
+    memory_format: str = ""
     fallbacks: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
@@ -127,6 +133,7 @@ class EngineStats:
             "precision": self.precision,
             "device": self.device,
             "batch_size": self.batch_size,
+            "memory_format": self.memory_format,
             "fallbacks": list(self.fallbacks),
         }
 
@@ -136,7 +143,9 @@ class Engine:
 
     ``meta`` is the model's :class:`~astro_pipeline.models.registry.WeightsMeta` (task, tile size,
     scale). ``run`` takes ``(H, W[, C])`` float32 and returns ``(H*s, W*s, C_out)`` float32.
-    Not thread-safe: use one Engine per thread or process.
+    ``batch_size`` and ``memory_format`` ("contiguous" | "channels_last") may be "auto": timed on
+    this machine once (see :mod:`astro_pipeline.engine_tuning`), remembered in
+    ``calibration_cache`` (a JSON file) when given. Not thread-safe: use one Engine per thread.
     """
 
     def __init__(
@@ -146,18 +155,26 @@ class Engine:
         *,
         device: str | torch.device = "auto",
         precision: str = "auto",
-        batch_size: int = 16,
+        batch_size: int | str = "auto",
+        memory_format: str = "auto",
+        calibration_cache: str | Path | None = None,
         compile: bool = False,
         tile_size: int | None = None,
         overlap: int | None = None,
         pad_mode: str = "reflect",
     ) -> None:
-        if batch_size < 1:
+        auto_batch = isinstance(batch_size, str)
+        if auto_batch and str(batch_size).strip().lower() != "auto":
+            raise ValueError(f"batch_size must be a positive integer or 'auto', got {batch_size!r}")
+        if not auto_batch and int(batch_size) < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        mf = (memory_format or "auto").strip().lower()
+        if mf not in ("auto", *engine_tuning.MEMORY_FORMATS):
+            raise ValueError(f"memory_format must be auto, contiguous or channels_last, got {memory_format!r}")
         self.meta = meta
         self.device = resolve_device(device)
         self.precision = resolve_precision(precision, self.device)
-        self.batch_size = int(batch_size)
+        self.batch_size = 0 if auto_batch else int(batch_size)
         self.tile_size = int(tile_size or meta.tile_size)
         if self.tile_size < 4:
             raise ValueError(f"tile size must be >= 4, got {self.tile_size}")
@@ -168,9 +185,18 @@ class Engine:
         self.in_channels = int(kwargs.get("in_channels", 1 if meta.task == "colorize" else 3))
         model = model.to(self.device).eval()
         model.requires_grad_(False)
-        self.channels_last = self.precision != "fp32"
-        if self.channels_last:
-            model = model.to(memory_format=torch.channels_last)
+        self.choice: engine_tuning.EngineChoice | None = None
+        if auto_batch:
+            self.choice = engine_tuning.choose(
+                model, in_channels=self.in_channels, tile=self.tile_size, device=self.device, precision=self.precision,
+                batches=engine_tuning.candidate_batches(self.device),
+                formats=engine_tuning.MEMORY_FORMATS if mf == "auto" else (mf,), cache=calibration_cache)
+            self.batch_size, mf = self.choice.batch_size, self.choice.memory_format
+        elif mf == "auto":
+            mf = engine_tuning.default_memory_format(self.device, self.precision)
+        self.memory_format = mf
+        self.channels_last = mf == "channels_last"
+        model = model.to(memory_format=torch.channels_last if self.channels_last else torch.contiguous_format)
         self.model = model
         self.forward: Callable[[torch.Tensor], torch.Tensor] = model
         self.compiled = False
@@ -181,7 +207,11 @@ class Engine:
                 self.compiled = True
             except Exception as exc:  # compile is an optimisation; never fail the run for it
                 self.notes.append(f"torch.compile unavailable: {exc}")
-        self.stats = EngineStats(precision=self.precision, device=str(self.device), batch_size=self.batch_size)
+        self.stats = self._new_stats()
+
+    def _new_stats(self) -> EngineStats:
+        return EngineStats(precision=self.precision, device=str(self.device), batch_size=self.batch_size,
+                           memory_format=self.memory_format)
 
     # ------------------------------------------------------------------------------------------
     def describe(self) -> dict[str, Any]:
@@ -190,6 +220,10 @@ class Engine:
             "device": str(self.device),
             "precision": self.precision,
             "batch_size": self.batch_size,
+            "memory_format": self.memory_format,
+            "calibration": None if self.choice is None else {
+                "source": self.choice.source, "choice": self.choice.label(),
+                "tiles_per_s": {k: round(v, 2) for k, v in self.choice.tiles_per_s.items()}},
             "tile_size": self.tile_size,
             "overlap": self.overlap,
             "scale": self.scale,
@@ -210,10 +244,9 @@ class Engine:
         return self._forward_plain(x, precision)
 
     def _forward_plain(self, x: torch.Tensor, precision: str) -> torch.Tensor:
+        x = x.contiguous(memory_format=torch.channels_last if self.channels_last else torch.contiguous_format)
         if precision == "fp32":
-            return self.forward(x.contiguous()).float()
-        if self.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
+            return self.forward(x).float()
         with torch.autocast(device_type=self.device.type, dtype=_DTYPES[precision]):
             y = self.forward(x)
         return y.float()
@@ -283,7 +316,7 @@ class Engine:
         if sorted(indices) != list(range(len(grid))):
             raise ValueError("order must be a permutation of the tile indices")
         acc: StitchAccumulator | None = None
-        stats = self.stats = EngineStats(precision=self.precision, device=str(self.device), batch_size=self.batch_size)
+        stats = self.stats = self._new_stats()
         # input rows above every remaining tile are never read again: a memmapped input lets them go
         ys = [grid.tile_at(i).y0 for i in indices]
         rest_min = np.minimum.accumulate(np.asarray(ys[::-1] or [0]))[::-1]

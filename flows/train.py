@@ -46,12 +46,22 @@ def evaluate_task(result: Any, sources: list[str], output_dir: str, crop: int) -
 
 
 @task(name="promote", cache_policy=NO_CACHE)
-def promote_task(result: Any, report: Any) -> Any:
-    """The promotion gate: install the candidate only if its primary metric improves."""
+def promote_task(result: Any, report: Any, sources: list[str]) -> Any:
+    """The promotion gate: install the candidate only if its primary metric improves (installed
+    weights scored on other crops are re-scored on the candidate's)."""
+    from astro_pipeline.training.evaluate import installed_rescorer
     from astro_pipeline.training.promote import promote_candidate
 
-    return promote_candidate(result.weights_path, name=result.model, metrics=report.metrics_for(result.model),
-                             targets=report.targets, notes=result.notes)
+    metrics = report.metrics_for(result.model)
+    if result.model in ("superres", "superres-gan"):  # the science gate needs the source-level evaluation
+        from astro_pipeline.config import get_settings
+        from astro_pipeline.training.source_eval import candidate_source_metrics
+
+        metrics |= candidate_source_metrics(result.model, result.weights_path, cache_dir=get_settings().cache_dir)
+    rescore = installed_rescorer(result.model, sources=list(sources), crop=report.crop, per_image=report.per_image,
+                                 seed=report.seed, val_fraction=report.val_fraction)
+    return promote_candidate(result.weights_path, name=result.model, metrics=metrics,
+                             targets=report.targets, notes=result.notes, rescore=rescore)
 
 
 @flow(name="train-models", log_prints=True)
@@ -90,7 +100,7 @@ def train_models(
             rows.extend({"model": name, **{k: v for k, v in r.items() if not isinstance(v, dict | list)}}
                         for r in report.table)
             if promote:
-                decision = promote_task(result, report)
+                decision = promote_task(result, report, srcs)
                 entry["promoted"] = bool(decision.promote)
                 decisions.append(f"- **{name}**: {'promoted' if decision.promote else 'kept current'}: "
                                  f"{decision.reason}")

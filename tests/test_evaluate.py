@@ -5,12 +5,14 @@ from __future__ import annotations
 import csv
 import json
 
+import numpy as np
 import pytest
 import torch
 from model_helpers import random_weights
 
 from astro_pipeline.models.registry import load_weights, read_meta, save_weights
 from astro_pipeline.training import metrics as M
+from astro_pipeline.training import source_eval as se
 from astro_pipeline.training.evaluate import evaluate_models, horseshoe_check
 from astro_pipeline.training.promote import gate, promote_candidate
 from test_training import make_folder
@@ -127,6 +129,55 @@ def test_promote_candidate_installs_and_writes_card(tmp_path):
     assert loaded(torch.rand(1, 3, 8, 8)).shape == (1, 3, 32, 32)
 
 
+def _bicubic_like(seed: int, *, bias: float = 0.0):
+    """Tiny SRResNet whose learned residual is zero (output = its global bicubic skip), plus ``bias``."""
+    model, meta = random_weights("superres", seed=seed)
+    with torch.no_grad():
+        last = model.tail[-1]
+        last.weight.zero_()
+        last.bias.fill_(bias)
+    meta.name = "superres"
+    return model, meta
+
+
+def test_promotion_rescores_installed_weights_on_the_candidates_crops(folder, tmp_path):
+    """Installed weights whose stored metrics come from another crop set (the old 30 crops) are
+    re-scored on the candidate's crops before the gate compares them; never compared as stored."""
+    from astro_pipeline.training.evaluate import installed_rescorer
+
+    on_crops = {"sources": [f"folder:{folder}"], "crop": 64, "val_fraction": 0.5, "use_lpips": False}
+    wdir = tmp_path / "weights"
+    worse, wmeta = _bicubic_like(1, bias=0.15)  # installed: bicubic made brighter, clearly worse
+    wmeta.metrics = {"eval_crops": 30, "sr-clean": {"psnr_rgb": 99.0}, "sr-clean:baseline-bicubic": {"psnr_rgb": 98.0}}
+    save_weights(worse, wdir / "superres.safetensors", wmeta)  # flattering figures from another crop set
+    cand_model, cmeta = _bicubic_like(2)
+    cand = save_weights(cand_model, tmp_path / "cand.safetensors", cmeta)
+    rep = evaluate_models(colorizer=None, superres=cand, superres_gan=None, horseshoe=False, **on_crops)
+    metrics = rep.metrics_for("superres")
+    assert metrics["eval_set"] == rep.eval_set and rep.eval_set.startswith(f"{rep.n_crops}x64px:")
+    # the science gate's evidence: the candidate beside bicubic on the same injected frames (a real, small run)
+    rng = np.random.default_rng(1)
+    sky = (rng.normal(0, 1, (256, 256)) + np.linspace(0, 2, 256)[None, :]).astype(np.float32)
+    frame = se.frame_from_array(sky, name="noise field", pixel_scale=0.05, psf=se.MoffatPSF(fwhm=2.4, beta=3.0, source="test"))
+    metrics |= se.candidate_source_metrics("superres", cand, frames=[frame], config=se.SourceEvalConfig(per_bin=3, realisations=2, seed=3))
+
+    refused = promote_candidate(cand, name="superres", metrics=metrics, weights_dir=wdir)  # no way to re-score: not compared
+    assert not refused.promote and "another validation set" in refused.reason and "99" not in refused.reason
+    assert read_meta(wdir / "superres.safetensors").metrics["sr-clean"]["psnr_rgb"] == 99.0
+
+    d = promote_candidate(cand, name="superres", metrics=metrics, weights_dir=wdir,
+                          rescore=installed_rescorer("superres", **on_crops))
+    assert d.current_rescored and d.current["eval_set"] == metrics["eval_set"]
+    assert d.current["sr-clean"]["psnr_rgb"] < metrics["sr-clean"]["psnr_rgb"] - 1.0  # the real figure on these crops
+    assert d.promote, d.reason
+    assert d.science is not None and d.science.passed, d.science  # bicubic-like: the science gate passes on its frames
+    assert read_meta(wdir / "superres.safetensors").metrics["eval_set"] == metrics["eval_set"]
+    assert "re-scored on the candidate's crops" in (wdir / "superres.md").read_text()
+    same = promote_candidate(cand, name="superres", metrics=metrics, weights_dir=wdir,  # same set now: stored figures used
+                             rescore=lambda p: pytest.fail("re-scored although the crop sets match"))
+    assert not same.promote and not same.current_rescored and "does not improve" in same.reason
+
+
 def test_cli_train_then_evaluate_tiny(folder, tmp_path):
     from typer.testing import CliRunner
 
@@ -136,7 +187,7 @@ def test_cli_train_then_evaluate_tiny(folder, tmp_path):
                          "checkpoint_every": 2, "log_every": 1, "val_fraction": 0.5})
     res = CliRunner().invoke(app, ["train", "--model", "superres", "--steps", "2", "--source", f"folder:{folder}",
                                    "--output", str(tmp_path), "--recipe-json", recipe, "--threads", "1", "--eval-crop", "64",
-                                   "--promote"], env={"ASTRO_PIPELINE_WEIGHTS_DIR": str(tmp_path / "w")})
+                                   "--promote", "--no-sources"], env={"ASTRO_PIPELINE_WEIGHTS_DIR": str(tmp_path / "w")})
     assert res.exit_code == 0, res.output
     assert (tmp_path / "superres" / "superres.safetensors").is_file()
     assert (tmp_path / "superres" / "evaluation" / "report.md").is_file()

@@ -175,7 +175,7 @@ _COMMON: list[tuple[str, Any, Any]] = [  # (parameter, annotation, typer default
                                           show_default=False)),
     ("output", Path, typer.Option(..., "--output", "-o", help="Output directory (products and manifests).")),
     ("device", str | None, typer.Option(None, "--device", help="auto | cpu | cuda | cuda:N (default: settings, auto).")),
-    ("batch_size", int | None, typer.Option(None, "--batch-size", min=1, help="Tiles per batch (default: settings, 16).")),
+    ("batch_size", int | None, typer.Option(None, "--batch-size", min=1, help="Tiles per batch (default: settings, 'auto' = calibrated once per machine).")),
     ("tile_size", int | None, typer.Option(None, "--tile-size", min=8,
                                            help="Tile side in input pixels (default: the weights' metadata).")),
     ("precision", str | None, typer.Option(None, "--precision", help="auto | fp32 | bf16 | fp16 (default: settings, auto).")),

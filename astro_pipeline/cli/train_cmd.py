@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -27,6 +28,7 @@ def train(
     evaluate: bool = typer.Option(True, "--evaluate/--no-evaluate", help="Evaluate the candidate afterwards."),
     eval_crop: int = typer.Option(256, "--eval-crop", help="Validation crop size (truth px)."),
     promote: bool = typer.Option(False, "--promote/--no-promote", help="Run the promotion gate into weights/ (writes the model card)."),
+    sources: bool = typer.Option(True, "--sources/--no-sources", help="SR: run the source-level evaluation for the science gate before promoting (minutes; without it a default SR model cannot replace installed weights)."),
 ) -> None:
     """Train one model from colour images (resumable; a killed run continues from its checkpoint)."""
     from astro_pipeline.cli._common import console
@@ -52,13 +54,13 @@ def train(
     console.print(f"{result.model}: {result.steps} steps ({result.precision}), candidate {result.weights_path}")
     if not evaluate:
         return
-    from astro_pipeline.training.evaluate import evaluate_models
+    from astro_pipeline.training.evaluate import evaluate_models, installed_rescorer
 
     spec = {"colorizer": None, "superres": None, "superres-gan": None}
     spec[result.model] = result.weights_path
+    on_crops = {"sources": list(source), "crop": eval_crop, "val_fraction": overrides.get("val_fraction", 0.12)}
     report = evaluate_models(colorizer=spec["colorizer"], superres=spec["superres"], superres_gan=spec["superres-gan"],
-                             sources=list(source), output_dir=output / result.model / "evaluation",
-                             crop=eval_crop, val_fraction=overrides.get("val_fraction", 0.12),
+                             **on_crops, output_dir=output / result.model / "evaluation",
                              cases=("L", "B", "G", "R"),  # where the L -> ab colorizer applies
                              log_dirs={result.model: result.weights_path.parent})
     for row in report.table:
@@ -66,8 +68,15 @@ def train(
     if promote:
         from astro_pipeline.training.promote import promote_candidate
 
-        decision = promote_candidate(result.weights_path, name=result.model, metrics=report.metrics_for(result.model),
-                                     targets=report.targets, notes=result.notes)
+        metrics = report.metrics_for(result.model)
+        if sources and result.model in ("superres", "superres-gan"):  # the science gate needs the source-level evaluation
+            from astro_pipeline.config import get_settings
+            from astro_pipeline.training.source_eval import candidate_source_metrics
+
+            metrics |= candidate_source_metrics(result.model, result.weights_path, cache_dir=get_settings().cache_dir)
+        decision = promote_candidate(result.weights_path, name=result.model, metrics=metrics,
+                                     targets=report.targets, notes=result.notes,
+                                     rescore=installed_rescorer(result.model, **on_crops))  # installed weights on these crops
         console.print(f"promotion: {'PROMOTED' if decision.promote else 'kept current'} - {decision.reason}")
 
 
@@ -88,7 +97,11 @@ def evaluate_cmd(
     val_fraction: float = typer.Option(0.12, "--val-fraction", help="Share of releases held out (keep 0.12: the split the shipped weights trained with)."),
     notes: Path | None = typer.Option(None, "--notes", help="Text file of report notes (training runs, gaps), one per paragraph."),
     rerender: bool = typer.Option(False, "--rerender", help="Only rewrite report.md/csv/json from OUTPUT/report.json (e.g. new --notes); no evaluation."),
+    sources_only: bool = typer.Option(False, "--sources-only", help="Run only the source-level SR evaluation and put its section into OUTPUT/report.json (the rest re-rendered from it)."),
     threads: int | None = typer.Option(None, "--threads"),
+    sources: bool = typer.Option(True, "--sources/--no-sources", help="Source-level SR evaluation (injected point sources) and the science gate."),
+    realisations: int | None = typer.Option(None, "--realisations", min=1, help="Source-level realisations (default: the fixed protocol's 5)."),
+    record_cards: bool = typer.Option(False, "--record-cards/--no-record-cards", help="Write the science-gate verdict into weights/<model>.md of the evaluated weights names."),
 ) -> None:
     """Evaluate models against baselines on held-out releases and write the report."""
     import time
@@ -112,7 +125,8 @@ def evaluate_cmd(
         except OSError as exc:
             console.print(f"[red]error:[/red] {notes}: cannot read notes ({exc.strerror or exc})")
             raise typer.Exit(2) from exc
-    if rerender:
+    sr_models = {n: s for n, s in (("superres", superres), ("superres-gan", superres_gan)) if s}
+    if rerender or sources_only:
         from astro_pipeline.training.report import load_report, write_report
 
         try:
@@ -122,8 +136,13 @@ def evaluate_cmd(
             raise typer.Exit(2) from exc
         if notes is not None:
             report.notes = note_lines
+        if sources_only:
+            if not sr_models:
+                console.print("[red]error:[/red] --sources-only needs --superres and/or --superres-gan weights")
+                raise typer.Exit(2)
+            report.sources = _source_level(sr_models, output, realisations=realisations, record_cards=record_cards)
         write_report(report, output)
-        console.print(f"report: {output / 'report.md'} (re-rendered from report.json)")
+        console.print(f"report: {output / 'report.md'} ({'source level added' if sources_only else 're-rendered'} from report.json)")
         return
     t0 = time.perf_counter()
     try:
@@ -149,4 +168,35 @@ def evaluate_cmd(
             console.print(f"sky L* {r['set']:22s} median {r['sky_median']:.1f}  gap {r['sky_gap']:+.1f}  histogram EMD {r['hist_emd']:.1f}")
     for t in report.targets + report.colour_targets:
         console.print(f"target {t['model']}: {t['check']}: {t['value']:.4f} -> {'met' if t['met'] else 'NOT met'}")
+    if sources and sr_models:
+        from astro_pipeline.training.report import write_report
+
+        report.sources = _source_level(sr_models, output, realisations=realisations, record_cards=record_cards)
+        write_report(report, output)  # the report again, with its source-level section
     console.print(f"report: {output / 'report.md'} ({(time.perf_counter() - t0) / 60:.1f} min)")
+
+
+def _source_level(models: dict[str, str], output: Path, *, realisations: int | None, record_cards: bool) -> dict[str, Any]:
+    """Source-level evaluation of the SR weights and the science gate: ``sources.md/csv`` and the
+    figure under ``output`` (and the cards); returns the summary the report's section is made from."""
+    import dataclasses
+
+    from astro_pipeline.cli._common import console
+    from astro_pipeline.config import get_settings
+    from astro_pipeline.training import source_eval as se
+    from astro_pipeline.training.promote import record_science_gate, science_gate
+
+    cfg = se.SourceEvalConfig() if realisations is None else dataclasses.replace(se.SourceEvalConfig(), realisations=realisations)
+    settings = get_settings()
+    rep = se.evaluate_sources(models, config=cfg, cache_dir=settings.cache_dir, weights_dir=settings.weights_dir)
+    verdicts = {n: science_gate(rep.metrics_for(n)) for n in models}
+    files = se.write_source_report(rep, output, verdicts=verdicts)
+    for n, v in verdicts.items():
+        s = rep.summary(n)
+        console.print(f"sources {n:13s} false/arcmin2 {s['false_per_arcmin2']:.1f} (bicubic {rep.summary('bicubic')['false_per_arcmin2']:.1f})"
+                      f"  flux ratio {s['flux_ratio_median']:.3f}  -> {v.summary()}")
+        card = Path(settings.weights_dir) / f"{n}.md"
+        if record_cards and models[n] == n:  # a weights name, not a path: its card is the shipped one
+            record_science_gate(card, n, rep.metrics_for(n))
+            console.print(f"card: {card}")
+    return se.report_summary(rep, verdicts=verdicts, figure=files[-1].name)

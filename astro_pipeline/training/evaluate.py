@@ -58,6 +58,8 @@ __all__ = [
     "EvalReport",
     "ValidationSet",
     "evaluate_models",
+    "crop_set_fingerprint",
+    "installed_rescorer",
     "validation_set",
     "validation_crops",
     "training_crops",
@@ -158,6 +160,17 @@ def training_crops(sources: Sequence[str | Source], *, crop: int = 256, per_imag
         img = load_rgb_uint8(item.path, kind=item.kind)
         if min(img.shape[:2]) >= crop:
             yield from _crops_of(img, rng, crop, per_image)
+
+
+def crop_set_fingerprint(crops: torch.Tensor) -> str:
+    """A short digest of the validation crops themselves (8-bit, shape included): two evaluations
+    compare only when their fingerprints match (the promotion gate checks this)."""
+    import hashlib
+
+    q = (crops.clamp(0, 1) * 255 + 0.5).to(torch.uint8).contiguous().numpy()
+    h = hashlib.sha256(repr(tuple(q.shape)).encode())
+    h.update(q.tobytes())
+    return f"{len(q)}x{q.shape[-1]}px:{h.hexdigest()[:16]}"
 
 
 def _load(spec: ModelSpec) -> tuple[nn.Module, WeightsMeta] | None:
@@ -286,7 +299,8 @@ def evaluate_models(
         lp = LPIPS(*loaded) if loaded is not None else None
     col, sr, gan = _load(colorizer), _load(superres), _load(superres_gan)
     report = EvalReport(table=[], n_crops=len(truth), crop=crop, val_groups=sorted(set(crop_groups)), n_images=vs.n_images,
-                        per_image=per_image, seed=seed, n_boot=n_boot, val_fraction=val_fraction, notes=list(notes or []), machine=machine_description())
+                        per_image=per_image, seed=seed, n_boot=n_boot, val_fraction=val_fraction, notes=list(notes or []), machine=machine_description(),
+                        eval_set=crop_set_fingerprint(truth))
     for name, pair in (("colorizer", col), ("superres", sr), ("superres-gan", gan)):
         if pair is not None:
             held = pair[1].extra.get("val_groups")
@@ -381,6 +395,29 @@ def evaluate_models(
     if output_dir is not None:
         _write_outputs(report, Path(output_dir), sheet=sheet, case_columns=case_columns, truth=truth, log_dirs=log_dirs or {})
     return report
+
+
+#: evaluate_models' keyword for each weights name.
+_SLOT = {"colorizer": "colorizer", "superres": "superres", "superres-gan": "superres_gan"}
+
+
+def installed_rescorer(name: str, **evaluate_kwargs: Any) -> Callable[[Path], dict[str, Any]]:
+    """For the promotion gate: a function scoring installed weights of ``name`` with the same
+    ``evaluate_models`` arguments (so the same crops) as the candidate, returning
+    ``metrics_for(name)``. Only the protocols the gate reads run (no figures, Horseshoe, sky gap)."""
+    if name not in _SLOT:
+        raise ValueError(f"unknown model {name!r} (one of {', '.join(_SLOT)})")
+    kwargs = {k: v for k, v in evaluate_kwargs.items() if k not in ("output_dir", "log_dirs", "notes", "progress", *_SLOT.values())}
+
+    def rescore(weights_path: Path) -> dict[str, Any]:
+        spec: dict[str, Any] = dict.fromkeys(_SLOT.values())
+        spec[_SLOT[name]] = weights_path
+        only = {"cases": ("L",)} if name == "colorizer" else {}  # the gate reads the colorize protocol (case L) only
+        report = evaluate_models(**spec, **{**kwargs, **only, "horseshoe": False, "sky_gap": False, "linear_fit": False,
+                                            "output_dir": None})
+        return report.metrics_for(name)
+
+    return rescore
 
 
 def _case_file(name: str) -> str:

@@ -37,6 +37,7 @@ __all__ = [
     "section_horseshoe",
     "section_sky_gap",
     "section_super_resolution",
+    "section_sources",
     "section_targets",
     "section_notes",
     "section_figures",
@@ -77,6 +78,8 @@ class EvalReport:
     linear_fill: dict[str, Any] | None = None
     sky_gap: SkyGap | None = None
     sky_gap_summary: dict[str, Any] | None = None  # what the report shows of ``sky_gap`` (kept in report.json)
+    eval_set: str = ""  # fingerprint of the scored crops: metrics compare only on one set (promotion gate)
+    sources: dict[str, Any] | None = None  # the source-level run (``source_eval.report_summary``), if any
     figures: dict[str, str] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
     machine: str = ""
@@ -91,6 +94,8 @@ class EvalReport:
         the protocols its promotion gate reads (for a name the gate does not know: where it has rows)."""
         protos = _PROTOCOLS_OF.get(name) or tuple(dict.fromkeys(r["protocol"] for r in self.table if r["method"] == name))
         out: dict[str, Any] = {"eval_crops": self.n_crops}
+        if self.eval_set:
+            out["eval_set"] = self.eval_set
         for r in self.table:
             if r["protocol"] not in protos:
                 continue
@@ -313,6 +318,15 @@ def section_super_resolution(report: EvalReport) -> list[str]:
     return lines
 
 
+def section_sources(report: EvalReport) -> list[str]:
+    """The source-level SR evaluation (issue 19) and the science gate, when it ran."""
+    if not report.sources:
+        return []
+    from astro_pipeline.training.source_eval import summary_section
+
+    return summary_section(report.sources)
+
+
 def section_targets(report: EvalReport) -> list[str]:
     if not report.targets:
         return []
@@ -350,7 +364,7 @@ def section_figures(report: EvalReport) -> list[str]:
 #: The report, in order.
 SECTIONS: list[Section] = [
     section_header, section_models, section_colour_accuracy, section_colour_palette, section_colour_targets,
-    section_horseshoe, section_sky_gap, section_super_resolution, section_targets, section_notes, section_figures,
+    section_horseshoe, section_sky_gap, section_super_resolution, section_sources, section_targets, section_notes, section_figures,
 ]
 
 
@@ -373,7 +387,8 @@ def _csv(report: EvalReport) -> str:
 
 
 _JSON_FIELDS = ("n_crops", "crop", "per_image", "seed", "val_fraction", "val_groups", "n_images", "n_boot", "models", "table",
-                "kid_truth_split", "kid_halves", "linear_fill", "targets", "colour_targets", "timings", "machine", "figures", "notes")
+                "kid_truth_split", "kid_halves", "linear_fill", "targets", "colour_targets", "timings", "machine", "figures", "notes",
+                "eval_set", "sources")
 
 
 def _json(report: EvalReport) -> str:

@@ -10,7 +10,7 @@ import pytest
 from astropy.io import fits
 from PIL import Image
 
-from astro_pipeline.config import DEFAULT_MAX_IMAGE_PIXELS
+from astro_pipeline.memory import default_pixel_limit
 from astro_pipeline.filters import Slot, filter_info, parse_filter, pivot_wavelength_nm, slot_of, wavelength_order
 
 # (filter, instrument, pivot nm, slot): ACS/WFC, WFC3/UVIS, WFC3/IR, WFPC2, narrow bands, exceptions
@@ -99,12 +99,12 @@ def test_lupton_composites_order_infrared_by_the_rule(tmp_path):
     for i, (filt, inst) in enumerate((("F160W", "WFC3"), ("F606W", "ACS"), ("F814W", "ACS"))):
         img = 1.0 + 300.0 * np.exp(-((xx - (8 + 8 * i)) ** 2 + (yy - 16) ** 2) / 4.0)  # one source per filter
         f = _frame_file(tmp_path / f"goods_{filt.lower()}_drz.fits", filt, img, inst)
-        fr = read_frames(f, max_image_pixels=DEFAULT_MAX_IMAGE_PIXELS)[0]
+        fr = read_frames(f, max_image_pixels=default_pixel_limit())[0]
         prods.append(Product(run_id=None, source_path=str(f), source_sha256=fr.source_sha256, hdu=fr.hdu, plane=None,
                              frame_key=fr.key, operation=Operation.COLORIZE, status=ProductStatus.OK,
                              provenance=dict(fr.provenance), files={"fits": ProductFile(path=f, sha256=fr.source_sha256)}))
     (written,) = write_lupton_composites(prods, output_dir=tmp_path / "out", input_root=tmp_path,
-                                         max_image_pixels=DEFAULT_MAX_IMAGE_PIXELS)
+                                         max_image_pixels=default_pixel_limit())
     assert written.filters == {"R": "F160W", "G": "F814W", "B": "F606W"}
     assert written.file.path.name == "GOODS-N_f606w_f814w_f160w_lupton.png"
     im = Image.open(written.file.path)

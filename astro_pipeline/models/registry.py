@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from astro_pipeline.fileio import atomic_write, sha256_file
+from astro_pipeline.models.bandcolor import BandColorizer, PlaneDiscriminator
 from astro_pipeline.models.colorizer import PatchDiscriminator, UNetColorizer
 from astro_pipeline.models.superres import SRDiscriminator, SRResNet
 
@@ -36,8 +37,10 @@ __all__ = [
 
 #: Architecture name -> class. A new network is one new module plus one entry here.
 ARCHITECTURES: dict[str, type[nn.Module]] = {
-    "UNetColorizer": UNetColorizer,
+    "UNetColorizer": UNetColorizer,  # the first colorizer: catalog records name it, so it stays loadable
     "PatchDiscriminator": PatchDiscriminator,
+    "BandColorizer": BandColorizer,
+    "PlaneDiscriminator": PlaneDiscriminator,
     "SRResNet": SRResNet,
     "SRDiscriminator": SRDiscriminator,
 }
@@ -67,7 +70,7 @@ class WeightsMeta:
     arch: str
     kwargs: dict[str, Any]
     task: str  # "colorize" | "superres"
-    color_space: str  # "lab" (L/50-1 -> ab/110) | "srgb" (display values in [0, 1])
+    color_space: str  # "lab" (L/50-1 -> ab/110) | "srgb" (display values in [0, 1]) | "bands+lab" (BandColorizer)
     tile_size: int  # input pixels per tile side
     scale: int  # 1 (colorize) or 4 (superres)
     training_data_hash: str = ""

@@ -11,6 +11,7 @@ import numpy as np
 
 __all__ = [
     "D65_WHITE",
+    "grey_from_lightness",
     "lab_to_srgb",
     "lightness",
     "lightness_from_grey",
@@ -106,3 +107,10 @@ def lightness_from_grey(grey: np.ndarray) -> np.ndarray:
     g, dt = _float(grey)
     y = srgb_to_linear(g) * _XYZ_FROM_RGB[1].sum()
     return (116.0 * _f(y) - 16.0).astype(dt, copy=False)
+
+
+def grey_from_lightness(lightness_star: np.ndarray) -> np.ndarray:
+    """The sRGB-encoded grey in [0, 1] whose CIE L* is ``lightness_star`` (inverse of :func:`lightness_from_grey`)."""
+    L, dt = _float(lightness_star)
+    y = _finv((np.clip(L, 0.0, 100.0) + 16.0) / 116.0) / _XYZ_FROM_RGB[1].sum()
+    return np.clip(linear_to_srgb(np.clip(y, 0.0, 1.0)), 0.0, 1.0).astype(dt, copy=False)

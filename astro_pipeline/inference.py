@@ -15,6 +15,12 @@ out-of-memory the batch is halved and retried.
 The colorizer path keeps the input's own lightness: L* in, predicted chroma (a*, b*) out,
 recombined with the original L* and mapped into the sRGB gamut by reducing chroma only.
 
+Frame-level context (a small, general hook): a model with a ``frame_context(view, **frame_inputs)``
+method gets it called once per :meth:`Engine.run`, on a block-averaged view of the whole frame
+(long side at most ``model.context_side``), and the result goes to every tile's forward as
+``context=``, beside the per-frame ``frame_inputs`` (for example a band mask). Tiles of one frame
+then share one palette instead of each guessing its own.
+
 No astropy here (the benchmark imports this module on bare machines).
 """
 
@@ -22,7 +28,7 @@ from __future__ import annotations
 
 import functools
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,9 +44,13 @@ __all__ = [
     "Engine",
     "EngineStats",
     "colorize_display",
+    "band_model_lightness_input",
     "colorize_lightness",
+    "is_band_model",
     "cpu_supports_bf16",
+    "complete_bands",
     "default_overlap",
+    "frame_view",
     "lab_to_srgb_keep_lightness",
     "resolve_device",
     "resolve_precision",
@@ -182,7 +192,7 @@ class Engine:
         self.pad_mode = pad_mode
         self.scale = int(getattr(meta, "scale", 1) or 1)
         kwargs = dict(getattr(meta, "kwargs", {}) or {})
-        self.in_channels = int(kwargs.get("in_channels", 1 if meta.task == "colorize" else 3))
+        self.in_channels = int(getattr(model, "in_channels", 0) or kwargs.get("in_channels", 1 if meta.task == "colorize" else 3))
         model = model.to(self.device).eval()
         model.requires_grad_(False)
         self.choice: engine_tuning.EngineChoice | None = None
@@ -208,6 +218,7 @@ class Engine:
             except Exception as exc:  # compile is an optimisation; never fail the run for it
                 self.notes.append(f"torch.compile unavailable: {exc}")
         self.stats = self._new_stats()
+        self._extras: dict[str, torch.Tensor] = {}
 
     def _new_stats(self) -> EngineStats:
         return EngineStats(precision=self.precision, device=str(self.device), batch_size=self.batch_size,
@@ -244,12 +255,25 @@ class Engine:
         return self._forward_plain(x, precision)
 
     def _forward_plain(self, x: torch.Tensor, precision: str) -> torch.Tensor:
+        extras = self._extras
         x = x.contiguous(memory_format=torch.channels_last if self.channels_last else torch.contiguous_format)
         if precision == "fp32":
-            return self.forward(x).float()
+            return self.forward(x, **extras).float()
         with torch.autocast(device_type=self.device.type, dtype=_DTYPES[precision]):
-            y = self.forward(x)
+            y = self.forward(x, **extras)
         return y.float()
+
+    def _frame_extras(self, image: np.ndarray, frame_inputs: Mapping[str, Any] | None) -> dict[str, torch.Tensor]:
+        """Per-frame keyword inputs of every tile's forward: ``frame_inputs`` and, for a model with a
+        ``frame_context`` method, the context it computes once from a downsampled view of the frame."""
+        extras = {k: torch.as_tensor(np.asarray(v, dtype=np.float32))[None].to(self.device) for k, v in (frame_inputs or {}).items()}
+        context_fn = getattr(self.model, "frame_context", None)
+        if context_fn is not None:
+            view = frame_view(image, max_side=int(getattr(self.model, "context_side", 512)))
+            v = self._prepare(view)[None].astype(np.float32, copy=False)
+            with torch.inference_mode():
+                extras["context"] = context_fn(torch.from_numpy(v).to(self.device), **extras).float()
+        return extras
 
     def _forward_checked(self, x: torch.Tensor) -> torch.Tensor:
         """Forward at the engine's precision; non-finite output from finite input -> fp32 from now on."""
@@ -301,11 +325,13 @@ class Engine:
         *,
         out: np.ndarray | None = None,
         order: Sequence[int] | None = None,
+        frame_inputs: Mapping[str, Any] | None = None,
     ) -> np.ndarray:
         """Run the model over ``image`` (H, W[, C]) and return the stitched (H*s, W*s, C_out) float32.
 
         ``out`` may be a preallocated array or memmap of that shape; ``order`` a permutation of
-        tile indices (the result does not depend on it).
+        tile indices (the result does not depend on it);
+        ``frame_inputs`` are per-frame arrays passed (with a batch axis of 1) to every forward.
         """
         if image.ndim not in (2, 3) or image.shape[0] < 1 or image.shape[1] < 1:
             raise ValueError(f"expected an (H, W) or (H, W, C) image, got shape {image.shape}")
@@ -317,6 +343,7 @@ class Engine:
             raise ValueError("order must be a permutation of the tile indices")
         acc: StitchAccumulator | None = None
         stats = self.stats = self._new_stats()
+        self._extras = self._frame_extras(image, frame_inputs)
         # input rows above every remaining tile are never read again: a memmapped input lets them go
         ys = [grid.tile_at(i).y0 for i in indices]
         rest_min = np.minimum.accumulate(np.asarray(ys[::-1] or [0]))[::-1]
@@ -343,6 +370,7 @@ class Engine:
         stats.seconds = time.perf_counter() - t0
         stats.precision = self.precision
         stats.fallbacks.extend(self.notes)
+        self._extras = {}
         return res
 
 
@@ -400,26 +428,88 @@ def lab_to_srgb_keep_lightness(lightness: np.ndarray, ab: np.ndarray, *, rows_pe
     return out
 
 
+def is_band_model(engine: Engine) -> bool:
+    """True for a band-aware colour model (bands or lightness in, frame context), False for an L -> ab colorizer."""
+    return getattr(engine.model, "frame_context", None) is not None and engine.in_channels == 4
+
+
 def colorize_lightness(engine: Engine, lightness: np.ndarray) -> np.ndarray:
     """L* (H, W) in [0, 100] -> sRGB (H, W, 3) float32 in [0, 1] with exactly that L*."""
     if lightness.ndim != 2:
         raise ValueError(f"expected an (H, W) lightness map, got shape {lightness.shape}")
     if engine.scale != 1:
         raise ValueError("the colorizer must keep the image size (scale 1)")
-    lnorm = (np.asarray(lightness, dtype=np.float32) / np.float32(50.0)) - np.float32(1.0)
-    ab = engine.run(lnorm)
+    if is_band_model(engine):
+        ab = engine.run(band_model_lightness_input(engine, lightness), frame_inputs={"mask": np.zeros(3, np.float32)})
+    else:
+        lnorm = (np.asarray(lightness, dtype=np.float32) / np.float32(50.0)) - np.float32(1.0)
+        ab = engine.run(lnorm)
     if ab.shape[-1] != 2:
         raise ValueError(f"colorizer returned {ab.shape[-1]} channels, expected 2 (a*, b*)")
     ab *= np.float32(110.0)
     return lab_to_srgb_keep_lightness(lightness, ab)
 
 
-def colorize_display(engine: Engine, grey: np.ndarray) -> np.ndarray:
-    """Grey display values (H, W) in [0, 1] -> sRGB (H, W, 3) whose L* is the grey's own L*."""
-    from astro_pipeline.color import lightness_from_grey
+def band_model_lightness_input(engine: Engine, lightness: np.ndarray) -> np.ndarray:
+    """The grey a band model sees for lightness alone: the product's L* with its sky moved to the
+    training images' sky L* (recorded in the weights as ``extra.sky_lightness``), as display grey.
 
-    g = np.clip(np.asarray(grey, dtype=np.float32), 0.0, 1.0)
-    return colorize_lightness(engine, lightness_from_grey(g))
+    Only the model input changes; the product is recombined with its own L*.
+    """
+    from astro_pipeline.color import grey_from_lightness
+    from astro_pipeline.sky_level import prepare_model_lightness
+
+    target = (getattr(engine.meta, "extra", None) or {}).get("sky_lightness")
+    L = prepare_model_lightness(lightness, target=None if target is None else float(target))
+    return grey_from_lightness(L).astype(np.float32, copy=False)
+
+
+def complete_bands(engine: Engine, bands: np.ndarray, present: Sequence[bool]) -> np.ndarray:
+    """Band completion: (H, W, 3) display values in R, G, B slot order with ``present`` (3 flags) ->
+    (H, W, 3) float32 in [0, 1] whose given slots are exactly the input's and whose missing slots
+    the band model infers (in the frame's own context). Three given: returned as they are."""
+    arr = np.asarray(bands, dtype=np.float32)
+    if arr.ndim != 3 or arr.shape[-1] != 3:
+        raise ValueError(f"expected (H, W, 3) bands in R, G, B slot order, got shape {arr.shape}")
+    mask = np.asarray([bool(p) for p in present], dtype=np.float32)
+    if mask.shape != (3,):
+        raise ValueError(f"present must name three slots (R, G, B), got {present!r}")
+    if mask.sum() == 0:
+        raise ValueError("no band given: use colorize_lightness for lightness alone")
+    if mask.sum() == 3:
+        return np.clip(arr, 0.0, 1.0)
+    if not is_band_model(engine):
+        raise ValueError("band completion needs a band-aware colour model (BandColorizer weights)")
+    planes = np.zeros(arr.shape[:2] + (4,), dtype=np.float32)
+    planes[..., :3] = np.clip(arr, 0.0, 1.0) * mask
+    out = engine.run(planes, frame_inputs={"mask": mask})
+    if out.shape[-1] != 3:
+        raise ValueError(f"band model returned {out.shape[-1]} channels, expected 3")
+    np.clip(out, 0.0, 1.0, out=out)
+    given = mask > 0
+    out[..., given] = np.clip(arr[..., given], 0.0, 1.0)
+    return out
+
+
+def frame_view(image: np.ndarray, *, max_side: int = 512) -> np.ndarray:
+    """Block-mean view of a whole frame, (H, W[, C]) -> (h, w[, C]) float32 with max(h, w) <= max_side.
+
+    The factor is ``ceil(max(H, W) / max_side)``; rows and columns past the last whole block are
+    dropped. Reads the input in row bands, so a memory-mapped frame is never copied whole.
+    """
+    h, w = image.shape[:2]
+    f = max(1, int(np.ceil(max(h, w) / max_side)))
+    if f == 1:
+        return np.asarray(image, dtype=np.float32)
+    hh, ww = max(1, h // f), max(1, w // f)
+    rest = image.shape[2:]
+    out = np.empty((hh, ww) + rest, dtype=np.float32)
+    band = max(1, 4096 // f)
+    for r0 in range(0, hh, band):
+        r1 = min(hh, r0 + band)
+        block = np.asarray(image[r0 * f : r1 * f, : ww * f], dtype=np.float32)
+        out[r0:r1] = block.reshape((r1 - r0, f, ww, f) + rest).mean(axis=(1, 3))
+    return out
 
 
 def upscale_display(engine: Engine, image: np.ndarray, *, out: np.ndarray | None = None) -> np.ndarray:

@@ -1,0 +1,88 @@
+"""Sky level of display images, and matching it to what the colour model was trained on.
+
+The colour model learned from ESA/Hubble release JPEGs, whose skies are near black; the sweep's
+ZScale + asinh stretches of raw frames put the sky near a grey of 0.3. :func:`sky_lightness`
+measures the median CIE L* of the sky pixels (the 3-sigma-clipped background, as astropy's
+``sigma_clipped_stats`` computes it, numpy only so the engine needs no astropy), and
+:func:`match_sky_lightness` remaps a lightness map monotonically so that its sky sits at a target
+L* while black stays black and white stays white. Only the model's input is remapped; the product
+keeps its recorded stretch and its own L*.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["sigma_clipped_median", "sky_lightness", "sky_of_lightness", "match_sky_lightness", "lightness_of", "prepare_model_lightness"]
+
+_MAX_SAMPLES = 1 << 20
+
+
+def lightness_of(image: np.ndarray) -> np.ndarray:
+    """CIE L* (0..100) of a display image: (H, W) grey or (H, W, 3) sRGB in [0, 1] (or uint8)."""
+    from astro_pipeline.color import lightness, lightness_from_grey
+
+    arr = np.asarray(image)
+    x = arr.astype(np.float32) / 255.0 if arr.dtype == np.uint8 else np.clip(arr.astype(np.float32, copy=False), 0.0, 1.0)
+    return lightness(x) if x.ndim == 3 else lightness_from_grey(x)
+
+
+def sigma_clipped_median(values: np.ndarray, *, sigma: float = 3.0, maxiters: int = 5) -> float:
+    """Median of ``values`` after iterative clipping at ``sigma`` standard deviations about the median
+    (astropy ``sigma_clipped_stats`` defaults: median centre, population std, 5 iterations)."""
+    v = np.asarray(values, dtype=np.float64).ravel()
+    v = v[np.isfinite(v)]
+    if v.size == 0:
+        return float("nan")
+    for _ in range(maxiters):
+        med, std = np.median(v), v.std()
+        keep = np.abs(v - med) <= sigma * std
+        if keep.all() or not keep.any():
+            break
+        v = v[keep]
+    return float(np.median(v))
+
+
+def _sample(image: np.ndarray) -> np.ndarray:
+    """A deterministic, evenly strided subsample of at most ~1 M pixels."""
+    h, w = image.shape[:2]
+    step = max(1, int(np.ceil(np.sqrt(h * w / _MAX_SAMPLES))))
+    return np.asarray(image[::step, ::step])
+
+
+def sky_lightness(image: np.ndarray) -> float:
+    """Median L* of the sky (sigma-clipped background) of a display image; exact zeros are no-data."""
+    return sky_of_lightness(lightness_of(_sample(image)))
+
+
+def sky_of_lightness(lightness_star: np.ndarray) -> float:
+    """Median L* of the sky of an L* map, the sigma-clipped background of its non-zero pixels.
+
+    Exact zeros are left out as no-data: zero-weight borders of drizzled frames, masked pixels and
+    clipped black. Without that a mostly blank frame (or a JPEG with a clipped sky) reads as sky 0.
+    """
+    v = _sample(np.asarray(lightness_star))
+    v = v[v > 0]
+    return sigma_clipped_median(v) if v.size else float("nan")
+
+
+def match_sky_lightness(lightness_star: np.ndarray, *, sky: float, target: float) -> np.ndarray:
+    """Piecewise-linear monotone remap of L* sending ``sky`` to ``target``, 0 to 0 and 100 to 100."""
+    L = np.clip(np.asarray(lightness_star, dtype=np.float32), 0.0, 100.0)
+    s = float(np.clip(sky, 1e-3, 100.0 - 1e-3))
+    t = float(np.clip(target, 0.0, 100.0))
+    low = L * np.float32(t / s)
+    high = np.float32(t) + (L - np.float32(s)) * np.float32((100.0 - t) / (100.0 - s))
+    return np.where(L < s, low, high).astype(np.float32)
+
+
+def prepare_model_lightness(lightness_star: np.ndarray, *, target: float | None) -> np.ndarray:
+    """The L* map a colour model should see: the product's L* with its sky moved to ``target``
+    (the training images' median sky L*); unchanged when ``target`` is None or the sky is undefined."""
+    L = np.asarray(lightness_star, dtype=np.float32)
+    if target is None:
+        return L
+    sky = sky_of_lightness(L)
+    if not np.isfinite(sky):
+        return L
+    return match_sky_lightness(L, sky=sky, target=float(target))

@@ -12,7 +12,7 @@ from astro_pipeline.cli._app import app
 
 @app.command()
 def train(
-    model: str = typer.Option(..., "--model", "-m", help="colorizer | superres | superres-gan"),
+    model: str = typer.Option(..., "--model", "-m", help="colorizer | superres | superres-gan | bandcolor"),
     steps: int = typer.Option(1000, "--steps", help="Total optimisation steps (including any resumed ones)."),
     source: list[str] = typer.Option(["hubble"], "--source", "-s", help="Data source: hubble | folder:PATH | approved[:color|grey] (repeatable)."),
     output: Path = typer.Option(Path("training_runs"), "--output", "-o", help="Run folder: checkpoints, logs, candidate weights."),
@@ -39,6 +39,10 @@ def train(
     overrides = json.loads(recipe_json) if recipe_json else {}
     if batch_size:
         overrides["batch_size"] = batch_size
+    if model == "bandcolor":
+        _train_bandcolor(steps=steps, sources=list(source), output=output, seed=seed, threads=threads, time_limit=time_limit,
+                         overrides=overrides, evaluate=evaluate, promote=promote)
+        return
     try:
         result = run_training(
             model=model, steps=steps, sources=list(source), output_dir=output, seed=seed, resume=resume,
@@ -78,6 +82,48 @@ def train(
                                      targets=report.targets, notes=result.notes,
                                      rescore=installed_rescorer(result.model, **on_crops))  # installed weights on these crops
         console.print(f"promotion: {'PROMOTED' if decision.promote else 'kept current'} - {decision.reason}")
+
+
+def _train_bandcolor(*, steps: int, sources: list[str], output: Path, seed: int, threads: int | None, time_limit: float | None,
+                     overrides: dict, evaluate: bool, promote: bool) -> None:
+    """The band-aware colour model: feature cache, head training, read-out tuning, per-case evaluation, gate."""
+    from astro_pipeline.cli._common import console
+    from astro_pipeline.config import get_settings
+    from astro_pipeline.training.bandrun import evaluate_candidate, install, package, run_bandcolor_training, tune_readout
+
+    settings = get_settings()
+    out = output / "bandcolor"
+    try:
+        weights = run_bandcolor_training(sources=sources, output_dir=out, steps=steps, vgg_path=settings.perceptual_weights,
+                                         seed=seed, threads=threads, time_limit_s=time_limit, recipe_overrides=overrides)
+    except (ValueError, FileNotFoundError) as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from exc
+    console.print(f"bandcolor: weights {weights}")
+    if not evaluate:
+        return
+    import numpy as np
+
+    from astro_pipeline.models.registry import load_weights
+    from astro_pipeline.sky import sky_lightness
+    from astro_pipeline.training.datasets import load_rgb_uint8
+    from astro_pipeline.training.sources import collect_items, split_by_group
+
+    model, _ = load_weights(weights)
+    dev = out / "cache" / "dev.npz"
+    choice = tune_readout(model, dev) if dev.is_file() else None
+    train_items, _ = split_by_group(collect_items(sources))
+    sky = float(np.nanmedian([sky_lightness(load_rgb_uint8(i.path)) for i in train_items if i.kind == "color"]))
+    candidate = package(weights, out / "bandcolor-candidate.safetensors", choice=choice, sky_lightness=sky)
+    report, gate = evaluate_candidate(candidate, sources=sources, vgg_path=settings.perceptual_weights)
+    from astro_pipeline.training.band_eval import write_band_report
+
+    write_band_report(report, out / "evaluation", gate=gate)
+    console.print(f"bandcolor: gate {'PASSED' if gate['promote'] else 'failed'}; report {out / 'evaluation' / 'band_report.md'}")
+    if promote:
+        res = install(candidate, report=report, gate=gate, weights_dir=Path(settings.weights_dir), notes=[],
+                      next_lever="see the failed checks", card_name="colorizer" if gate["promote"] else "bandcolor")
+        console.print(f"promotion: {'PROMOTED as the default colour model' if res['promoted'] else 'not promoted'}; card {res['card']}")
 
 
 @app.command("evaluate")

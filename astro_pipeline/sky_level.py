@@ -2,11 +2,12 @@
 
 The colour model learned from ESA/Hubble release JPEGs, whose skies are near black; the sweep's
 ZScale + asinh stretches of raw frames put the sky near a grey of 0.3. :func:`sky_lightness`
-measures the median CIE L* of the sky pixels (the 3-sigma-clipped background, as astropy's
-``sigma_clipped_stats`` computes it, numpy only so the engine needs no astropy), and
-:func:`match_sky_lightness` remaps a lightness map monotonically so that its sky sits at a target
-L* while black stays black and white stays white. Only the model's input is remapped; the product
-keeps its recorded stretch and its own L*.
+measures the median CIE L* of the sky pixels: the valid pixels kept by iterative 3-sigma clipping
+about the median with the MAD standard deviation (astropy ``sigma_clip(cenfunc="median",
+stdfunc="mad_std")``, the definition of the colour-evaluation issue's sky gap; numpy only here so
+the engine needs no astropy). :func:`match_sky_lightness` remaps a lightness map monotonically so
+that its sky sits at a target L* while black stays black and white stays white. Only the model's
+input is remapped; the product keeps its recorded stretch and its own L*.
 """
 
 from __future__ import annotations
@@ -27,15 +28,16 @@ def lightness_of(image: np.ndarray) -> np.ndarray:
     return lightness(x) if x.ndim == 3 else lightness_from_grey(x)
 
 
-def sigma_clipped_median(values: np.ndarray, *, sigma: float = 3.0, maxiters: int = 5) -> float:
-    """Median of ``values`` after iterative clipping at ``sigma`` standard deviations about the median
-    (astropy ``sigma_clipped_stats`` defaults: median centre, population std, 5 iterations)."""
+def sigma_clipped_median(values: np.ndarray, *, sigma: float = 3.0, maxiters: int = 10) -> float:
+    """Median of ``values`` after iterative clipping at ``sigma`` MAD standard deviations about the
+    median (as astropy ``sigma_clip(cenfunc="median", stdfunc="mad_std")``, then the median)."""
     v = np.asarray(values, dtype=np.float64).ravel()
     v = v[np.isfinite(v)]
     if v.size == 0:
         return float("nan")
     for _ in range(maxiters):
-        med, std = np.median(v), v.std()
+        med = np.median(v)
+        std = 1.482602218505602 * np.median(np.abs(v - med))
         keep = np.abs(v - med) <= sigma * std
         if keep.all() or not keep.any():
             break
@@ -43,26 +45,18 @@ def sigma_clipped_median(values: np.ndarray, *, sigma: float = 3.0, maxiters: in
     return float(np.median(v))
 
 
-def _sample(image: np.ndarray) -> np.ndarray:
-    """A deterministic, evenly strided subsample of at most ~1 M pixels."""
-    h, w = image.shape[:2]
-    step = max(1, int(np.ceil(np.sqrt(h * w / _MAX_SAMPLES))))
-    return np.asarray(image[::step, ::step])
+def sky_lightness(image: np.ndarray, valid: np.ndarray | None = None) -> float:
+    """Median L* of the sky of a display image (grey or sRGB), over its ``valid`` pixels (all when None)."""
+    return sky_of_lightness(lightness_of(image), valid)
 
 
-def sky_lightness(image: np.ndarray) -> float:
-    """Median L* of the sky (sigma-clipped background) of a display image; exact zeros are no-data."""
-    return sky_of_lightness(lightness_of(_sample(image)))
-
-
-def sky_of_lightness(lightness_star: np.ndarray) -> float:
-    """Median L* of the sky of an L* map, the sigma-clipped background of its non-zero pixels.
-
-    Exact zeros are left out as no-data: zero-weight borders of drizzled frames, masked pixels and
-    clipped black. Without that a mostly blank frame (or a JPEG with a clipped sky) reads as sky 0.
-    """
-    v = _sample(np.asarray(lightness_star))
-    v = v[v > 0]
+def sky_of_lightness(lightness_star: np.ndarray, valid: np.ndarray | None = None) -> float:
+    """Median L* of the sky of an L* map over its ``valid`` pixels (all when None), evenly
+    subsampled to at most ~1 M values."""
+    L = np.asarray(lightness_star)
+    v = L[np.asarray(valid, dtype=bool)] if valid is not None else L.ravel()
+    if v.size > _MAX_SAMPLES:
+        v = v[:: int(np.ceil(v.size / _MAX_SAMPLES))]
     return sigma_clipped_median(v) if v.size else float("nan")
 
 
@@ -78,11 +72,15 @@ def match_sky_lightness(lightness_star: np.ndarray, *, sky: float, target: float
 
 def prepare_model_lightness(lightness_star: np.ndarray, *, target: float | None) -> np.ndarray:
     """The L* map a colour model should see: the product's L* with its sky moved to ``target``
-    (the training images' median sky L*); unchanged when ``target`` is None or the sky is undefined."""
+    (the training images' median sky L*); unchanged when ``target`` is None or the sky is undefined.
+
+    The engine has no validity mask, so pixels at exactly L* 0 (zero-weight borders, masked and
+    clipped pixels) are taken as no-data when the sky is estimated.
+    """
     L = np.asarray(lightness_star, dtype=np.float32)
     if target is None:
         return L
-    sky = sky_of_lightness(L)
+    sky = sky_of_lightness(L, valid=L > 0)
     if not np.isfinite(sky):
         return L
     return match_sky_lightness(L, sky=sky, target=float(target))

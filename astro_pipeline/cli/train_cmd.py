@@ -105,7 +105,7 @@ def _train_bandcolor(*, steps: int, sources: list[str], output: Path, seed: int,
     import numpy as np
 
     from astro_pipeline.models.registry import load_weights
-    from astro_pipeline.sky import sky_lightness
+    from astro_pipeline.sky_level import sky_lightness
     from astro_pipeline.training.datasets import load_rgb_uint8
     from astro_pipeline.training.sources import collect_items, split_by_group
 

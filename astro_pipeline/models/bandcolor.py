@@ -123,6 +123,9 @@ class BandColorizer(nn.Module):
             Rebalanced cross-entropy learns p(q|x) * w_q; dividing by ``w_q ** prior_correction``
             moves the read-out from vivid to conservative. The weights are the buffer ``log_rebalance``.
         feature_dropout: channel dropout on the encoder maps and pooled context (train mode only).
+        band_affine: the band residual includes a spatially varying affine colour model: per output
+            slot, weights on the given slots plus an offset, predicted at 1/8 resolution and upsampled
+            (locally the bands of one region are nearly linear in each other, globally they are not).
     """
 
     in_channels = 4
@@ -141,6 +144,7 @@ class BandColorizer(nn.Module):
         temperature: float = 0.4,
         prior_correction: float = 0.0,
         feature_dropout: float = 0.1,
+        band_affine: bool = True,
     ) -> None:
         super().__init__()
         if encoder_scale < 1 or encoder_scale & (encoder_scale - 1):
@@ -190,6 +194,9 @@ class BandColorizer(nn.Module):
         self.fine_local = _conv(planes + 3, 12)
         self.fine_mix = _conv(12 + fine_width, fine_width, 1)
         self.fine_out = _conv(fine_width, 3, 1)
+        self.band_affine = band_affine
+        if band_affine:
+            self.affine = _conv(mid_width, 12, 1)  # per output slot: 3 weights on the given slots + offset
         self.act = nn.LeakyReLU(0.2, inplace=True)
         for name, m in self.named_modules():
             if name.startswith("encoder") or isinstance(m, _FiLM):
@@ -199,6 +206,9 @@ class BandColorizer(nn.Module):
                 if m.bias is not None:
                     nn.init.zeros_(m.bias)
         nn.init.normal_(self.fine_out.weight, std=1e-3)
+        if band_affine:
+            nn.init.zeros_(self.affine.weight)
+            nn.init.zeros_(self.affine.bias)
         nn.init.normal_(self.ab_logits.weight, std=1e-2)
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs):  # type: ignore[no-untyped-def]
@@ -322,6 +332,11 @@ class BandColorizer(nn.Module):
                 h, base, given = (t[..., crop[0], crop[1]] for t in (h, base, given))
             h = self.act(self.fine_mix(torch.cat([h, g], 1)))
             rgb = base + self.fine_out(h)
+            if self.band_affine:
+                coef = _upsample_window(self.affine(y), 8, window, full)  # (N, 12, h, w)
+                n = coef.shape[0]
+                coef = coef.reshape(n, 3, 4, *coef.shape[-2:])
+                rgb = rgb + (coef[:, :, :3] * given[:, None]).sum(2) + coef[:, :, 3]
             out["rgb"] = torch.where(mm > 0, given, rgb)
         return out
 

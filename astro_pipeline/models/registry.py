@@ -178,8 +178,12 @@ def read_meta(path: str | Path, *, weights_dir: str | Path | None = None) -> Wei
 
 
 def load_weights(name_or_path: str | Path, *, device: str | torch.device = "cpu",
-                 weights_dir: str | Path | None = None) -> tuple[nn.Module, WeightsMeta]:
-    """Build the network named in the file's metadata and load its tensors (as float32, eval mode)."""
+                 weights_dir: str | Path | None = None, strict: bool = True) -> tuple[nn.Module, WeightsMeta]:
+    """Build the network named in the file's metadata and load its tensors (as float32, eval mode).
+
+    ``strict=False`` leaves tensors the file lacks at their initial values (a warm start into a
+    grown architecture).
+    """
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
@@ -192,7 +196,7 @@ def load_weights(name_or_path: str | Path, *, device: str | torch.device = "cpu"
     model = build_model(meta.arch, **meta.kwargs)
     state = {k: v.to(torch.float32) for k, v in state.items()}
     try:
-        model.load_state_dict(state, strict=True)
+        model.load_state_dict(state, strict=strict)
     except RuntimeError as exc:
         raise WeightsFormatError(f"{path}: tensors do not match {meta.arch}({meta.kwargs}): {exc}") from exc
     model.eval()

@@ -260,8 +260,11 @@ def train_bandcolor(
     if init_from is not None:
         from astro_pipeline.models.registry import load_weights
 
-        init, _ = load_weights(init_from)
-        gen.load_state_dict(init.state_dict())
+        init, _ = load_weights(init_from, strict=False)
+        missing, unexpected = gen.load_state_dict(init.state_dict(), strict=False)
+        if unexpected:
+            raise ValueError(f"{init_from}: tensors this architecture does not have: {unexpected}")
+        log.info("warm start from %s; new (untrained) tensors: %s", init_from, missing)
     gen.encoder.requires_grad_(False)
     ema = copy.deepcopy(gen).requires_grad_(False)
     disc = PlaneDiscriminator(**recipe.disc_kwargs) if recipe.gan_from < 1.0 else None

@@ -126,6 +126,39 @@ def _train_bandcolor(*, steps: int, sources: list[str], output: Path, seed: int,
         console.print(f"promotion: {'PROMOTED as the default colour model' if res['promoted'] else 'not promoted'}; card {res['card']}")
 
 
+@app.command("evaluate-bands")
+def evaluate_bands_cmd(
+    weights: str = typer.Option("colorizer", "--weights", "-w", help="Band colour model weights (name or path)."),
+    output: Path = typer.Option(Path("docs/evaluation"), "--output", "-o", help="Folder for band_report.md/.json and contact sheets."),
+    source: list[str] = typer.Option(["hubble"], "--source", "-s", help="Data sources (validation releases are held out)."),
+    superres: str | None = typer.Option("superres", "--superres", help="Upscaler for the enhance check ('' to skip)."),
+    per_image: int = typer.Option(4, "--per-image", help="Validation crops per held-out image."),
+    threads: int | None = typer.Option(None, "--threads"),
+) -> None:
+    """Score a band-aware colour model on every colour case, each beside its baseline, and run its gate."""
+    import torch
+
+    from astro_pipeline.cli._common import console
+    from astro_pipeline.config import get_settings
+    from astro_pipeline.models.registry import WeightsError, resolve_weights_path
+    from astro_pipeline.training.band_eval import write_band_report
+    from astro_pipeline.training.bandrun import evaluate_candidate
+
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        path = resolve_weights_path(weights)
+        report, gate = evaluate_candidate(path, sources=list(source), vgg_path=get_settings().perceptual_weights,
+                                          superres=superres or None, per_image=per_image)
+    except (WeightsError, ValueError, FileNotFoundError, AssertionError) as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from exc
+    write_band_report(report, output, gate=gate)
+    for r in report.rows:
+        console.print(f"{r['case']:3s} {r['method']:18s} PSNR {r['psnr']:.2f}  CIEDE76 {r['ciede76']:.2f}  chroma {r['chroma_pooled']:.3f}")
+    console.print(f"gate: {'promote' if gate['promote'] else 'do not promote'}; report {output / 'band_report.md'}")
+
+
 @app.command("evaluate")
 def evaluate_cmd(
     output: Path = typer.Option(Path("docs/evaluation"), "--output", "-o", help="Report folder (report.md, report.csv, report.json, figures)."),

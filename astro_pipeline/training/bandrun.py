@@ -174,8 +174,9 @@ def evaluate_candidate(candidate: Path, *, sources: list[str], vgg_path: Path | 
     from astro_pipeline.training.band_eval import band_gate, evaluate_band_model
     from astro_pipeline.training.evaluate import validation_crops
 
-    model, _ = load_weights(candidate)
-    assert isinstance(model, BandColorizer)
+    model, meta = load_weights(candidate)
+    if not isinstance(model, BandColorizer):
+        raise ValueError(f"{candidate}: {meta.arch} weights are not a band colour model (BandColorizer)")
     truth, groups = validation_crops(sources, crop=256, per_image=per_image, seed=seed)
     sr = load_weights(superres)[0] if superres else None
     report = evaluate_band_model(model, truth=truth, val_groups=groups, train_crops=training_crops(sources), vgg_path=vgg_path, superres=sr, seed=seed)

@@ -1,0 +1,157 @@
+"""The shipped band colour model on whole frames: one palette per frame across tiles, and a model
+input whose sky sits where the training images' sky sat (sample and shared FITS frames)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from astro_pipeline.color import lightness, lightness_from_grey, srgb_to_lab
+from astro_pipeline.config import get_settings, shared_dir
+from astro_pipeline.inference import (
+    Engine,
+    band_model_lightness_input,
+    colorize_lightness,
+    frame_view,
+    lab_to_srgb_keep_lightness,
+)
+from astro_pipeline.models.registry import load_weights, read_meta
+from astro_pipeline.sky import sigma_clipped_median, sky_of_lightness
+from astro_pipeline.tiles import TileGrid
+
+
+def _band_weights() -> Path:
+    wdir = Path(get_settings().weights_dir)
+    for name in ("colorizer", "bandcolor"):
+        p = wdir / f"{name}.safetensors"
+        if p.is_file() and read_meta(p).arch == "BandColorizer":
+            return p
+    pytest.skip(f"no shipped BandColorizer weights in {wdir}")
+
+
+def _validation_frame(size: int = 2048) -> np.ndarray:
+    """L* of a held-out ESA release image (never trained on), resized to ``size`` x ``size``."""
+    from PIL import Image
+
+    from astro_pipeline.training.sources import collect_items, split_by_group
+
+    try:
+        _, val = split_by_group(collect_items(["hubble"]))
+    except FileNotFoundError as exc:
+        pytest.skip(f"shared ESA images absent: {exc}")
+    path = sorted(i.path for i in val)[0]
+    with Image.open(path) as im:
+        rgb = np.asarray(im.convert("RGB").resize((size, size), Image.Resampling.BICUBIC), dtype=np.float32) / 255.0
+    return lightness(rgb).astype(np.float32)
+
+
+def _ciede(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return np.sqrt(((srgb_to_lab(a.astype(np.float64)) - srgb_to_lab(b.astype(np.float64))) ** 2).sum(-1))
+
+
+def _chroma(rgb: np.ndarray) -> float:
+    lab = srgb_to_lab(rgb.astype(np.float64))
+    return float(np.hypot(lab[..., 1], lab[..., 2]).sum())
+
+
+@pytest.fixture(scope="module")
+def model_and_meta():
+    torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
+    return load_weights(_band_weights())
+
+
+def test_tiles_of_one_frame_share_one_palette(model_and_meta):
+    """2048 x 2048, 256 px tiles: neighbours agree in their overlaps (mean CIEDE76 <= 2), the tiled run
+    keeps >= 0.5 of a whole-frame run's pooled chroma, and the two agree within a mean CIEDE76 of 1.5."""
+    model, meta = model_and_meta
+    L = _validation_frame()
+    eng = Engine(model, meta, device="cpu", precision="fp32", batch_size=4, tile_size=256)
+    tiled = colorize_lightness(eng, L)
+    whole_eng = Engine(model, meta, device="cpu", precision="fp32", batch_size=1, tile_size=2048, overlap=0)
+    whole = colorize_lightness(whole_eng, L)
+    assert whole_eng.stats.tiles == 1 and eng.stats.tiles > 50
+    assert _chroma(tiled) >= 0.5 * _chroma(whole)
+    assert _chroma(whole) > 0.0
+    assert float(_ciede(tiled, whole).mean()) <= 1.5
+
+    # each tile's own output (before the feathered stitch) against its right and lower neighbours'
+    grey = band_model_lightness_input(eng, L)
+    grid = TileGrid(L.shape[0], L.shape[1], tile=eng.tile_size, overlap=eng.overlap, pad_mode=eng.pad_mode)
+    with torch.inference_mode():
+        view = torch.from_numpy(eng._prepare(frame_view(grey, max_side=model.context_side))[None])
+        mask = torch.zeros(1, 3)
+        ctx = model.frame_context(view, mask=mask)
+        outs = {}
+        for t in grid.tiles():
+            x = torch.from_numpy(eng._prepare(grid.extract(grey, t))[None])
+            ab = model(x, mask=mask, context=ctx)[0].permute(1, 2, 0).numpy() * 110.0
+            lt = grid.extract(L, t)
+            outs[(t.row, t.col)] = (t, lab_to_srgb_keep_lightness(lt, ab))
+    worst = 0.0
+    for (r, c), (t, img) in outs.items():
+        for dr, dc in ((0, 1), (1, 0)):
+            if (r + dr, c + dc) not in outs:
+                continue
+            u, other = outs[(r + dr, c + dc)]
+            y0, y1 = max(t.y0, u.y0, 0), min(t.y1, u.y1, L.shape[0])
+            x0, x1 = max(t.x0, u.x0, 0), min(t.x1, u.x1, L.shape[1])
+            a = img[y0 - t.y0 : y1 - t.y0, x0 - t.x0 : x1 - t.x0]
+            b = other[y0 - u.y0 : y1 - u.y0, x0 - u.x0 : x1 - u.x0]
+            worst = max(worst, float(_ciede(a, b).mean()))
+    assert worst <= 2.0, f"worst mean CIEDE76 over a tile overlap: {worst:.2f}"
+
+
+def _frames() -> list[tuple[str, np.ndarray, np.ndarray | None]]:
+    """(name, L* as the pipeline stretches it, valid pixels) of the sample's and the shared science frames
+    (frames under 64 px a side and auxiliary rms/psf images say nothing about a sky)."""
+    from astro_pipeline.ingest.readers import read_frames
+    from astro_pipeline.ingest.stretch import display_image
+    from astro_pipeline.sample import build_sample
+
+    sample = build_sample(mini=True)
+    paths = [Path(sample.root) / it.path for it in sample.items if it.path.endswith(".fits")]
+    shared = shared_dir() / "data" / "fits"
+    paths += sorted(p for p in shared.glob("*/*.fits*") if not any(m in p.name for m in ("_rms", "_psf", "psf."))) if shared.is_dir() else []
+    out = []
+    for p in paths:
+        try:
+            frames = read_frames(p)
+        except Exception:  # noqa: BLE001 - header-only and other unreadable files are not frames
+            continue
+        for fr in frames[:1]:
+            if min(fr.shape[:2]) < 64:
+                continue
+            disp, _ = display_image(fr)
+            d = np.asarray(disp, dtype=np.float32)
+            valid = None if fr.is_display else np.asarray(fr.mask, dtype=bool)
+            out.append((p.name, lightness(d) if d.ndim == 3 else lightness_from_grey(d), valid))
+    return out
+
+
+def test_model_input_sky_matches_the_training_images(model_and_meta):
+    """Stretched sample and shared FITS frames: the model input's median sky L* (valid pixels) is within
+    3 of the training images' (recorded in the weights); before the preparation most sit far above it."""
+    model, meta = model_and_meta
+    target = float(meta.extra["sky_lightness"])
+    eng = Engine(model, meta, device="cpu", precision="fp32")
+    frames = _frames()
+    assert len(frames) >= 8
+    gaps_before, gaps_after = {}, {}
+    for name, L, valid in frames:
+        before = sky_of_lightness(L, valid)
+        after = sky_of_lightness(lightness_from_grey(band_model_lightness_input(eng, L)), valid)
+        gaps_before[name], gaps_after[name] = before - target, after - target
+    assert max(abs(g) for g in gaps_after.values()) <= 3.0, gaps_after
+    assert np.median(list(gaps_before.values())) > 10.0, gaps_before  # the gap this closes
+
+
+def test_sky_estimator_matches_astropy_sigma_clip():
+    from astropy.stats import sigma_clipped_stats
+
+    rng = np.random.default_rng(0)
+    x = np.concatenate([rng.normal(20, 2, 50_000), rng.uniform(40, 100, 5_000)])
+    expect = float(sigma_clipped_stats(x, sigma=3.0, maxiters=10, cenfunc="median", stdfunc="mad_std")[1])
+    assert sigma_clipped_median(x) == pytest.approx(expect, abs=1e-6)

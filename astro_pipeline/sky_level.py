@@ -80,7 +80,17 @@ def prepare_model_lightness(lightness_star: np.ndarray, *, target: float | None)
     L = np.asarray(lightness_star, dtype=np.float32)
     if target is None:
         return L
-    sky = sky_of_lightness(L, valid=L > 0)
+    valid = L > 0
+    sky = sky_of_lightness(L, valid=valid)
     if not np.isfinite(sky):
         return L
-    return match_sky_lightness(L, sky=sky, target=float(target))
+    # the remap squeezes the sky's lower tail and stretches its upper one, so the clipped set (and its
+    # median) moves; a few fixed-point steps put the *measured* sky of the result on the target
+    aim, out = float(target), L
+    for _ in range(4):
+        out = match_sky_lightness(L, sky=sky, target=float(np.clip(aim, 0.5, 99.0)))
+        got = sky_of_lightness(out, valid=valid)
+        if not np.isfinite(got) or abs(got - float(target)) < 0.25:
+            break
+        aim += float(target) - got
+    return out

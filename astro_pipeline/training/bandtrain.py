@@ -64,6 +64,7 @@ class BandRecipe:
     rebalance_lam: float = 0.5
     ctx_self_prob: float = 0.5
     fine_window: int = 64  # band crops: the full-resolution head and its loss on one square of this size
+    case_weights: dict[str, float] | None = None  # draw crops by case with these weights (None: as cached)
     gan_from: float = 1.0  # fraction of the planned steps after which the GAN phase runs (1: none)
     lambda_adv: float = 0.0
     gan_temperature: float = 0.4
@@ -122,12 +123,20 @@ def _ema_update(ema: nn.Module, model: nn.Module, decay: float, step: int) -> No
 class _Batches:
     """Random cached crops with their case, maps and frame context inputs."""
 
-    def __init__(self, cache: Cache, rng: np.random.Generator, batch_size: int, ctx_self_prob: float) -> None:
+    def __init__(self, cache: Cache, rng: np.random.Generator, batch_size: int, ctx_self_prob: float,
+                 case_weights: dict[str, float] | None = None) -> None:
         self.cache, self.rng, self.bs, self.p_self = cache, rng, batch_size, ctx_self_prob
+        self.p: np.ndarray | None = None
+        if case_weights:  # crops drawn with probability by their case (the cache fixed each crop's case)
+            cases = np.asarray(cache.variant_case[np.asarray(cache.crop_variant[: cache.n_ready])]).astype(np.int64)
+            counts = np.bincount(cases, minlength=len(CASES)).astype(np.float64)
+            per_case = np.array([case_weights.get(c, 0.0) for c in CASES]) / np.maximum(counts, 1)
+            p = per_case[cases]
+            self.p = p / p.sum()
 
     def next(self) -> dict[str, torch.Tensor]:
         c = self.cache
-        idx = np.sort(self.rng.choice(c.n_ready, size=self.bs, replace=False))
+        idx = np.sort(self.rng.choice(c.n_ready, size=self.bs, replace=False, p=self.p))
         var = np.asarray(c.crop_variant[idx])
         case = torch.from_numpy(np.array(c.variant_case[var]).astype(np.int64))
         rgb = torch.from_numpy(np.array(c.crops[idx])).permute(0, 3, 1, 2).float() / 255.0
@@ -295,7 +304,7 @@ def train_bandcolor(
     w_bins = rebalance_weights(prior_ab, lam=recipe.rebalance_lam)
     for m in (gen, ema):  # the weights travel with the model: its read-out can undo them
         m.log_rebalance.copy_(torch.log(w_bins))
-    batches = _Batches(cache, rng, recipe.batch_size, recipe.ctx_self_prob)
+    batches = _Batches(cache, rng, recipe.batch_size, recipe.ctx_self_prob, recipe.case_weights)
     dev_path = cache_dir / "dev.npz"
     gen.train()
     acc: dict[str, float] = {}

@@ -450,6 +450,14 @@ def colorize_lightness(engine: Engine, lightness: np.ndarray) -> np.ndarray:
     return lab_to_srgb_keep_lightness(lightness, ab)
 
 
+def colorize_display(engine: Engine, grey: np.ndarray) -> np.ndarray:
+    """Grey display values (H, W) in [0, 1] -> sRGB (H, W, 3) whose L* is the grey's own L*."""
+    from astro_pipeline.color import lightness_from_grey
+
+    g = np.clip(np.asarray(grey, dtype=np.float32), 0.0, 1.0)
+    return colorize_lightness(engine, lightness_from_grey(g))
+
+
 def band_model_lightness_input(engine: Engine, lightness: np.ndarray) -> np.ndarray:
     """The grey a band model sees for lightness alone: the product's L* with its sky moved to the
     training images' sky L* (recorded in the weights as ``extra.sky_lightness``), as display grey.

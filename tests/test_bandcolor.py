@@ -191,3 +191,33 @@ def test_hue_spread_pooled_chroma_and_kid_on_constructed_images():
     shifted = fb + 1.5
     assert abs(kid(fa, fb)) < 0.05
     assert kid(fa, shifted) > 10 * max(abs(kid(fa, fb)), 1e-3)
+
+
+def test_a_model_that_fails_the_gate_is_not_installed_and_its_card_says_why(tmp_path):
+    """The not-promoted path: no weights written, the default colorizer untouched, the card names each failed check."""
+    from astro_pipeline.fileio import sha256_file
+    from astro_pipeline.training.band_eval import band_gate, evaluate_band_model
+    from astro_pipeline.training.bandrun import install
+
+    cand = save_weights(_model(), tmp_path / "cand.safetensors", _meta(sky_lightness=12.0))
+    wdir = tmp_path / "weights"
+    wdir.mkdir()
+    default = save_weights(UNetColorizer(base_channels=8, depth=2), wdir / "colorizer.safetensors",
+                           WeightsMeta(name="colorizer", version="old", arch="UNetColorizer", kwargs={"base_channels": 8, "depth": 2},
+                                       task="colorize", color_space="lab", tile_size=64, scale=1))
+    before = sha256_file(default)
+    truth = torch.from_numpy(np.stack([_scene(64, 64, seed=i) for i in range(4)])).permute(0, 3, 1, 2).contiguous()
+    rep = evaluate_band_model(_model(), truth=truth, val_groups=["rel01", "rel02"], horseshoe_dir=tmp_path / "absent")
+    assert {r["case"] for r in rep.rows} == {"L", "R", "G", "B", "GR", "RB", "BG"} and "error" in rep.horseshoe
+    gate = band_gate(rep)
+    assert not gate["promote"] and gate["failed"]
+    res = install(cand, report=rep, gate=gate, weights_dir=wdir, notes=["dev figures here"], next_lever="a per-pixel LUT base", card_name="bandcolor")
+    assert res == {"promoted": False, "weights": None, "card": str(wdir / "bandcolor.md")}
+    assert sorted(p.name for p in wdir.iterdir()) == ["bandcolor.md", "colorizer.safetensors"]
+    assert sha256_file(default) == before
+    card = (wdir / "bandcolor.md").read_text()
+    assert card.startswith("# bandcolor:") and "**Not promoted, not the default, no weights shipped.**" in card
+    assert "a per-pixel LUT base" in card and "dev figures here" in card
+    for c in gate["failed"]:
+        assert c["check"] in card
+    assert card.count("short by") == len(gate["failed"])

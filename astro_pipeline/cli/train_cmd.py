@@ -128,7 +128,7 @@ def _train_bandcolor(*, steps: int, sources: list[str], output: Path, seed: int,
 
 @app.command("evaluate-bands")
 def evaluate_bands_cmd(
-    weights: str = typer.Option("colorizer", "--weights", "-w", help="Band colour model weights (name or path)."),
+    weights: str = typer.Option(..., "--weights", "-w", help="Band colour model weights (name or path); none is shipped (not promoted)."),
     output: Path = typer.Option(Path("docs/evaluation"), "--output", "-o", help="Folder for band_report.md/.json and contact sheets."),
     source: list[str] = typer.Option(["hubble"], "--source", "-s", help="Data sources (validation releases are held out)."),
     superres: str | None = typer.Option("superres", "--superres", help="Upscaler for the enhance check ('' to skip)."),

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from astro_pipeline.fileio import atomic_write_text
 from astro_pipeline.models.bandcolor import BandColorizer
 from astro_pipeline.models.registry import WeightsMeta, load_weights, save_weights
 from astro_pipeline.training import metrics as M
@@ -198,7 +199,7 @@ def install(candidate: Path, *, report: Any, gate: dict[str, Any], weights_dir: 
     table, the gate with each failed case and by how much, and the next lever."""
     model, meta = load_weights(candidate)
     meta.metrics = json.loads(json.dumps(report.metrics(), default=str))
-    meta.name = name
+    meta.name = name if gate["promote"] else (card_name or name)
     target = weights_dir / f"{name}.safetensors"
     if gate["promote"]:
         save_weights(model, target, meta)
@@ -212,9 +213,18 @@ def write_card(path: Path, *, meta: WeightsMeta, report: Any, gate: dict[str, An
     ex = meta.extra
     rec = ex.get("recipe", {})
     ro = ex.get("readout") or {}
+    if installed:
+        status = (f"**Promoted**: `{target.name}` is the default colour model (single-band colour; band completion for `compose`).")
+        file_line = f"- file: `{target.name}` (safetensors, fp16; metadata: arch, kwargs, task, colour space, tile size, data hash, steps, validation metrics)"
+    else:
+        status = ("**Not promoted, not the default, no weights shipped.** Single-band colour keeps the shipped colorizer "
+                  "(`colorizer.safetensors`); nothing uses this model unless it is asked for by name or path "
+                  "(`--colorizer PATH`, `inference.complete_bands`).")
+        file_line = (f"- weights: none shipped; the evaluated candidate (version `{meta.version}`) stays in its training run folder, "
+                     "loadable by path")
     lines = [
-        f"# {meta.name}: band-aware colour model (BandColorizer)", "",
-        f"- file: `{target.name}` (safetensors, fp16; metadata: arch, kwargs, task, colour space, tile size, data hash, steps, validation metrics)",
+        f"# {meta.name}: band-aware colour model (BandColorizer)", "", status, "",
+        file_line,
         f"- version: `{meta.version}`; architecture `{meta.arch}` `{json.dumps(meta.kwargs, sort_keys=True)}`",
         "- input: any subset of the chromatic slots B (< 500 nm), G (500-650 nm), R (>= 650 nm) in display units with a presence mask, "
         "or lightness alone (PNG/JPEG/TIF, filter unknown). Output: full colour; given slots come back exactly, and for lightness alone "
@@ -252,10 +262,10 @@ def write_card(path: Path, *, meta: WeightsMeta, report: Any, gate: dict[str, An
     failed = _failure_text(gate)
     if failed:
         lines += ["", "Failed gating checks:", "", *[f"- {f}" for f in failed]]
-    lines += ["", f"Next lever: {next_lever}"]
+    lines += ["", "## Next lever", "", next_lever]
     if notes:
         lines += ["", "## Notes", "", *[f"- {n}" for n in notes]]
-    path.write_text("\n".join(lines) + "\n")
+    atomic_write_text(path, "\n".join(lines) + "\n")
     return path
 
 

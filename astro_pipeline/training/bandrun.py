@@ -219,7 +219,7 @@ def write_card(path: Path, *, meta: WeightsMeta, report: Any, gate: dict[str, An
     else:
         status = ("**Not promoted, not the default, no weights shipped.** Single-band colour keeps the shipped colorizer "
                   "(`colorizer.safetensors`); nothing uses this model unless it is asked for by name or path "
-                  "(`--colorizer PATH`, `inference.complete_bands`).")
+                  "(`colorize --weights PATH`, `enhance --colorizer PATH`, `inference.complete_bands`).")
         file_line = (f"- weights: none shipped; the evaluated candidate (version `{meta.version}`) stays in its training run folder, "
                      "loadable by path")
     lines = [

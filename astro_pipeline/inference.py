@@ -475,7 +475,10 @@ def band_model_lightness_input(engine: Engine, lightness: np.ndarray) -> np.ndar
 def complete_bands(engine: Engine, bands: np.ndarray, present: Sequence[bool]) -> np.ndarray:
     """Band completion: (H, W, 3) display values in R, G, B slot order with ``present`` (3 flags) ->
     (H, W, 3) float32 in [0, 1] whose given slots are exactly the input's and whose missing slots
-    the band model infers (in the frame's own context). Three given: returned as they are."""
+    the band model infers (in the frame's own context). Three given: returned as they are.
+
+    This is what ``composition.fill.EngineBandCompletion.complete`` runs for ``compose`` when the
+    colorizer weights it is given are a band model (the default colorizer is not)."""
     arr = np.asarray(bands, dtype=np.float32)
     if arr.ndim != 3 or arr.shape[-1] != 3:
         raise ValueError(f"expected (H, W, 3) bands in R, G, B slot order, got shape {arr.shape}")

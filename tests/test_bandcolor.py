@@ -221,3 +221,25 @@ def test_a_model_that_fails_the_gate_is_not_installed_and_its_card_says_why(tmp_
     for c in gate["failed"]:
         assert c["check"] in card
     assert card.count("short by") == len(gate["failed"])
+
+
+def test_compose_runs_a_band_model_only_when_asked_for(tmp_path):
+    """compose's band-completion interface (composition.fill) on BandColorizer weights: the default colorizer
+    is not a band model, so the rule fills; named weights complete the missing slot, given slots untouched."""
+    import astro_pipeline as ap
+    from astro_pipeline.composition.fill import EngineBandCompletion, find_band_completion
+    from astro_pipeline.config import Settings
+
+    p = save_weights(_model(), tmp_path / "bandcolor.safetensors", _meta())
+    st = Settings(weights_dir=tmp_path)
+    assert find_band_completion(st) is None  # no colorizer.safetensors here: nothing installed, nothing used
+    found = find_band_completion(st, weights=p)
+    assert isinstance(found, EngineBandCompletion) and found.model.arch == "BandColorizer"
+    scene = (_scene(64, 64) * 255).astype(np.uint8)
+    bands = {"red": scene[..., 0], "blue": scene[..., 2]}
+    rule = ap.compose(bands, settings=st)
+    res = ap.compose(bands, weights=p, settings=st)
+    assert "G:inferred(mean)" in rule.channels_text and "G:inferred(bandcolor test)" in res.channels_text
+    np.testing.assert_array_equal(res.image[..., 0], rule.image[..., 0])
+    np.testing.assert_array_equal(res.image[..., 2], rule.image[..., 2])
+    assert np.abs(res.image[..., 1] - rule.image[..., 1]).mean() > 1e-3  # the model, not the rule, filled G

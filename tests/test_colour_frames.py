@@ -88,7 +88,7 @@ def _sky_engine() -> Engine:
         model = BandColorizer(**tiny)
         meta = WeightsMeta(name="bandcolor", version="test", arch="BandColorizer", kwargs=tiny, task="colorize",
                            color_space="bands+lab", tile_size=256, scale=1, extra={"sky_lightness": TRAINING_SKY_L})
-    return Engine(model, meta, device="cpu", precision="fp32")
+    return Engine(model, meta, device="cpu", precision="fp32", batch_size=1)  # no calibration: only the metadata is read
 
 
 class _Recorder(torch.nn.Module):
@@ -150,7 +150,7 @@ def test_tiles_of_one_frame_share_one_palette(model_and_meta):
 def _frames(sample_root: Path) -> list[tuple[str, np.ndarray, np.ndarray | None]]:
     """(name, L* as the pipeline stretches it, valid pixels) of the sample's and the shared science frames
     (frames under 64 px a side and auxiliary rms/psf images say nothing about a sky)."""
-    from astro_pipeline.config import DEFAULT_MAX_IMAGE_PIXELS
+    from astro_pipeline.memory import default_pixel_limit
     from astro_pipeline.ingest.frame import IngestError
     from astro_pipeline.ingest.readers import read_frames
     from astro_pipeline.ingest.stretch import display_image
@@ -163,7 +163,7 @@ def _frames(sample_root: Path) -> list[tuple[str, np.ndarray, np.ndarray | None]
     out = []
     for p in paths:
         try:
-            frames = read_frames(p, max_image_pixels=DEFAULT_MAX_IMAGE_PIXELS)
+            frames = read_frames(p, max_image_pixels=default_pixel_limit())
         except IngestError:  # header-only and other unreadable files are not frames
             continue
         for fr in frames[:1]:

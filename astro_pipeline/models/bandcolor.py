@@ -348,13 +348,15 @@ class BandColorizer(nn.Module):
         or (1, 3); ``context`` (N or 1, context_dim), else computed from the input itself (tile = frame).
 
         Called like the first colorizer, with one plane ``L / 50 - 1`` and no mask, it answers like it:
-        lightness alone, ab / 110 (so code written for ``UNetColorizer`` can run this model).
+        lightness alone, ab / 110 (so code written for ``UNetColorizer`` can run this model). Four planes
+        and no mask are lightness alone too (plane 3 the grey), as the engine's batch calibration calls it.
         """
         if mask is None:
-            if planes.shape[1] != 1:
-                raise ValueError("a mask is needed unless the input is one L/50-1 plane")
-            grey = _grey_from_lnorm(planes)
-            planes = torch.cat([grey.expand(-1, 3, -1, -1), grey], 1)
+            if planes.shape[1] == 1:
+                grey = _grey_from_lnorm(planes)
+                planes = torch.cat([grey.expand(-1, 3, -1, -1), grey], 1)
+            elif planes.shape[1] != 4:
+                raise ValueError(f"expected 4 planes (R, G, B, grey) or one L/50-1 plane, got {planes.shape[1]}")
             mask = torch.zeros(1, 3, dtype=planes.dtype, device=planes.device)
         n = planes.shape[0]
         mask = mask.to(planes.dtype).expand(n, -1)

@@ -243,3 +243,11 @@ def test_compose_runs_a_band_model_only_when_asked_for(tmp_path):
     np.testing.assert_array_equal(res.image[..., 0], rule.image[..., 0])
     np.testing.assert_array_equal(res.image[..., 2], rule.image[..., 2])
     assert np.abs(res.image[..., 1] - rule.image[..., 1]).mean() > 1e-3  # the model, not the rule, filled G
+
+
+def test_engine_batch_calibration_runs_a_band_model():
+    """batch_size="auto" times the model on plain (N, 4, tile, tile) tiles with no mask: lightness alone."""
+    eng = Engine(_model(), _meta(sky_lightness=12.0), device="cpu", precision="fp32", batch_size="auto", tile_size=64)
+    assert eng.batch_size >= 1 and eng.choice is not None
+    L = lightness(_scene()).astype(np.float32)
+    assert colorize_lightness(eng, L).shape == L.shape + (3,)

@@ -4,14 +4,15 @@ or in memory), and a child-process runner that reports the child's own peak memo
 * :func:`write_fits_gz` - a gzip FITS: a header, its data unit (zeros) and optional trailing zeros,
   written block by block, so a 2 GiB trailer or a 2 GiB data unit costs a few MB of disk;
 * :func:`write_grey_png` - an 8-bit grey PNG of any size, rows deflated one at a time;
-* :func:`run_measured` - run a command, return its exit status, output and ``ru_maxrss`` (bytes)
-  from ``os.wait4`` on that very child (not the whole family of children the test process made).
+* :func:`run_measured` - run a command, return its exit status, output and its own ``ru_maxrss``
+  (bytes), measured by a small wrapper process (not inherited from the test process's peak).
 """
 
 from __future__ import annotations
 
 import gzip
 import os
+import signal
 import struct
 import subprocess
 import sys
@@ -127,39 +128,72 @@ def _rss_bytes(pid: int) -> int:
         return 0
 
 
+def _tree_rss_bytes(pid: int) -> int:
+    """Resident memory of ``pid`` and its children (the wrapper and the command it runs)."""
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as fh:
+            kids = [int(k) for k in fh.read().split()]
+    except (OSError, ValueError):
+        kids = []
+    return _rss_bytes(pid) + sum(_rss_bytes(k) for k in kids)
+
+
+# Why a wrapper: Python starts children with vfork, and Linux gives a vforked child that execs the
+# peak resident size of the parent's address space as its starting ru_maxrss. A child of a test
+# process that once grew to 2 GiB would "peak" at 2 GiB whatever it does. The wrapper is a fresh,
+# small process; the command is its child, and the wrapper's RUSAGE_CHILDREN is that command alone.
+_WRAPPER = """
+import os, resource, signal, subprocess, sys
+code = subprocess.call(sys.argv[2:])
+with open(sys.argv[1], "w") as fh:
+    fh.write(str(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss))
+if code < 0:
+    signal.signal(-code, signal.SIG_DFL)
+    os.kill(os.getpid(), -code)
+sys.exit(code)
+"""
+
+
 def run_measured(args: list[str], *, env: dict[str, str] | None = None, cwd: Path | None = None,
                  timeout: float = 300.0, workdir: Path, kill_above_bytes: int = 3 * 2**30) -> Measured:
-    """Run ``args`` as a child; its peak memory is ``ru_maxrss`` from ``os.wait4`` on it (Linux: KiB).
+    """Run ``args`` as a child and report its own peak memory (``ru_maxrss``, Linux: KiB), measured
+    by a small wrapper process whose only child it is (see ``_WRAPPER``).
 
     A watchdog kills the child when its resident memory passes ``kill_above_bytes`` (or it runs past
     ``timeout``) and fails the test, so that a regression cannot take a shared machine's memory."""
     workdir.mkdir(parents=True, exist_ok=True)
     out_path, err_path = workdir / "child.stdout", workdir / "child.stderr"
+    peak_path = workdir / "child.maxrss"
+    peak_path.unlink(missing_ok=True)
     t0 = time.monotonic()
     killed = ""
     with open(out_path, "wb") as out, open(err_path, "wb") as err:
-        proc = subprocess.Popen(args, stdout=out, stderr=err, env=env, cwd=cwd)
+        proc = subprocess.Popen([sys.executable, "-S", "-c", _WRAPPER, str(peak_path), *args], stdout=out,
+                                stderr=err, env=env, cwd=cwd, start_new_session=True)
         while True:
-            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+            pid, status, _ = os.wait4(proc.pid, os.WNOHANG)
             if pid == proc.pid:
                 break
-            rss = _rss_bytes(proc.pid)
+            rss = _tree_rss_bytes(proc.pid)
             if not killed and rss > kill_above_bytes:
                 killed = f"resident memory {rss / 2**20:.0f} MiB passed {kill_above_bytes / 2**20:.0f} MiB"
             elif not killed and time.monotonic() - t0 > timeout:
                 killed = f"ran past {timeout:.0f} s"
             if killed:
-                proc.kill()
-                _, status, usage = os.wait4(proc.pid, 0)
+                os.killpg(proc.pid, signal.SIGKILL)  # the wrapper and the command
+                _, status, _ = os.wait4(proc.pid, 0)
                 break
             time.sleep(0.02)
         proc.returncode = os.waitstatus_to_exitcode(status)  # reaped by wait4: tell Popen
+    peak_kib = int(peak_path.read_text()) if peak_path.is_file() else 0
     measured = Measured(returncode=proc.returncode, stdout=out_path.read_text(errors="replace"),
-                        stderr=err_path.read_text(errors="replace"), maxrss_bytes=int(usage.ru_maxrss) * 1024,
+                        stderr=err_path.read_text(errors="replace"), maxrss_bytes=peak_kib * 1024,
                         seconds=time.monotonic() - t0)
     if killed:
         raise AssertionError(f"child {args[:4]} killed: {killed} (peak {measured.maxrss_mib:.0f} MiB); "
                              f"stderr: {measured.stderr[-1500:]}")
+    if not peak_path.is_file():
+        raise AssertionError(f"child {args[:4]} left no peak memory record; stderr: {measured.stderr[-1500:]}")
     return measured
 
 

@@ -44,11 +44,13 @@ def item(i):
                           verified_against="size", downloaded_at=datetime.now(UTC))
 
 def product(dl, params, run_id, hdu=1):
+    # each product names its own files (issue 14: a product never records another's file)
+    tag = f"{dl.sha256[-8:]}_{hdu}_" + "-".join(f"{k}{v}" for k, v in sorted(params.items()))
     return Product(run_id=run_id, source_path=str(dl.path), source_sha256=dl.sha256, hdu=hdu, plane=None,
                    frame_key=f"{dl.path}[{hdu}]", operation="colorize", status="ok", quality=NOISY,
                    stretch=StretchParams(method="zscale+asinh", vmin=0.0, vmax=1.0), models=MODELS, params=params,
-                   tile_count=1, files={"png": ProductFile(path=Path(f"/p/{dl.sha256[-8:]}_{hdu}.png"), sha256="a" * 64),
-                                        "fits": ProductFile(path=Path(f"/p/{dl.sha256[-8:]}_{hdu}.fits"), sha256="b" * 64)})
+                   tile_count=1, files={"png": ProductFile(path=Path(f"/p/{tag}.png"), sha256="a" * 64),
+                                        "fits": ProductFile(path=Path(f"/p/{tag}.fits"), sha256="b" * 64)})
 
 cat = Catalog(url)
 if mode == "both":
@@ -111,9 +113,17 @@ def check_two_writers(cat: Catalog, n: int) -> None:
 
     counts = {t: q(f"SELECT count(*) FROM {t}")[0][0] for t in (
         "archive_records", "files", "frames", "frame_flags", "products", "product_files", "reviews", "runs")}
-    assert counts == {"archive_records": n, "files": n, "frames": n, "frame_flags": n, "products": 3 * n,
-                      "product_files": 6 * n, "reviews": 2 * n, "runs": 2}
-    assert q("SELECT count(*) FROM products WHERE attempts = 2")[0][0] == n  # the shared product, written twice
+    # The shared product written by both runs is one current row and one superseded row (issue 14:
+    # work redone by another run keeps the earlier row, marked, never two current rows for one key).
+    assert counts == {"archive_records": n, "files": n, "frames": n, "frame_flags": n, "products": 4 * n,
+                      "product_files": 8 * n, "reviews": 2 * n, "runs": 2}
+    assert q("SELECT count(*) FROM products WHERE superseded_by IS NULL")[0][0] == 3 * n
+    assert q("SELECT count(*) FROM (SELECT product_key FROM products WHERE superseded_by IS NULL "
+             "GROUP BY product_key HAVING count(*) > 1) AS dup") == [(0,)]
+    assert q("SELECT count(*) FROM products WHERE superseded_by IS NOT NULL AND superseded_by NOT IN "
+             "(SELECT id FROM products WHERE superseded_by IS NULL)") == [(0,)]  # superseded by a current row
+    # the shared product, written twice: its current row counts both attempts
+    assert q("SELECT count(*) FROM products WHERE attempts = 2 AND superseded_by IS NULL")[0][0] == n
     assert q("SELECT count(*) FROM frames WHERE flag_count <> 1") == [(0,)]
     assert q("SELECT count(*) FROM schema_version") == [(1,)]  # created once, though both raced to create it
     assert sorted(r.status for r in cat.recent_runs()) == ["completed", "completed"]

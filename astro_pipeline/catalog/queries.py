@@ -26,6 +26,7 @@ from astro_pipeline.catalog.views import (
     RunInfo,
     RunSummary,
 )
+from astro_pipeline.fields.geometry import footprint_from_dict
 from astro_pipeline.ingest.frame import QualityReport, StretchParams
 from astro_pipeline.products.claims import FileOwner
 from astro_pipeline.products.types import (
@@ -232,8 +233,9 @@ def frame_views(conn: Connection, frame_ids: Sequence[int]) -> list[FrameView]:
 
 # --- products, as the processing path made them ------------------------------------------------
 
-def _product(row: Any, files: dict[str, ProductFile], notes: list[str] | None) -> Product:
-    """The typed product a ``products`` row records (with its files and its frame's reader notes)."""
+def _product(row: Any, files: dict[str, ProductFile], notes: list[str] | None,
+             footprint: dict[str, Any] | None = None) -> Product:
+    """The typed product a ``products`` row records (with its files, its frame's reader notes and footprint)."""
     quality = None
     if row.quality_metrics is not None or row.flags:
         quality = QualityReport.from_dict({"metrics": row.quality_metrics or {}, "flags": row.flags or []})
@@ -245,7 +247,7 @@ def _product(row: Any, files: dict[str, ProductFile], notes: list[str] | None) -
         stretch=StretchParams.from_dict(row.stretch) if row.stretch else None,
         models=tuple(ModelRecord.from_dict(m) for m in row.models or []), params=dict(row.params or {}),
         metrics={str(k): v for k, v in (row.metrics or {}).items()}, notes=tuple(notes or ()),
-        tile_count=int(row.tile_count or 0), files=files,
+        tile_count=int(row.tile_count or 0), files=files, footprint=footprint_from_dict(footprint),
         channels=tuple(ChannelRecord.from_dict(c) for c in row.channels or ()))
 
 
@@ -267,13 +269,14 @@ def current_products(conn: Connection, sha256s: Iterable[str], *, operation: str
     p = t.products
     rows: dict[tuple[str, int, int], Any] = {}
     for chunk in _chunks(wanted):  # type: ignore[arg-type]
-        q = (select(p, t.frames.c.notes).select_from(p.outerjoin(t.frames, t.frames.c.id == p.c.frame_id))
+        q = (select(p, t.frames.c.notes, t.frames.c.footprint)
+             .select_from(p.outerjoin(t.frames, t.frames.c.id == p.c.frame_id))
              .where(p.c.source_sha256.in_(chunk), p.c.operation == str(operation), p.c.status == "ok",
                     p.c.models_hash == models_hash(models), p.c.superseded_by.is_(None)).order_by(p.c.id))
         for row in conn.execute(q):
             rows[(row.source_sha256, row.hdu_idx, row.plane_idx)] = row  # later ids replace earlier ones
     files = _files_of(conn, [r.id for r in rows.values()])
-    return [_product(r, files.get(r.id, {}), r.notes) for r in sorted(rows.values(), key=lambda r: r.id)]
+    return [_product(r, files.get(r.id, {}), r.notes, r.footprint) for r in sorted(rows.values(), key=lambda r: r.id)]
 
 
 def manifest_rows(conn: Connection, run_id: str | None = None) -> list[ManifestRow]:

@@ -21,7 +21,7 @@ from astro_pipeline.catalog.db import CatalogError, is_sqlite, redact, run_write
 __all__ = ["LATEST", "UPGRADES", "current_version", "migrate"]
 
 #: The schema version this code writes.
-LATEST = 5
+LATEST = 6
 
 
 def _add_review_sessions(conn: Connection) -> None:
@@ -75,12 +75,21 @@ def _v5_channels(conn: Connection) -> None:
     _add_column(conn, t.products, t.products.c.channels)
 
 
+def _v6_fields(conn: Connection) -> None:
+    """6: fields: frames' footprints and field notes, and the ``fields`` / ``field_members`` tables."""
+    _add_column(conn, t.frames, t.frames.c.footprint)
+    _add_column(conn, t.frames, t.frames.c.field_note)
+    t.fields.create(conn)
+    t.field_members.create(conn)
+
+
 #: version -> (description, step upgrading version-1 to version).
 UPGRADES: dict[int, tuple[str, Callable[[Connection], None]]] = {
     2: ("review_sessions: revocable review page sign-ins", _add_review_sessions),
     3: ("files.deleted_at, frames.notes, products.quality_metrics", _v3_records),
     4: ("products.superseded_by/superseded_at, index on product_files.path", _v4_superseded),
     5: ("products.channels: which channel of a composed product came from which band", _v5_channels),
+    6: ("frames.footprint, frames.field_note, fields, field_members", _v6_fields),
 }
 
 _DESCRIPTION_FRESH = "initial catalog tables"

@@ -19,13 +19,14 @@ from sqlalchemy import Connection, select, update
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 
-from astro_pipeline.catalog import queries, reviews, sessions, writes
+from astro_pipeline.catalog import fields, queries, reviews, sessions, writes
 from astro_pipeline.catalog import tables as t
 from astro_pipeline.catalog.db import CatalogError, make_engine, redact, run_read, run_write, storage_error
 from astro_pipeline.catalog.reviews import NotFoundError
 from astro_pipeline.catalog.schema import migrate
 from astro_pipeline.catalog.views import (
     Decision,
+    FieldView,
     FrameFilter,
     FrameView,
     ProductFileView,
@@ -34,6 +35,7 @@ from astro_pipeline.catalog.views import (
     RunInfo,
     RunSummary,
 )
+from astro_pipeline.fields.grouping import FieldGrouping, MemberRole
 from astro_pipeline.ingest.frame import QualityReport, StretchParams
 from astro_pipeline.jsondata import jsonable
 from astro_pipeline.products.composites import Composite
@@ -244,6 +246,25 @@ class Catalog:
         """Add each composite's file to its member products (``files["lupton"]``); returns files attached."""
         items = list(composites)
         return self.write(lambda c: sum(writes.attach_composite(c, comp, kind=FileKind.LUPTON) for comp in items))
+
+    # --- fields ----------------------------------------------------------------------------------
+    def record_fields(self, grouping: FieldGrouping, *, run_id: str | None = None) -> dict[str, int]:
+        """Record a grouping's fields (reference grid, members, roles) and why other frames are in none,
+        in one transaction; returns ``{field_key: field id}``."""
+        return self.write(lambda c: fields.record_grouping(c, grouping, run_id=run_id))
+
+    def record_field_status(self, field_id: int, status: str, note: str | None = None, *,
+                            run_id: str | None = None) -> None:
+        """A field's state (``fields.FieldStatus``) and, where refused or failed, why."""
+        self.write(lambda c: fields.record_field_status(c, field_id, status, note, run_id=run_id))
+
+    def set_field_member_role(self, field_id: int, product: Product, role: MemberRole, note: str | None) -> None:
+        self.write(lambda c: fields.set_member_role(c, field_id, product, role, note))
+
+    def fields(self, *, field_ids: Sequence[int] | None = None, run_id: str | None = None,
+               frame_ids: Iterable[int] | None = None) -> list[FieldView]:
+        """Fields with their members: all, these ids, those a run recorded, or those holding these frames."""
+        return self.read(lambda c: fields.field_views(c, field_ids=field_ids, run_id=run_id, frame_ids=frame_ids))
 
     def current_products(self, sha256s: Iterable[str], *, operation: Operation,
                          models: Mapping[str, str]) -> list[Product]:

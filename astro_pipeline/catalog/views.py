@@ -14,6 +14,8 @@ from astro_pipeline.products.types import Product
 __all__ = [
     "DECISIONS",
     "Decision",
+    "FieldMemberView",
+    "FieldView",
     "FrameFilter",
     "FrameView",
     "ManifestRow",
@@ -151,6 +153,56 @@ class FrameView:
             if p.status == "ok" and p.superseded_by is None and (operation is None or p.operation == operation):
                 out.update({k: f.path for k, f in p.files.items()})
         return out
+
+
+@dataclass(frozen=True, kw_only=True)
+class FieldMemberView:
+    """One frame of a field: which file, which filter, what it does in the field's product, and why."""
+
+    frame_id: int
+    product_id: int | None
+    frame_key: str
+    sha256: str
+    raw_path: str
+    archive: str | None
+    instrument: str | None
+    filter: str
+    exptime: float | None
+    role: str  # band | shallower | off_reference | failed
+    overlap: float | None
+    coverage: float | None
+    note: str | None
+    reference: bool
+
+
+@dataclass(frozen=True, kw_only=True)
+class FieldView:
+    """A field as the catalog records it: its reference grid (shape, WCS cards), members and state."""
+
+    id: int
+    key: str
+    name: str
+    grid: dict[str, Any]
+    pixel_scale_arcsec: float | None
+    ra: float | None
+    dec: float | None
+    filters: list[str]
+    status: str
+    note: str | None
+    reference_frame_id: int | None
+    first_seen: datetime
+    updated_at: datetime
+    last_run_id: str | None
+    members: list[FieldMemberView]
+
+    @property
+    def reference_wcs(self) -> dict[str, Any]:
+        """The reference grid's WCS as FITS cards."""
+        return dict(self.grid.get("wcs") or {})
+
+    @property
+    def bands(self) -> dict[str, FieldMemberView]:
+        return {m.filter: m for m in self.members if m.role == "band"}
 
 
 @dataclass(kw_only=True)

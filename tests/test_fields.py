@@ -1,0 +1,305 @@
+"""Fields: footprints, grouping across filters, alignment with reproject, and their catalog records.
+
+Frames are real FITS files written per test (``field_helpers``): one synthetic star field observed
+on several grids (scales, rotations, offsets), read back through the project's reader.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+from field_helpers import frame_product, observe, star_field, tan_wcs, write_frame
+
+from astro_pipeline.fields.align import FieldRefused, align_field, check_field_memory, estimate_field_memory
+from astro_pipeline.fields.geometry import FrameGeometry, NoFootprint, footprint_of, overlap_fraction
+from astro_pipeline.fields.grouping import MemberRole, group_fields
+from astro_pipeline.ingest.readers import read_frames
+
+MAX_PIXELS = 10**9
+
+
+def _frame(tmp: Path, name: str, *, n: int, scale: float, filt: str, exptime: float = 500.0, orient: float = 0.0,
+           offset: tuple[float, float] = (0.0, 0.0), stars=None, fwhm: float = 0.12, noise: float = 0.3,
+           seed: int = 0, **kw) -> Path:
+    wcs = tan_wcs(n, scale=scale, orient=orient, offset=offset)
+    stars = stars if stars is not None else star_field(30, seed=7, radius_arcsec=5.0)
+    data = observe(wcs, n, stars, fwhm_arcsec=fwhm, noise=noise, seed=seed)
+    return write_frame(tmp / f"{name}.fits", data, wcs, filt=filt, exptime=exptime, **kw)
+
+
+def _geometry(path: Path) -> FrameGeometry:
+    (frame,) = read_frames(path, max_image_pixels=MAX_PIXELS)
+    fp = footprint_of(frame)
+    assert isinstance(fp, FrameGeometry), fp
+    return fp
+
+
+# --- footprints ---------------------------------------------------------------------------------
+
+
+def test_overlap_is_intersection_over_the_smaller_footprint_and_counts_only_data(tmp_path: Path) -> None:
+    a = _geometry(_frame(tmp_path, "a", n=100, scale=0.1, filt="F606W"))  # 10" x 10"
+    half = _geometry(_frame(tmp_path, "b", n=100, scale=0.1, filt="F814W", offset=(5.0, 0.0)))  # shifted half a side
+    assert overlap_fraction(a, half) == pytest.approx(0.5, abs=0.04)
+    small = _geometry(_frame(tmp_path, "c", n=40, scale=0.1, filt="F814W", offset=(1.0, 1.0)))  # 4" inside a
+    assert overlap_fraction(a, small) == pytest.approx(1.0, abs=0.01)
+    assert overlap_fraction(small, a) == overlap_fraction(a, small)  # over the smaller, either way round
+    far = _geometry(_frame(tmp_path, "d", n=100, scale=0.1, filt="F814W", offset=(30.0, 0.0)))
+    assert overlap_fraction(a, far) == 0.0
+    # a frame 5" east of a whose western half alone holds data (weight 0 elsewhere): only its data
+    # counts, so it lies wholly inside a; with data only in its eastern half it lies wholly outside
+    wcs = tan_wcs(100, scale=0.1, offset=(5.0, 0.0))  # x grows westwards (CD1_1 < 0)
+    cover = {}
+    for name, cols in (("west", slice(50, None)), ("east", slice(None, 50))):
+        wht = np.zeros((100, 100), np.float32)
+        wht[:, cols] = 1.0
+        path = write_frame(tmp_path / f"{name}.fits", observe(wcs, 100, star_field(5, seed=1, radius_arcsec=4), fwhm_arcsec=0.2),
+                           wcs, filt="F435W", exptime=100.0, wht=wht)
+        cover[name] = e = _geometry(path)
+        assert e.valid_fraction == pytest.approx(0.5, abs=0.02)
+    assert overlap_fraction(a, cover["west"]) == pytest.approx(1.0, abs=0.02)
+    assert overlap_fraction(a, cover["east"]) == pytest.approx(0.0, abs=0.02)
+    e = cover["west"]
+    round_trip = FrameGeometry.from_dict(e.as_dict())
+    assert round_trip == e and (round_trip.coverage == e.coverage).all()
+
+
+def test_frames_without_a_usable_celestial_wcs_stay_out_of_grouping_with_the_reason(tmp_path: Path) -> None:
+    good = _frame(tmp_path, "good", n=60, scale=0.1, filt="F606W")
+    none = write_frame(tmp_path / "nowcs.fits", np.ones((60, 60), np.float32), None, filt="F814W", exptime=300.0)
+    broken = write_frame(tmp_path / "singular.fits", np.ones((60, 60), np.float32), None, filt="F435W",
+                         exptime=300.0, extra={})
+    from astropy.io import fits
+
+    with fits.open(broken, mode="update") as hdul:
+        hdul[1].header.update({"CTYPE1": "RA---TAN", "CTYPE2": "DEC--TAN", "CRVAL1": 150.1, "CRVAL2": 2.2,
+                               "CRPIX1": 30.0, "CRPIX2": 30.0, "CD1_1": 0.0, "CD1_2": 0.0, "CD2_1": 0.0,
+                               "CD2_2": 0.0})
+    products = [frame_product(p) for p in (good, none, broken)]
+    assert isinstance(products[1].footprint, NoFootprint) and "no celestial WCS" in products[1].footprint.reason
+    # a zero CD matrix, which WCSLIB reads as 1 degree per pixel: a footprint that would swallow the sky
+    assert isinstance(products[2].footprint, NoFootprint) and "pixel scale" in products[2].footprint.reason
+    grouping = group_fields(products, min_overlap=0.5)
+    assert grouping.fields == []
+    reasons = {Path(lo.product.source_path).name: lo.reason for lo in grouping.left_out}
+    assert "kept out of field grouping" in reasons["nowcs.fits"] and "WCS" in reasons["nowcs.fits"]
+    assert "WCS" in reasons["singular.fits"]
+    assert "in no field" in reasons["good.fits"]  # one frame is not a field
+    # display images have no footprint at all (they are never members): nothing to say about them
+    from PIL import Image
+
+    Image.fromarray(np.zeros((20, 20, 3), np.uint8)).save(tmp_path / "x.png")
+    (png,) = read_frames(tmp_path / "x.png", max_image_pixels=MAX_PIXELS)
+    assert footprint_of(png) is None
+
+
+# --- grouping -----------------------------------------------------------------------------------
+
+
+def test_fields_are_components_with_the_finest_reference_and_the_deepest_frame_per_filter(tmp_path: Path) -> None:
+    paths = {
+        "acs_f606w": _frame(tmp_path, "acs_f606w", n=200, scale=0.05, filt="F606W", orient=20.0, exptime=900.0),
+        "acs_f814w": _frame(tmp_path, "acs_f814w", n=200, scale=0.05, filt="F814W", orient=65.0, exptime=1000.0,
+                            offset=(0.5, -0.4)),
+        "short_f814w": _frame(tmp_path, "short_f814w", n=200, scale=0.05, filt="F814W", orient=65.0,
+                              exptime=300.0),
+        "ir_f160w": _frame(tmp_path, "ir_f160w", n=90, scale=0.13, filt="F160W", orient=77.0, exptime=1400.0,
+                           instrument="WFC3", detector="IR", fwhm=0.25),
+        "flagged_f435w": _frame(tmp_path, "flagged_f435w", n=200, scale=0.05, filt="F435W", exptime=5000.0),
+        "clean_f435w": _frame(tmp_path, "clean_f435w", n=200, scale=0.05, filt="F435W", exptime=600.0),
+        "far_f606w": _frame(tmp_path, "far_f606w", n=100, scale=0.05, filt="F606W", offset=(120.0, 0.0)),
+        "far_f814w": _frame(tmp_path, "far_f814w", n=100, scale=0.05, filt="F814W", offset=(300.0, 0.0)),
+        "detection": _frame(tmp_path, "detection", n=100, scale=0.05, filt="DETECTION"),
+    }
+    products = {k: frame_product(p, flagged=k == "flagged_f435w") for k, p in paths.items()}
+    grouping = group_fields(list(products.values()), min_overlap=0.5)
+    (field,) = grouping.fields
+    assert field.filters == ["F160W", "F435W", "F606W", "F814W"]
+    names = {f: Path(m.product.source_path).stem for f, m in field.bands.items()}
+    assert names == {"F160W": "ir_f160w", "F435W": "clean_f435w", "F606W": "acs_f606w", "F814W": "acs_f814w"}
+    # the reference frame: finest scale (0.05"), largest area among those, then the deepest
+    assert field.grid.pixel_scale_arcsec == pytest.approx(0.05, rel=1e-6) and field.grid.shape == (200, 200)
+    roles = {Path(m.product.source_path).stem: m for m in field.members}
+    assert roles["short_f814w"].role is MemberRole.SHALLOWER and "acs_f814w" in roles["short_f814w"].note
+    assert roles["flagged_f435w"].role is MemberRole.SHALLOWER and "unflagged" in roles["flagged_f435w"].note
+    # reference: the finest scale, largest area, unflagged, then deepest: the 1000 s F814W frame
+    assert Path(field.reference.product.source_path).stem == "acs_f814w"
+    assert field.grid.wcs_header == field.reference.geometry.wcs_header  # a plain TAN grid is used as it is
+    left = {Path(lo.product.source_path).stem: lo.reason for lo in grouping.left_out}
+    assert set(left) == {"far_f606w", "far_f814w", "detection"}
+    assert "in no field" in left["far_f606w"] and "no filter name" in left["detection"]
+    # the same products in another order give the same field, with the same key
+    again = group_fields(list(reversed(list(products.values()))), min_overlap=0.5)
+    assert [f.key for f in again.fields] == [field.key] and again.fields[0].name == field.name
+    assert field.name.startswith("testfield-")
+
+
+def test_min_overlap_decides_and_members_off_the_reference_are_left_out(tmp_path: Path) -> None:
+    # 5" frames: b overlaps a by 40% of the smaller, c overlaps b by 70% but a by 10%, d overlaps c by 40%
+    a = frame_product(_frame(tmp_path, "a", n=100, scale=0.05, filt="F606W", exptime=900.0))
+    b = frame_product(_frame(tmp_path, "b", n=100, scale=0.05, filt="F814W", offset=(3.0, 0.0)))
+    assert overlap_fraction(a.footprint, b.footprint) == pytest.approx(0.4, abs=0.04)
+    assert group_fields([a, b], min_overlap=0.5).fields == []
+    (field,) = group_fields([a, b], min_overlap=0.3).fields
+    assert field.filters == ["F606W", "F814W"]
+    c = frame_product(_frame(tmp_path, "c", n=100, scale=0.05, filt="F435W", offset=(4.5, 0.0)))
+    d = frame_product(_frame(tmp_path, "d", n=100, scale=0.05, filt="F160W", offset=(7.5, 0.0)))
+    (chain,) = group_fields([a, b, c, d], min_overlap=0.3).fields  # one component: a-b-c-d
+    roles = {Path(m.product.source_path).stem: m for m in chain.members}
+    assert len(chain.members) == 4 and Path(chain.reference.product.source_path).stem == "a"
+    for off in ("c", "d"):  # too far from the reference frame to be a band of its product
+        assert roles[off].role is MemberRole.OFF_REFERENCE and "overlaps the reference frame by" in roles[off].note
+    assert chain.filters == ["F606W", "F814W"]
+
+
+# --- alignment ----------------------------------------------------------------------------------
+
+
+def _centroid_offsets(a: np.ndarray, b: np.ndarray, wcs, stars, *, box: int = 11, isolation_arcsec: float = 0.5,
+                      edge: int = 10) -> np.ndarray:
+    """Per star, the distance (grid pixels) between its photutils 2-D Gaussian centroids in ``a`` and ``b``."""
+    from photutils.centroids import centroid_2dg, centroid_sources
+
+    x, y = wcs.world_to_pixel_values(stars.ra, stars.dec)
+    h, w = a.shape
+    sep = np.hypot(*(np.subtract.outer(v, v) for v in (stars.ra * math.cos(math.radians(stars.dec[0])),
+                                                         stars.dec))) * 3600
+    np.fill_diagonal(sep, np.inf)
+    valid = np.isfinite(a) & np.isfinite(b)
+    keep = []
+    for i in range(len(x)):
+        xi, yi = int(round(x[i])), int(round(y[i]))
+        if not (edge <= xi < w - edge and edge <= yi < h - edge) or sep[i].min() < isolation_arcsec:
+            continue
+        if valid[yi - box // 2:yi + box // 2 + 1, xi - box // 2:xi + box // 2 + 1].all():
+            keep.append(i)
+    keep = np.array(keep)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # photutils' convergence notes on faint stars
+        ax, ay = centroid_sources(np.nan_to_num(a), x[keep], y[keep], box_size=box, centroid_func=centroid_2dg)
+        bx, by = centroid_sources(np.nan_to_num(b), x[keep], y[keep], box_size=box, centroid_func=centroid_2dg)
+    d = np.hypot(ax - bx, ay - by)
+    return d[np.isfinite(d)]
+
+
+def _two_grid_field(tmp: Path, *, shift_b_arcsec: float = 0.0):
+    stars = star_field(50, seed=11, radius_arcsec=4.5)
+    a = _frame(tmp, "acs", n=200, scale=0.05, filt="F606W", orient=20.0, exptime=900.0, stars=stars, fwhm=0.12,
+               noise=0.2, seed=1)
+    b_path = _frame(tmp, "ir", n=90, scale=0.13, filt="F160W", orient=77.0, exptime=1400.0, stars=stars,
+                    fwhm=0.25, noise=0.4, seed=2, offset=(0.4, -0.3), instrument="WFC3", detector="IR")
+    if shift_b_arcsec:
+        from astropy.io import fits
+
+        with fits.open(b_path, mode="update") as hdul:  # a WCS that is wrong by this much: the test must see it
+            hdul[1].header["CRVAL2"] += shift_b_arcsec / 3600.0
+    (field,) = group_fields([frame_product(a), frame_product(b_path)], min_overlap=0.5).fields
+    return field, stars
+
+
+def test_two_grids_rotated_with_different_scales_align_to_a_tenth_of_a_pixel(tmp_path: Path) -> None:
+    """The star field seen on ACS-like (0.05"/px) and WFC3/IR-like (0.13"/px, rotated 57 degrees,
+    shifted) grids: after alignment, each star's centroid agrees between the bands."""
+    field, stars = _two_grid_field(tmp_path)
+    assert field.grid.pixel_scale_arcsec == pytest.approx(0.05, rel=1e-6)
+    aligned = align_field(field, max_image_pixels=MAX_PIXELS, order="bicubic")
+    assert not aligned.failed and set(aligned.bands) == {"F160W", "F606W"}
+    a, b = aligned.bands["F606W"].data, aligned.bands["F160W"].data
+    assert np.array_equal(np.isfinite(a), aligned.bands["F606W"].mask)
+    d = _centroid_offsets(a, b, aligned.wcs, stars)
+    assert len(d) >= 20, len(d)
+    assert np.median(d) < 0.1 and np.percentile(d, 90) < 0.2, (np.median(d), np.percentile(d, 90))
+    # flux is kept: the IR frame's total, counted on the finer grid, matches (pixel areas scaled)
+    ir = aligned.bands["F160W"]
+    assert ir.header["PIXAREAR"] == pytest.approx((0.05 / 0.13) ** 2, rel=1e-6)
+    assert ir.header["FILTER"] == "F160W" and ir.header["BUNIT"] == "ELECTRONS/S" and "PHOTFLAM" in ir.header
+    assert 0.5 < ir.coverage < 1.0
+
+
+def test_the_centroid_measure_sees_a_wcs_wrong_by_a_third_of_a_pixel(tmp_path: Path) -> None:
+    field, stars = _two_grid_field(tmp_path, shift_b_arcsec=0.015)  # 0.3 grid pixels north
+    aligned = align_field(field, max_image_pixels=MAX_PIXELS)
+    d = _centroid_offsets(aligned.bands["F606W"].data, aligned.bands["F160W"].data, aligned.wcs, stars)
+    assert np.median(d) == pytest.approx(0.3, abs=0.06)
+
+
+def test_masks_travel_with_the_pixels_and_a_failed_member_is_left_out(tmp_path: Path) -> None:
+    stars = star_field(20, seed=3, radius_arcsec=4.0)
+    ref = _frame(tmp_path, "ref", n=160, scale=0.05, filt="F606W", exptime=900.0, stars=stars)
+    wcs = tan_wcs(80, scale=0.1, orient=33.0)
+    data = observe(wcs, 80, stars, fwhm_arcsec=0.2)
+    data[30:40, 10:20] = np.nan  # a hole on the sky
+    holed = write_frame(tmp_path / "holed.fits", data, wcs, filt="F814W", exptime=800.0)
+    gone = _frame(tmp_path, "gone", n=160, scale=0.05, filt="F435W", exptime=700.0, stars=stars, orient=10.0)
+    (field,) = group_fields([frame_product(p) for p in (ref, holed, gone)], min_overlap=0.5).fields
+    gone.unlink()  # retention deleted it after processing
+    aligned = align_field(field, max_image_pixels=MAX_PIXELS)
+    assert set(aligned.bands) == {"F606W", "F814W"}
+    ((member, why),) = aligned.failed
+    assert member.filter == "F435W" and "gone.fits" in why and "could not be read again" in why
+    band = aligned.bands["F814W"]
+    # the hole's centre lands on the grid as invalid pixels, at the same sky position
+    hx, hy = (int(round(float(v))) for v in aligned.wcs.world_to_pixel_values(*wcs.pixel_to_world_values(14.5, 34.5)))
+    assert not band.mask[hy - 6:hy + 7, hx - 6:hx + 7].any() and np.isnan(band.data[hy, hx])
+    assert band.mask[hy - 20:hy + 21, hx - 20:hx + 21].mean() > 0.5  # only the hole and its rim are lost
+    assert band.mask.mean() > 0.6 and np.isfinite(band.data[band.mask]).all()
+
+
+def test_a_field_over_the_pixel_limit_is_refused_with_its_estimate(tmp_path: Path) -> None:
+    a = frame_product(_frame(tmp_path, "a", n=120, scale=0.05, filt="F606W"))
+    b = frame_product(_frame(tmp_path, "b", n=120, scale=0.05, filt="F814W", orient=30.0))
+    (field,) = group_fields([a, b], min_overlap=0.5).fields
+    est = estimate_field_memory(field, upscale=4)
+    assert est.grid_pixels == 120 * 120 and est.parts["4x product"] == 25 * 16 * 120 * 120
+    assert est.total >= est.parts["aligned bands"] + est.parts["colour product"]
+    with pytest.raises(FieldRefused) as info:
+        check_field_memory(field, max_grid_pixels=10_000, upscale=4)
+    msg = str(info.value)
+    assert "120 x 120" in msg and "14,400 pixels" in msg and "GiB" in msg
+    assert "fields.max_grid_pixels" in msg and "ASTRO_PIPELINE_FIELDS__MAX_GRID_PIXELS" in msg
+    assert check_field_memory(field, max_grid_pixels=14_400).grid_pixels == 14_400
+
+
+# --- catalog records ----------------------------------------------------------------------------
+
+
+def test_the_catalog_records_fields_members_and_reference_wcs_and_grouping_reads_its_rows(tmp_path: Path) -> None:
+    from astro_pipeline.catalog import Catalog
+    from astro_pipeline.products.types import Operation
+
+    paths = [_frame(tmp_path, "f606w", n=120, scale=0.05, filt="F606W", exptime=900.0),
+             _frame(tmp_path, "f814w", n=120, scale=0.05, filt="F814W", orient=40.0, exptime=800.0),
+             _frame(tmp_path, "f814w_short", n=120, scale=0.05, filt="F814W", orient=40.0, exptime=100.0),
+             write_frame(tmp_path / "nowcs.fits", np.ones((50, 50), np.float32), None, filt="F435W", exptime=1.0)]
+    products = [frame_product(p) for p in paths]
+    with Catalog.for_output(tmp_path / "out") as cat:
+        for p in products:
+            cat.record_product(p, run_id="r1")
+        # grouping works from the catalog's rows: the footprints come back with the products
+        rows = cat.current_products([p.source_sha256 for p in products], operation=Operation.ENHANCE, models={})
+        assert [type(r.footprint).__name__ for r in rows] == ["FrameGeometry"] * 3 + ["NoFootprint"]
+        assert rows[0].footprint == products[0].footprint
+        grouping = group_fields(rows, min_overlap=0.5)
+        ids = cat.record_fields(grouping, run_id="r1")
+        assert cat.record_fields(grouping, run_id="r2") == ids  # same frames, same field: one row
+        (view,) = cat.fields()
+        assert view.key == grouping.fields[0].key and view.filters == ["F606W", "F814W"] and view.status == "grouped"
+        assert view.last_run_id == "r2" and len(view.members) == 3
+        assert view.reference_wcs["CTYPE1"] == "RA---TAN" and view.grid["shape"] == [120, 120]
+        assert view.members[0].reference and view.members[0].filter == "F606W"
+        roles = {Path(m.raw_path).name: (m.role, m.note) for m in view.members}
+        assert roles["f814w.fits"] == ("band", None)
+        assert roles["f814w_short.fits"][0] == "shallower" and "f814w.fits" in roles["f814w_short.fits"][1]
+        frames = {Path(f.raw_path).name: f for f in cat.flagged_frames(flagged_only=False)}
+        assert cat.fields(frame_ids=[frames["f814w.fits"].frame_id])[0].id == view.id
+        note = cat.read(lambda c: c.exec_driver_sql(
+            "SELECT field_note FROM frames WHERE id = ?", (frames["nowcs.fits"].frame_id,)).scalar())
+        assert "kept out of field grouping" in note and "WCS" in note
+        cat.record_field_status(view.id, "refused", "too big")
+        assert cat.fields(field_ids=[view.id])[0].status == "refused"
+        cat.record_fields(grouping, run_id="r3")  # grouping again keeps the field's state
+        assert cat.fields()[0].note == "too big"

@@ -6,8 +6,9 @@ the same library functions as the ``colorize``/``upscale``/``enhance`` commands
 (``astro_pipeline.processing``). Nothing here imports Prefect.
 
 Order of one item: ``ItemPlan`` -> :func:`fetch_item` (verified file) -> :func:`process_item`
-(products, catalog rows) -> ``ItemResult``; then for the run :func:`compose_run`, the contact
-sheet, :func:`apply_retention`, and the manifest export from the catalog (``run_report``).
+(products, catalog rows) -> ``ItemResult``; then for the run :func:`compose_run`, :func:`field_run`
+(fields across filters), the contact sheet, :func:`apply_retention`, and the manifest export
+from the catalog (``run_report``).
 """
 
 from __future__ import annotations
@@ -23,15 +24,20 @@ from astro_pipeline.archives.records import DownloadedFile
 from astro_pipeline.catalog import Catalog
 from astro_pipeline.config import Settings
 from astro_pipeline.engines import Engines
+from astro_pipeline.fields.align import FieldRefused, check_field_memory
+from astro_pipeline.fields.result import FieldResult, FieldStatus
 from astro_pipeline.fileio import sha256_file
 from astro_pipeline.items import ItemPlan, ItemResult, ItemStatus
 from astro_pipeline.planning import RunBudget
-from astro_pipeline.processing import compose_recorded, process_input
+from astro_pipeline.processing import compose_recorded, group_recorded, process_input
 from astro_pipeline.products.composites import Composite
 from astro_pipeline.products.types import Operation
 
-__all__ = ["Fetched", "StageTimer", "apply_retention", "compose_run", "fetch_item", "process_item",
-           "products_dir_for", "raw_dir_for"]
+__all__ = ["LINEAR_ARCHIVES", "Fetched", "StageTimer", "apply_retention", "compose_run", "fetch_item", "field_run",
+           "process_item", "products_dir_for", "raw_dir_for"]
+
+#: Archives whose FITS frames are linear science data, the members of fields (ESA/Hubble's are display images).
+LINEAR_ARCHIVES: frozenset[str] = frozenset({"mast", "hla"})
 
 
 def raw_dir_for(settings: Settings) -> Path:
@@ -144,6 +150,31 @@ def compose_run(catalog: Catalog, items: Sequence[ItemResult], *, versions: dict
         shas = [it.sha256 for it in items if it.operation == op and it.sha256]
         out += compose_recorded(catalog, shas, operation=op, models=versions[op],
                                 max_image_pixels=settings.pixel_limit)
+    return out
+
+
+def field_run(catalog: Catalog, items: Sequence[ItemResult], *, versions: dict[Operation, dict[str, str]],
+              settings: Settings, run_id: str) -> list[FieldResult]:
+    """Group the run's linear science frames (MAST, HLA) into fields and record them; refuse the
+    fields over the memory limit (``fields.max_grid_pixels``) with their estimate. The rest of
+    the run goes on whatever a field does."""
+    out: list[FieldResult] = []
+    for op in sorted({it.operation for it in items if it.operation is not None}):
+        shas = [it.sha256 for it in items if it.operation == op and it.sha256 and it.archive in LINEAR_ARCHIVES]
+        grouping, ids = group_recorded(catalog, shas, operation=op, models=versions[op],
+                                       min_overlap=settings.fields.min_overlap, run_id=run_id)
+        for plan in grouping.fields:
+            result = FieldResult(key=plan.key, name=plan.name, filters=plan.filters, status=FieldStatus.GROUPED,
+                                 field_id=ids.get(plan.key),
+                                 left_out=[m.note for m in plan.members if m.note is not None])
+            try:
+                check_field_memory(plan, max_grid_pixels=settings.fields.max_grid_pixels,
+                                   upscale=4 if op.upscales else 1)
+            except FieldRefused as exc:
+                result.status, result.note = FieldStatus.REFUSED, str(exc)
+                if result.field_id is not None:
+                    catalog.record_field_status(result.field_id, FieldStatus.REFUSED, str(exc), run_id=run_id)
+            out.append(result)
     return out
 
 

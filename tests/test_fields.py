@@ -17,6 +17,7 @@ from field_helpers import frame_product, observe, star_field, tan_wcs, write_fra
 from astro_pipeline.fields.align import FieldRefused, align_field, check_field_memory, estimate_field_memory
 from astro_pipeline.fields.geometry import FrameGeometry, NoFootprint, footprint_of, overlap_fraction
 from astro_pipeline.fields.grouping import MemberRole, group_fields
+from astro_pipeline.fields.result import FieldStatus
 from astro_pipeline.ingest.readers import read_frames
 
 MAX_PIXELS = 10**9
@@ -299,7 +300,63 @@ def test_the_catalog_records_fields_members_and_reference_wcs_and_grouping_reads
         note = cat.read(lambda c: c.exec_driver_sql(
             "SELECT field_note FROM frames WHERE id = ?", (frames["nowcs.fits"].frame_id,)).scalar())
         assert "kept out of field grouping" in note and "WCS" in note
-        cat.record_field_status(view.id, "refused", "too big")
+        cat.record_field_status(view.id, FieldStatus.REFUSED, "too big")
         assert cat.fields(field_ids=[view.id])[0].status == "refused"
         cat.record_fields(grouping, run_id="r3")  # grouping again keeps the field's state
         assert cat.fields()[0].note == "too big"
+
+
+# --- the field step of the sweep ----------------------------------------------------------------
+
+
+def _processed_sample_fields(tmp: Path, weights_dir: Path, names=("m83", "ngc4414")):
+    """The mini sample's multi-grid fields processed (enhance, tiny weights) and recorded, as the sweep does."""
+    import shutil
+
+    from astro_pipeline.catalog import Catalog
+    from astro_pipeline.config import Settings
+    from astro_pipeline.engines import load_engines, model_versions
+    from astro_pipeline.items import ItemResult, ItemStatus
+    from astro_pipeline.processing import process_input
+    from astro_pipeline.products.types import Operation
+    from astro_pipeline.sample import build_sample
+
+    settings = Settings(output_dir=tmp / "out", weights_dir=weights_dir)
+    index = build_sample(mini=True, cache_dir=settings.cache_dir)
+    raw = tmp / "out" / "raw" / "mast"
+    raw.mkdir(parents=True)
+    engines = load_engines(Operation.ENHANCE, settings)
+    catalog = Catalog.for_output(tmp / "out")
+    items = []
+    for item in index.items:
+        if item.field in names and item.archive == "mast":
+            path = Path(shutil.copy(index.path_of(item), raw / Path(item.path).name))
+            done = process_input(path, operation=Operation.ENHANCE, engines=engines, output_dir=tmp / "out" / "products",
+                                 quality=settings.quality, max_image_pixels=settings.max_image_pixels,
+                                 catalog=catalog, run_id="run-1", input_root=raw)
+            items.append(ItemResult(key=item.id, archive="mast", record_id=item.id, region=item.field,
+                                    status=ItemStatus.OK, operation=Operation.ENHANCE, sha256=done.sha256,
+                                    raw_path=str(path)))
+    return settings, catalog, items, model_versions(settings)
+
+
+def test_the_field_step_groups_the_sample_fields_and_refuses_one_over_the_limit(tmp_path: Path,
+                                                                               sweep_weights_dir: Path) -> None:
+    from astro_pipeline import steps
+
+    settings, catalog, items, versions = _processed_sample_fields(tmp_path, sweep_weights_dir)
+    with catalog:
+        results = steps.field_run(catalog, items, versions=versions, settings=settings, run_id="run-1")
+        by_filters = {tuple(r.filters): r for r in results}
+        assert set(by_filters) == {("F160W", "F435W", "F606W"), ("F606W", "F814W")}
+        assert all(r.status is FieldStatus.GROUPED and r.field_id is not None for r in results)
+        views = {tuple(v.filters): v for v in catalog.fields()}
+        m83 = views[("F160W", "F435W", "F606W")]
+        assert sorted(Path(m.raw_path).name.split("_")[4] for m in m83.members) == ["acs", "acs", "wfc3"]
+        assert m83.pixel_scale_arcsec == pytest.approx(0.05, rel=1e-6) and m83.grid["shape"] == [96, 96]
+        # over the pixel limit: refused, recorded with its estimate, and the other fields unaffected
+        small = settings.model_copy(update={"fields": settings.fields.model_copy(update={"max_grid_pixels": 5000})})
+        refused = steps.field_run(catalog, items, versions=versions, settings=small, run_id="run-2")
+        assert {r.status for r in refused} == {FieldStatus.REFUSED}
+        assert all("fields.max_grid_pixels" in (r.note or "") for r in refused)
+        assert {v.status for v in catalog.fields()} == {"refused"}

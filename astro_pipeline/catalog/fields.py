@@ -17,19 +17,11 @@ from astro_pipeline.catalog import tables as t
 from astro_pipeline.catalog.views import FieldMemberView, FieldView
 from astro_pipeline.catalog.writes import _EXCLUDED, _upsert, key_of
 from astro_pipeline.fields.grouping import FieldGrouping, FieldPlan, MemberRole
+from astro_pipeline.fields.result import FieldStatus
 from astro_pipeline.jsondata import jsonable
 from astro_pipeline.products.types import Product
 
-__all__ = ["FieldStatus", "field_views", "record_field_status", "record_grouping", "set_member_role"]
-
-
-class FieldStatus:
-    """A field's state: grouped (found), refused (over the memory limit), failed (too few bands aligned), composed."""
-
-    GROUPED = "grouped"
-    REFUSED = "refused"
-    FAILED = "failed"
-    COMPOSED = "composed"
+__all__ = ["field_views", "record_field_status", "record_grouping", "set_member_role"]
 
 
 def _frame_and_product(conn: Connection, product: Product) -> tuple[int | None, int | None]:
@@ -47,7 +39,7 @@ def _record_plan(conn: Connection, plan: FieldPlan, *, run_id: str | None) -> in
     values = {"field_key": plan.key, "name": plan.name, "grid": jsonable(plan.grid.as_dict()),
               "pixel_scale_arcsec": plan.grid.pixel_scale_arcsec, "ra": ra, "dec": dec, "filters": plan.filters,
               "n_members": len(plan.members), "reference_frame_id": ids[plan.reference.frame_id][0],
-              "status": FieldStatus.GROUPED, "note": None, "first_seen": now, "updated_at": now,
+              "status": str(FieldStatus.GROUPED), "note": None, "first_seen": now, "updated_at": now,
               "last_run_id": run_id}
     keep = {"field_key", "first_seen", "status", "note"}  # a composed field stays composed until recomposed
     field_id = _upsert(conn, t.fields, values, ["field_key"], {k: _EXCLUDED for k in values if k not in keep})
@@ -78,10 +70,10 @@ def record_grouping(conn: Connection, grouping: FieldGrouping, *, run_id: str | 
     return out
 
 
-def record_field_status(conn: Connection, field_id: int, status: str, note: str | None = None, *,
+def record_field_status(conn: Connection, field_id: int, status: FieldStatus, note: str | None = None, *,
                         run_id: str | None = None) -> None:
     """A field's state after alignment or composition, with the reason where it was refused or failed."""
-    values: dict[str, Any] = {"status": status, "note": note, "updated_at": t.utcnow()}
+    values: dict[str, Any] = {"status": str(status), "note": note, "updated_at": t.utcnow()}
     if run_id is not None:
         values["last_run_id"] = run_id
     conn.execute(update(t.fields).where(t.fields.c.id == field_id).values(**values))

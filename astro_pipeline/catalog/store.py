@@ -36,6 +36,7 @@ from astro_pipeline.catalog.views import (
     RunSummary,
 )
 from astro_pipeline.fields.grouping import FieldGrouping, MemberRole
+from astro_pipeline.fields.result import FieldStatus
 from astro_pipeline.ingest.frame import QualityReport, StretchParams
 from astro_pipeline.jsondata import jsonable
 from astro_pipeline.products.composites import Composite
@@ -253,9 +254,9 @@ class Catalog:
         in one transaction; returns ``{field_key: field id}``."""
         return self.write(lambda c: fields.record_grouping(c, grouping, run_id=run_id))
 
-    def record_field_status(self, field_id: int, status: str, note: str | None = None, *,
+    def record_field_status(self, field_id: int, status: FieldStatus, note: str | None = None, *,
                             run_id: str | None = None) -> None:
-        """A field's state (``fields.FieldStatus``) and, where refused or failed, why."""
+        """A field's state and, where refused or failed, why."""
         self.write(lambda c: fields.record_field_status(c, field_id, status, note, run_id=run_id))
 
     def set_field_member_role(self, field_id: int, product: Product, role: MemberRole, note: str | None) -> None:

@@ -77,6 +77,9 @@ def _print_report(report: Any) -> None:
     if not report.dry_run:
         out.print(f"products:  {report.products_dir}  ({report.n_products} product(s), "
                   f"{report.n_composites} Lupton composite(s))")
+        for f in report.fields:
+            where = ", ".join(Path(pf.path).name for pf in f.files.values()) if f.files else (f.note or "")
+            out.print(f"field {f.name} ({', '.join(f.filters)}): {f.status}" + (f": {where}" if where else ""))
         out.print(f"manifest:  {report.manifest_parquet}")
         out.print(f"           {report.manifest_csv}")
         if report.all_manifest:

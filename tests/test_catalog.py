@@ -128,8 +128,8 @@ def test_version_1_catalog_is_upgraded_in_place(tmp_path: Path) -> None:
                           ("frames", "footprint"), ("frames", "field_note")):
         db.execute(f"ALTER TABLE {table} DROP COLUMN {column}")  # back to the version-1 shape
     db.execute("DROP TABLE review_sessions")
-    db.execute("DROP TABLE field_members")
-    db.execute("DROP TABLE fields")
+    for table in ("field_product_files", "field_products", "field_members", "fields"):
+        db.execute(f"DROP TABLE {table}")
     db.execute("DELETE FROM schema_version")
     db.execute("INSERT INTO schema_version VALUES (1, 'initial catalog tables', '2026-01-01 00:00:00')")
     db.execute("INSERT INTO products (product_key, source_path, hdu_idx, plane_idx, operation, status, models, "

@@ -360,3 +360,50 @@ def test_the_field_step_groups_the_sample_fields_and_refuses_one_over_the_limit(
         assert {r.status for r in refused} == {FieldStatus.REFUSED}
         assert all("fields.max_grid_pixels" in (r.note or "") for r in refused)
         assert {v.status for v in catalog.fields()} == {"refused"}
+
+
+def test_a_field_product_is_recorded_once_and_the_manifest_gives_it_a_row_with_channels(tmp_path: Path) -> None:
+    import pandas as pd
+
+    from astro_pipeline.catalog import Catalog, export_run_manifest
+    from astro_pipeline.fields.result import FieldFileKind, FieldProduct
+    from astro_pipeline.products.types import Operation, ProductFile, ProductStatus
+
+    paths = [_frame(tmp_path, "f606w", n=80, scale=0.05, filt="F606W"),
+             _frame(tmp_path, "f814w", n=80, scale=0.05, filt="F814W", orient=30.0)]
+    products = [frame_product(p, run_id="r1") for p in paths]
+    png = tmp_path / "out" / "products" / "fields" / "x_rgb.png"
+    png.parent.mkdir(parents=True)
+    png.write_bytes(b"\x89PNG\r\n\x1a\n")
+    with Catalog.for_output(tmp_path / "out") as cat:
+        run = cat.start_run("sweep", {}, run_id="r1")
+        for p in products:
+            cat.record_product(p, run_id=run)
+        grouping = group_fields(products, min_overlap=0.5)
+        (field_id,) = cat.record_fields(grouping, run_id=run).values()
+        plan = grouping.fields[0]
+        fp = FieldProduct(key="k1", field_key=plan.key, field_name=plan.name, run_id=run, operation=Operation.ENHANCE,
+                          status=ProductStatus.OK, channels={"R": "F814W", "G": "inferred(mean)", "B": "F606W"},
+                          bands=[{"filter": m.filter, "frame_key": m.product.frame_key, "channel": c,
+                                  "instrument": "ACS/WFC", "target": "TESTFIELD"}
+                                 for m, c in zip(plan.bands.values(), ("B", "R"), strict=True)],
+                          files={FieldFileKind.PNG: ProductFile(path=png, sha256="ab" * 32)})
+        first = cat.record_field_product(field_id, fp)
+        assert cat.record_field_product(field_id, fp) == first and cat.field_product_done("k1")
+        (view,) = cat.field_products(run_id=run)
+        assert view.attempts == 2 and view.channels_text == "R:F814W, G:inferred(mean), B:F606W"
+        assert cat.fields()[0].status == "composed" and view.field.id == field_id
+        parquet, _ = export_run_manifest(cat, run, output_dir=tmp_path / "out")
+    df = pd.read_parquet(parquet)
+    frames, fields = df[df["product_type"] == "frame"], df[df["product_type"] == "field"]
+    assert len(frames) == 2 and len(fields) == 1
+    row = fields.iloc[0]
+    assert row["channels"] == "R:F814W, G:inferred(mean), B:F606W" and row["field_name"] == plan.name
+    assert row["png_path"] == "products/fields/x_rgb.png" and row["filter"] == "F606W,F814W"
+    import json
+
+    members = json.loads(row["members"])
+    assert {m["file"] for m in members} == {"f606w.fits", "f814w.fits"}
+    assert {m["channel"] for m in members} == {"B", "R"}
+    assert json.loads(row["reference_wcs"])["wcs"]["CTYPE1"] == "RA---TAN"
+    assert set(frames["field_name"]) == {plan.name} and frames["field_id"].notna().all()

@@ -14,14 +14,15 @@ from typing import Any
 from sqlalchemy import Connection, select, update
 
 from astro_pipeline.catalog import tables as t
-from astro_pipeline.catalog.views import FieldMemberView, FieldView
+from astro_pipeline.catalog.keys import models_hash, params_hash
+from astro_pipeline.catalog.views import FieldMemberView, FieldProductView, FieldView, ProductFileView
 from astro_pipeline.catalog.writes import _EXCLUDED, _upsert, key_of
 from astro_pipeline.fields.grouping import FieldGrouping, FieldPlan, MemberRole
-from astro_pipeline.fields.result import FieldStatus
+from astro_pipeline.fields.result import FieldProduct, FieldStatus
 from astro_pipeline.jsondata import jsonable
 from astro_pipeline.products.types import Product
 
-__all__ = ["field_views", "record_field_status", "record_grouping", "set_member_role"]
+__all__ = ["field_product_done", "field_product_views", "field_views", "record_field_product", "record_field_status", "record_grouping", "set_member_role"]
 
 
 def _frame_and_product(conn: Connection, product: Product) -> tuple[int | None, int | None]:
@@ -127,3 +128,61 @@ def field_views(conn: Connection, *, field_ids: Sequence[int] | None = None, run
 
 def _ref(rows: Sequence[Any], field_id: int) -> int | None:
     return next((r.reference_frame_id for r in rows if r.id == field_id), None)
+
+
+# --- field products ---------------------------------------------------------------------------
+
+
+def record_field_product(conn: Connection, field_id: int, product: FieldProduct) -> int:
+    """Record a field product with its files (upserted by key: a retry counts an attempt)."""
+    models = [m.as_dict() for m in product.models]
+    params = jsonable(product.params)
+    now = t.utcnow()
+    values = {"product_key": product.key, "field_id": field_id, "run_id": product.run_id,
+              "operation": str(product.operation), "status": str(product.status), "error": product.error,
+              "channels": dict(product.channels), "bands": jsonable(product.bands), "models": models,
+              "models_hash": models_hash(models), "params": params, "params_hash": params_hash(params),
+              "metrics": jsonable(product.metrics), "notes": list(product.notes), "attempts": 1,
+              "created_at": now, "updated_at": now}
+    upd: dict[str, Any] = {k: _EXCLUDED for k in values if k not in {"product_key", "created_at", "attempts"}}
+    upd["attempts"] = t.field_products.c.attempts + 1
+    fp_id = _upsert(conn, t.field_products, values, ["product_key"], upd)
+    conn.execute(t.field_product_files.delete().where(t.field_product_files.c.field_product_id == fp_id))
+    if product.files:
+        conn.execute(t.field_product_files.insert(), [
+            {"field_product_id": fp_id, "kind": str(kind), "path": str(pf.path), "sha256": pf.sha256}
+            for kind, pf in product.files.items()])
+    return fp_id
+
+
+def field_product_done(conn: Connection, key: str) -> bool:
+    """True when an ok field product with this key is recorded (its files are the caller's to check)."""
+    status = conn.execute(select(t.field_products.c.status).where(t.field_products.c.product_key == key)).scalar()
+    return status == "ok"
+
+
+def field_product_views(conn: Connection, *, run_id: str | None = None, field_ids: Sequence[int] | None = None,
+                        ids: Sequence[int] | None = None) -> list[FieldProductView]:
+    """Field products (of a run, of these fields, or these ids) with their field and files, oldest first."""
+    fp = t.field_products
+    q = select(fp).order_by(fp.c.id)
+    if run_id is not None:
+        q = q.where(fp.c.run_id == run_id)
+    if field_ids is not None:
+        q = q.where(fp.c.field_id.in_(list(field_ids)))
+    if ids is not None:
+        q = q.where(fp.c.id.in_(list(ids)))
+    rows = list(conn.execute(q))
+    if not rows:
+        return []
+    fields = {v.id: v for v in field_views(conn, field_ids=sorted({r.field_id for r in rows}))}
+    files: dict[int, dict[str, ProductFileView]] = defaultdict(dict)
+    pf = t.field_product_files
+    for r in conn.execute(select(pf).where(pf.c.field_product_id.in_([r.id for r in rows]))):
+        files[r.field_product_id][r.kind] = ProductFileView(id=r.id, kind=r.kind, path=r.path, sha256=r.sha256)
+    return [FieldProductView(
+        id=r.id, key=r.product_key, field=fields[r.field_id], run_id=r.run_id, operation=r.operation,
+        status=r.status, error=r.error, channels=dict(r.channels or {}), bands=list(r.bands or []),
+        models=list(r.models or []), params=dict(r.params or {}), metrics=dict(r.metrics or {}),
+        notes=list(r.notes or []), attempts=r.attempts, created_at=r.created_at, updated_at=r.updated_at,
+        files=files.get(r.id, {})) for r in rows]

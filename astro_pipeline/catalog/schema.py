@@ -76,11 +76,12 @@ def _v5_channels(conn: Connection) -> None:
 
 
 def _v6_fields(conn: Connection) -> None:
-    """6: fields: frames' footprints and field notes, and the ``fields`` / ``field_members`` tables."""
+    """6: fields: frames' footprints and field notes; ``fields``, ``field_members``, ``field_products``
+    and ``field_product_files``."""
     _add_column(conn, t.frames, t.frames.c.footprint)
     _add_column(conn, t.frames, t.frames.c.field_note)
-    t.fields.create(conn)
-    t.field_members.create(conn)
+    for table in (t.fields, t.field_members, t.field_products, t.field_product_files):
+        table.create(conn)
 
 
 #: version -> (description, step upgrading version-1 to version).
@@ -89,7 +90,8 @@ UPGRADES: dict[int, tuple[str, Callable[[Connection], None]]] = {
     3: ("files.deleted_at, frames.notes, products.quality_metrics", _v3_records),
     4: ("products.superseded_by/superseded_at, index on product_files.path", _v4_superseded),
     5: ("products.channels: which channel of a composed product came from which band", _v5_channels),
-    6: ("frames.footprint, frames.field_note, fields, field_members", _v6_fields),
+    6: ("frames.footprint, frames.field_note, fields, field_members, field_products, field_product_files",
+        _v6_fields),
 }
 
 _DESCRIPTION_FRESH = "initial catalog tables"

@@ -26,6 +26,7 @@ from astro_pipeline.catalog.reviews import NotFoundError
 from astro_pipeline.catalog.schema import migrate
 from astro_pipeline.catalog.views import (
     Decision,
+    FieldProductView,
     FieldView,
     FrameFilter,
     FrameView,
@@ -36,7 +37,7 @@ from astro_pipeline.catalog.views import (
     RunSummary,
 )
 from astro_pipeline.fields.grouping import FieldGrouping, MemberRole
-from astro_pipeline.fields.result import FieldStatus
+from astro_pipeline.fields.result import FieldProduct, FieldStatus
 from astro_pipeline.ingest.frame import QualityReport, StretchParams
 from astro_pipeline.jsondata import jsonable
 from astro_pipeline.products.composites import Composite
@@ -266,6 +267,31 @@ class Catalog:
                frame_ids: Iterable[int] | None = None) -> list[FieldView]:
         """Fields with their members: all, these ids, those a run recorded, or those holding these frames."""
         return self.read(lambda c: fields.field_views(c, field_ids=field_ids, run_id=run_id, frame_ids=frame_ids))
+
+    def record_field_product(self, field_id: int, product: FieldProduct) -> int:
+        """Record a field product and its files, and mark its field composed when it is ok."""
+
+        def step(conn: Connection) -> int:
+            fp_id = fields.record_field_product(conn, field_id, product)
+            if product.ok:
+                fields.record_field_status(conn, field_id, FieldStatus.COMPOSED, None, run_id=product.run_id)
+            return fp_id
+
+        return self.write(step)
+
+    def field_product_done(self, key: str) -> bool:
+        return self.read(lambda c: fields.field_product_done(c, key))
+
+    def field_products(self, *, run_id: str | None = None, field_ids: Sequence[int] | None = None,
+                       ids: Sequence[int] | None = None) -> list[FieldProductView]:
+        """Field products with their field, members and files (of a run, of fields, or by id)."""
+        return self.read(lambda c: fields.field_product_views(c, run_id=run_id, field_ids=field_ids, ids=ids))
+
+    def field_product_file(self, file_id: int) -> ProductFileView | None:
+        """A field product's file by catalog id (the review page serves field images only this way)."""
+        row = self.read(lambda c: c.execute(select(t.field_product_files).where(
+            t.field_product_files.c.id == file_id)).first())
+        return None if row is None else ProductFileView(id=row.id, kind=row.kind, path=row.path, sha256=row.sha256)
 
     def current_products(self, sha256s: Iterable[str], *, operation: Operation,
                          models: Mapping[str, str]) -> list[Product]:

@@ -37,6 +37,8 @@ __all__ = [
     "UtcDateTime",
     "archive_records",
     "field_members",
+    "field_product_files",
+    "field_products",
     "fields",
     "files",
     "frame_flags",
@@ -291,6 +293,45 @@ field_members = Table(
     Column("coverage", Float),  # fraction of the field's grid the frame covers
     Column("note", Text),
     Index("ix_field_members_frame_id", "frame_id"),
+)
+
+#: A field's colour products (schema 4): composed from its band frames on its grid, with a 4x
+#: version where the run upscales. Keyed like frame products: the field, its band frames, the
+#: models and the parameters.
+field_products = Table(
+    "field_products",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("product_key", String(64), nullable=False, unique=True),
+    Column("field_id", Integer, ForeignKey("fields.id"), nullable=False),
+    Column("run_id", String(80)),
+    Column("operation", String(32), nullable=False),  # the run's operation for the field's frames
+    Column("status", String(16), nullable=False),  # ok | error
+    Column("error", Text),
+    Column("channels", JSON(none_as_null=True)),  # {"R": "F160W", "G": "F606W", "B": "F435W"} or inferred(...)
+    Column("bands", JSON(none_as_null=True), nullable=False),  # the band frames used: filter, frame, file sha256
+    Column("models", JSON(none_as_null=True), nullable=False),
+    Column("models_hash", String(64), nullable=False),
+    Column("params", JSON(none_as_null=True), nullable=False),
+    Column("params_hash", String(64), nullable=False),
+    Column("metrics", JSON(none_as_null=True)),
+    Column("notes", JSON(none_as_null=True)),  # members left out of this product, and why
+    Column("attempts", Integer, nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("updated_at", UtcDateTime, nullable=False),
+    Index("ix_field_products_field_id", "field_id"),
+    Index("ix_field_products_run_id", "run_id"),
+)
+
+field_product_files = Table(
+    "field_product_files",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("field_product_id", Integer, ForeignKey("field_products.id", ondelete="CASCADE"), nullable=False),
+    Column("kind", String(32), nullable=False),  # png | tif | fits | png_4x | tif_4x | fits_4x
+    Column("path", Text, nullable=False),
+    Column("sha256", String(64)),
+    UniqueConstraint("field_product_id", "kind", name="uq_field_product_files_kind"),
 )
 
 reviews = Table(

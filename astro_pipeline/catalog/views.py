@@ -15,6 +15,7 @@ __all__ = [
     "DECISIONS",
     "Decision",
     "FieldMemberView",
+    "FieldProductView",
     "FieldView",
     "FrameFilter",
     "FrameView",
@@ -205,6 +206,34 @@ class FieldView:
         return {m.filter: m for m in self.members if m.role == "band"}
 
 
+@dataclass(frozen=True, kw_only=True)
+class FieldProductView:
+    """A field's colour product as recorded: its field (grid, members), channels, band frames and files."""
+
+    id: int
+    key: str
+    field: FieldView
+    run_id: str | None
+    operation: str
+    status: str
+    error: str | None
+    channels: dict[str, str]
+    bands: list[dict[str, Any]]
+    models: list[dict[str, Any]]
+    params: dict[str, Any]
+    metrics: dict[str, Any]
+    notes: list[str]
+    attempts: int
+    created_at: datetime
+    updated_at: datetime
+    files: dict[str, ProductFileView]
+
+    @property
+    def channels_text(self) -> str:
+        """``R:F160W, G:F606W, B:F435W``: which filter made each channel, red first."""
+        return ", ".join(f"{k}:{self.channels[k]}" for k in ("R", "G", "B") if k in self.channels)
+
+
 @dataclass(kw_only=True)
 class FrameFilter:
     """Which frames a query returns. ``decision`` is a decision name, ``"undecided"`` or None (any)."""
@@ -262,6 +291,9 @@ class ManifestRow:
     review: Decision | None = None
     superseded_by: int | None = None  # the product whose files replaced this one's (None: current)
     superseded_at: datetime | None = None
+    field_id: int | None = None  # the newest field the frame is a member of
+    field_name: str | None = None
+    field_note: str | None = None  # why the frame is in no field
 
 
 def _pid_alive(pid: int) -> bool:

@@ -407,3 +407,66 @@ def test_a_field_product_is_recorded_once_and_the_manifest_gives_it_a_row_with_c
     assert {m["channel"] for m in members} == {"B", "R"}
     assert json.loads(row["reference_wcs"])["wcs"]["CTYPE1"] == "RA---TAN"
     assert set(frames["field_name"]) == {plan.name} and frames["field_id"].notna().all()
+
+
+def test_the_review_page_shows_a_field_product_beside_its_member_frames(tmp_path: Path) -> None:
+    import re
+
+    import httpx
+    from PIL import Image
+
+    from astro_pipeline.catalog import Catalog
+    from astro_pipeline.config import Settings
+    from astro_pipeline.fields.result import FieldFileKind, FieldProduct
+    from astro_pipeline.products.types import Operation, ProductFile, ProductStatus
+    from astro_pipeline.products.writers import write_png
+    from astro_pipeline.review.server import ReviewServer
+
+    root = tmp_path / "out"
+    raw = root / "raw"
+    paths = [_frame(raw, "f606w", n=80, scale=0.05, filt="F606W"),
+             _frame(raw, "f814w", n=80, scale=0.05, filt="F814W", orient=30.0),
+             _frame(raw, "f814w_short", n=80, scale=0.05, filt="F814W", orient=30.0, exptime=50.0)]
+    products = [frame_product(p, run_id="r1") for p in paths]
+    rgb = np.zeros((80, 80, 3), np.float32)
+    rgb[..., 0] = 1.0
+    png = write_png(root / "products" / "fields" / "f_rgb.png", rgb, {}, "test")
+    outside = tmp_path / "elsewhere.png"
+    Image.fromarray(np.zeros((4, 4, 3), np.uint8)).save(outside)
+    with Catalog.for_output(root) as cat:
+        for p in products:
+            cat.record_product(p, run_id="r1")
+        grouping = group_fields(products, min_overlap=0.5)
+        (field_id,) = cat.record_fields(grouping, run_id="r1").values()
+        plan = grouping.fields[0]
+        bands = [{"filter": m.filter, "frame_key": m.product.frame_key, "channel": c}
+                 for m, c in zip(plan.bands.values(), ("B", "R"), strict=True)]
+        fp = FieldProduct(key="k", field_key=plan.key, field_name=plan.name, run_id="r1", operation=Operation.ENHANCE,
+                          status=ProductStatus.OK, channels={"R": "F814W", "G": "inferred(mean)", "B": "F606W"},
+                          bands=bands, files={FieldFileKind.PNG: png,
+                                              FieldFileKind.PNG_4X: ProductFile(path=outside, sha256="x")})
+        cat.record_field_product(field_id, fp)
+        (view,) = cat.field_products()
+        settings = Settings(output_dir=root, review_tokens={"tok-0123456789abcdef": "ann"})
+        with ReviewServer(catalog=cat, settings=settings) as srv, httpx.Client(base_url=srv.url, timeout=10) as client:
+            page = client.get("/fields")
+            assert page.status_code == 200
+            html = page.text
+            assert plan.name in html and "R:F814W, G:inferred(mean), B:F606W" in html
+            product_url = f"/field-image/{view.files['png'].id}/png"
+            assert product_url in html
+            got = client.get(product_url)
+            assert got.status_code == 200 and got.headers["content-type"] == "image/png" and got.content == png.path.read_bytes()
+            # each member frame beside it, with its filter, channel and role
+            members = re.findall(r'<img src="(/frame/\d+/input\.png)" alt="member frame ([^"]+)"', html)
+            assert len(members) == 3
+            labels = " | ".join(label for _, label in members)
+            assert "F606W → B · band" in labels and "F814W → R · band" in labels and "not used: shallower" in labels
+            for url, _ in members:
+                img = client.get(url)
+                assert img.status_code == 200 and img.content[:8] == b"\x89PNG\r\n\x1a\n"
+            # a recorded file outside the output folder is never served, and other ids are refused
+            assert client.get(f"/field-image/{view.files['png_4x'].id}/png_4x").status_code == 404
+            assert client.get("/field-image/999/png").status_code == 404
+            assert client.get(f"/field-image/{view.files['png'].id}/fits").status_code == 404
+            assert "/fields" in client.get("/").text  # the queue links to the fields page

@@ -81,7 +81,7 @@ def _v6_fields(conn: Connection) -> None:
     _add_column(conn, t.frames, t.frames.c.footprint)
     _add_column(conn, t.frames, t.frames.c.field_note)
     for table in (t.fields, t.field_members, t.field_products, t.field_product_files):
-        table.create(conn)
+        table.create(conn, checkfirst=True)  # nothing when the table exists already, as _add_column
 
 
 #: version -> (description, step upgrading version-1 to version).

@@ -65,9 +65,10 @@ class RunReport:
         lines += ["", f"Wall time: {self.wall_seconds:.1f} s; products: {self.n_products}; "
                       f"Lupton composites: {self.n_composites}"]
         if self.fields:
-            lines += ["", "| field | filters | status | note |", "|---|---|---|---|"]
-            lines += [f"| {f.name} | {', '.join(f.filters)} | {f.status} | {(f.note or '').replace('|', '/')} |"
-                      for f in self.fields]
+            lines += ["", "| field | filters | status | channels | colour image | note |", "|---|---|---|---|---|---|"]
+            lines += [f"| {f.name} | {', '.join(f.filters)} | {f.status} | {f.channels or ''} | "
+                      f"{Path(f.files['png'].path).name if 'png' in f.files else ''} | "
+                      f"{(f.note or '').replace('|', '/')} |" for f in self.fields]
         if self.manifest_parquet:
             lines += [f"Manifest: `{self.manifest_parquet}` (CSV: `{self.manifest_csv}`)"]
         if self.all_manifest:

@@ -14,7 +14,7 @@ from the catalog (``run_report``).
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,14 +24,17 @@ from astro_pipeline.archives.records import DownloadedFile
 from astro_pipeline.catalog import Catalog
 from astro_pipeline.config import Settings
 from astro_pipeline.engines import Engines
-from astro_pipeline.fields.align import FieldRefused, check_field_memory
-from astro_pipeline.fields.result import FieldResult, FieldStatus
+from astro_pipeline.fields.align import FieldRefused, align_field, check_field_memory
+from astro_pipeline.fields.compose import compose_field
+from astro_pipeline.fields.grouping import FieldPlan, MemberRole
+from astro_pipeline.fields.products import field_product_key, write_field_product
+from astro_pipeline.fields.result import FieldProduct, FieldResult, FieldStatus
 from astro_pipeline.fileio import sha256_file
 from astro_pipeline.items import ItemPlan, ItemResult, ItemStatus
 from astro_pipeline.planning import RunBudget
 from astro_pipeline.processing import compose_recorded, group_recorded, process_input
 from astro_pipeline.products.composites import Composite
-from astro_pipeline.products.types import Operation
+from astro_pipeline.products.types import Operation, ProductFile, ProductStatus
 
 __all__ = ["LINEAR_ARCHIVES", "Fetched", "StageTimer", "apply_retention", "compose_run", "fetch_item", "field_run",
            "process_item", "products_dir_for", "raw_dir_for"]
@@ -154,10 +157,13 @@ def compose_run(catalog: Catalog, items: Sequence[ItemResult], *, versions: dict
 
 
 def field_run(catalog: Catalog, items: Sequence[ItemResult], *, versions: dict[Operation, dict[str, str]],
-              settings: Settings, run_id: str) -> list[FieldResult]:
+              settings: Settings, run_id: str,
+              engines_for: Callable[[Operation], Engines] | None = None) -> list[FieldResult]:
     """Group the run's linear science frames (MAST, HLA) into fields and record them; refuse the
-    fields over the memory limit (``fields.max_grid_pixels``) with their estimate. The rest of
-    the run goes on whatever a field does."""
+    fields over the memory limit (``fields.max_grid_pixels``) with their estimate; align the rest
+    with ``reproject``, compose each into one colour product (4x too where the operation upscales)
+    and record it. A field whose product is done (same key, files there) is not made again. The
+    rest of the run goes on whatever a field does."""
     out: list[FieldResult] = []
     for op in sorted({it.operation for it in items if it.operation is not None}):
         shas = [it.sha256 for it in items if it.operation == op and it.sha256 and it.archive in LINEAR_ARCHIVES]
@@ -174,8 +180,56 @@ def field_run(catalog: Catalog, items: Sequence[ItemResult], *, versions: dict[O
                 result.status, result.note = FieldStatus.REFUSED, str(exc)
                 if result.field_id is not None:
                     catalog.record_field_status(result.field_id, FieldStatus.REFUSED, str(exc), run_id=run_id)
+                out.append(result)
+                continue
+            if result.field_id is not None:
+                _make_field_product(catalog, plan, result, operation=op, settings=settings, run_id=run_id,
+                                    engines_for=engines_for)
             out.append(result)
     return out
+
+
+def _make_field_product(catalog: Catalog, plan: FieldPlan, result: FieldResult, *, operation: Operation,
+                        settings: Settings, run_id: str, engines_for: Callable[[Operation], Engines] | None) -> None:
+    """Align, compose, write and record one field's product; a failure is the field's, with why."""
+    from astro_pipeline.engines import load_engines
+
+    t0 = time.perf_counter()
+    field_id = result.field_id
+    assert field_id is not None
+    engines = (engines_for or (lambda op: load_engines(op, settings)))(operation) if operation.upscales else Engines()
+    upscaler = engines.upscaler
+    models = engines.models(operation) if operation.upscales else ()
+    models = tuple(m for m in models if upscaler is not None and m.name == upscaler.meta.name)
+    key = field_product_key(plan, operation=operation, models=models)
+    if catalog.field_product_done(key):
+        done = [v for v in catalog.field_products(field_ids=[field_id]) if v.key == key]
+        if done and done[-1].files and all(Path(f.path).is_file() for f in done[-1].files.values()):
+            result.status = FieldStatus.COMPOSED
+            result.files = {k: ProductFile(path=Path(f.path), sha256=f.sha256) for k, f in done[-1].files.items()}
+            result.seconds = time.perf_counter() - t0
+            return
+    try:
+        aligned = align_field(plan, max_image_pixels=settings.max_image_pixels, order=settings.fields.reproject_order)
+        for member, why in aligned.failed:
+            catalog.set_field_member_role(field_id, member.product, MemberRole.FAILED, why)
+            result.left_out.append(why)
+        composite = compose_field(aligned)
+        product = write_field_product(aligned, composite, operation=operation, products_dir=products_dir_for(settings),
+                                      run_id=run_id, upscaler=upscaler, models=models, key=key)
+    except Exception as exc:  # noqa: BLE001 - one field that fails never stops the sweep
+        msg = f"field {plan.name}: {type(exc).__name__}: {' '.join(str(exc).split())[:400]}"
+        catalog.record_field_product(field_id, FieldProduct(
+            key=key, field_key=plan.key, field_name=plan.name, run_id=run_id, operation=operation,
+            status=ProductStatus.ERROR, error=msg, models=models))
+        catalog.record_field_status(field_id, FieldStatus.FAILED, msg, run_id=run_id)
+        result.status, result.note = FieldStatus.FAILED, msg
+        result.seconds = time.perf_counter() - t0
+        return
+    catalog.record_field_product(field_id, product)
+    result.status, result.files = FieldStatus.COMPOSED, dict(product.files)
+    result.channels = composite.channels_text
+    result.seconds = time.perf_counter() - t0
 
 
 def _products_verified(result: ItemResult) -> bool:

@@ -160,7 +160,10 @@ def field_task(items: list[ItemResult], settings: Settings, versions: dict[Opera
                run_id: str) -> list[FieldResult]:
     """Fields across filters from the run's linear frames: grouped, recorded, aligned, composed
     (before retention: alignment reads the inputs). A field that fails never stops the sweep."""
-    return steps.field_run(open_catalog(settings), items, versions=versions, settings=settings, run_id=run_id)
+    limit_name = inference_limit_name()
+    _ensure_limit_once(limit_name)
+    return steps.field_run(open_catalog(settings), items, versions=versions, settings=settings, run_id=run_id,
+                           engines_for=lambda op: load_engines(op, settings).with_guard(guard_factory(limit_name)))
 
 
 @task(name="contact-sheet", cache_policy=NO_CACHE)

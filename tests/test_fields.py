@@ -161,9 +161,10 @@ def test_min_overlap_decides_and_members_off_the_reference_are_left_out(tmp_path
 
 
 def _centroid_offsets(a: np.ndarray, b: np.ndarray, wcs, stars, *, box: int = 11, isolation_arcsec: float = 0.5,
-                      edge: int = 10) -> np.ndarray:
-    """Per star, the distance (grid pixels) between its photutils 2-D Gaussian centroids in ``a`` and ``b``."""
-    from photutils.centroids import centroid_2dg, centroid_sources
+                      edge: int = 10, method: str = "2dg") -> np.ndarray:
+    """Per star, the distance (grid pixels) between its photutils centroids in ``a`` and ``b``: 2-D
+    Gaussian fits (``2dg``), or the peak's quadratic fit (``quadratic``, over 5 x 5 pixels)."""
+    from photutils.centroids import centroid_2dg, centroid_quadratic, centroid_sources
 
     x, y = wcs.world_to_pixel_values(stars.ra, stars.dec)
     h, w = a.shape
@@ -181,8 +182,10 @@ def _centroid_offsets(a: np.ndarray, b: np.ndarray, wcs, stars, *, box: int = 11
     keep = np.array(keep)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # photutils' convergence notes on faint stars
-        ax, ay = centroid_sources(np.nan_to_num(a), x[keep], y[keep], box_size=box, centroid_func=centroid_2dg)
-        bx, by = centroid_sources(np.nan_to_num(b), x[keep], y[keep], box_size=box, centroid_func=centroid_2dg)
+        func, size = (centroid_2dg, box) if method == "2dg" else (centroid_quadratic, 5)
+        a, b = (v / np.nanmax(v) for v in (a, b))  # fits on values near 1 (PHOTFLAM units are 1e-19)
+        ax, ay = centroid_sources(np.nan_to_num(a), x[keep], y[keep], box_size=size, centroid_func=func)
+        bx, by = centroid_sources(np.nan_to_num(b), x[keep], y[keep], box_size=size, centroid_func=func)
     d = np.hypot(ax - bx, ay - by)
     return d[np.isfinite(d)]
 
@@ -265,6 +268,96 @@ def test_a_field_over_the_pixel_limit_is_refused_with_its_estimate(tmp_path: Pat
     assert check_field_memory(field, max_grid_pixels=14_400).grid_pixels == 14_400
 
 
+# --- composing a field ---------------------------------------------------------------------------
+
+
+def test_a_field_on_two_rotated_grids_composes_without_colour_fringes(tmp_path: Path) -> None:
+    """Done when: the star field seen on two grids (rotated, 0.05" and 0.13"/px) composes into one
+    colour image whose channels agree on every isolated star's centroid to better than 0.1 px."""
+    from astro_pipeline.fields.compose import compose_field
+
+    field, stars = _two_grid_field(tmp_path)
+    composite = compose_field(align_field(field, max_image_pixels=MAX_PIXELS))
+    # F606W (606 nm) is G, F160W (WFC3/IR: 1600 nm) is R; B is the nearer band's (G) values
+    assert composite.channels == {"R": "F160W", "G": "F606W", "B": "inferred(nearer:G)"}
+    assert composite.band_slots == {"F606W": "G", "F160W": "R"}
+    img = composite.image
+    assert img.shape == (*field.grid.shape, 3) and img.dtype == np.float32 and 0.0 <= img.min() and img.max() <= 1.0
+    # the channels' data (sky-subtracted, one flux unit): photutils 2-D Gaussian centroids agree
+    d = _centroid_offsets(composite.linear[..., 0], composite.linear[..., 1], field.grid.wcs, stars)
+    assert len(d) >= 20, len(d)
+    assert np.median(d) < 0.1 and np.percentile(d, 90) < 0.2, (np.median(d), np.percentile(d, 90))
+    # and the colour image itself: each star's peak (photutils quadratic centroid) is where it is in
+    # the other channel (a Gaussian fit does not suit stars after the asinh stretch, so peaks are compared)
+    red, green = (np.where(composite.valid, img[..., i], np.nan) for i in (0, 1))
+    peaks = _centroid_offsets(red, green, field.grid.wcs, stars, method="quadratic")
+    assert len(peaks) >= 20 and np.median(peaks) < 0.1, (len(peaks), np.median(peaks))
+    # the sky is neutral and near black: R and G agree on the sky, both low
+    sky = composite.valid & (img[..., 1] < np.percentile(img[..., 1][composite.valid], 50))
+    assert abs(float(np.median(img[..., 0][sky]) - np.median(img[..., 1][sky]))) < 0.03
+    assert float(np.median(img[..., 1][sky])) < 0.1
+    # off the IR frame the product is black in every channel, not a one-band colour
+    assert composite.valid.mean() < 1.0 and not img[~composite.valid].any()
+
+
+def test_a_wrong_wcs_shows_as_a_colour_fringe_in_the_composite(tmp_path: Path) -> None:
+    from astro_pipeline.fields.compose import compose_field
+
+    field, stars = _two_grid_field(tmp_path, shift_b_arcsec=0.015)  # 0.3 grid pixels
+    composite = compose_field(align_field(field, max_image_pixels=MAX_PIXELS))
+    d = _centroid_offsets(composite.linear[..., 0], composite.linear[..., 1], field.grid.wcs, stars)
+    assert np.median(d) == pytest.approx(0.3, abs=0.06)
+    red, green = (np.where(composite.valid, composite.image[..., i], np.nan) for i in (0, 1))
+    assert np.median(_centroid_offsets(red, green, field.grid.wcs, stars, method="quadratic")) > 0.2
+
+
+def test_the_wavelength_rule_slots_bands_by_absolute_wavelength() -> None:
+    from astro_pipeline.fields.compose import pivot_nm, slot_of
+
+    assert pivot_nm("F160W", instrument="WFC3", detector="IR") == 1600.0
+    assert pivot_nm("F110W", instrument="NICMOS") == 1100.0
+    assert pivot_nm("F435W", instrument="ACS", detector="WFC") == 435.0
+    assert [slot_of(pivot_nm(f, instrument="ACS")) for f in ("F435W", "F475W", "F555W", "F606W", "F658N", "F814W")] \
+        == ["B", "B", "G", "G", "R", "R"]
+    assert slot_of(pivot_nm("F160W", instrument="WFC3", detector="IR")) == "R"
+
+
+def test_two_bands_in_red_and_blue_fill_green_with_their_mean_and_files_carry_the_channels(tmp_path: Path) -> None:
+    from astropy.io import fits
+    from astropy.wcs import WCS
+    from PIL import Image
+
+    from astro_pipeline.fields.compose import compose_field
+    from astro_pipeline.fields.products import write_field_product
+    from astro_pipeline.products.types import Operation
+
+    stars = star_field(20, seed=5, radius_arcsec=3.5)
+    paths = [_frame(tmp_path, "b", n=100, scale=0.05, filt="F435W", stars=stars, exptime=900.0),
+             _frame(tmp_path, "r", n=100, scale=0.05, filt="F814W", stars=stars, orient=46.0, exptime=800.0)]
+    (field,) = group_fields([frame_product(p) for p in paths], min_overlap=0.5).fields
+    aligned = align_field(field, max_image_pixels=MAX_PIXELS)
+    composite = compose_field(aligned)
+    assert composite.channels == {"R": "F814W", "G": "inferred(mean)", "B": "F435W"}
+    img = composite.image
+    np.testing.assert_allclose(img[..., 1], 0.5 * (img[..., 0] + img[..., 2]), atol=1e-6)
+    assert composite.params["flux_scale"] == "PHOTFLAM" and composite.inferred == ["G"]
+    product = write_field_product(aligned, composite, operation=Operation.COLORIZE, products_dir=tmp_path / "products",
+                                  run_id="r1")
+    assert set(product.files) == {"png", "tif", "fits"} and product.ok
+    assert Path(product.files["png"].path).name == f"{field.name}_rgb.png"
+    assert Path(product.files["png"].path).parent == tmp_path / "products" / "fields"
+    assert np.asarray(Image.open(product.files["png"].path)).shape == (*field.grid.shape, 3)
+    with fits.open(product.files["fits"].path) as hdul:
+        h = hdul[0].header
+        assert hdul[0].data.shape == (3, *field.grid.shape)
+        assert h["CHANNELS"] == "R:F814W, G:inferred(mean), B:F435W" and h["CHAN_G"] == "inferred(mean)"
+        assert h["VISUAL"] is True and h["CTYPE3"] == "RGB"
+        w = WCS(h).celestial
+        ra, dec = field.grid.wcs.pixel_to_world_values(10.0, 20.0)
+        assert np.allclose(w.world_to_pixel_values(ra, dec), (10.0, 20.0), atol=1e-6)  # the reference WCS
+    assert {b["filter"]: b["channel"] for b in product.bands} == {"F435W": "B", "F814W": "R"}
+
+
 # --- catalog records ----------------------------------------------------------------------------
 
 
@@ -340,26 +433,80 @@ def _processed_sample_fields(tmp: Path, weights_dir: Path, names=("m83", "ngc441
     return settings, catalog, items, model_versions(settings)
 
 
-def test_the_field_step_groups_the_sample_fields_and_refuses_one_over_the_limit(tmp_path: Path,
-                                                                               sweep_weights_dir: Path) -> None:
+def test_the_field_step_composes_the_sample_fields_and_refuses_one_over_the_limit(tmp_path: Path,
+                                                                                sweep_weights_dir: Path) -> None:
+    from astropy.io import fits
+    from PIL import Image
+
     from astro_pipeline import steps
+    from astro_pipeline.products.types import Operation
 
     settings, catalog, items, versions = _processed_sample_fields(tmp_path, sweep_weights_dir)
     with catalog:
         results = steps.field_run(catalog, items, versions=versions, settings=settings, run_id="run-1")
         by_filters = {tuple(r.filters): r for r in results}
         assert set(by_filters) == {("F160W", "F435W", "F606W"), ("F606W", "F814W")}
-        assert all(r.status is FieldStatus.GROUPED and r.field_id is not None for r in results)
+        assert all(r.status is FieldStatus.COMPOSED and r.field_id is not None for r in results), results
         views = {tuple(v.filters): v for v in catalog.fields()}
         m83 = views[("F160W", "F435W", "F606W")]
         assert sorted(Path(m.raw_path).name.split("_")[4] for m in m83.members) == ["acs", "acs", "wfc3"]
         assert m83.pixel_scale_arcsec == pytest.approx(0.05, rel=1e-6) and m83.grid["shape"] == [96, 96]
+        # m83: three real bands, no channel inferred; ngc4414: F606W (G) and F814W (R), B from the nearer band
+        assert by_filters[("F160W", "F435W", "F606W")].channels == "R:F160W, G:F606W, B:F435W"
+        assert by_filters[("F606W", "F814W")].channels == "R:F814W, G:F606W, B:inferred(nearer:G)"
+        for r in results:  # colour, 16-bit TIFF, RGB FITS cube with the reference WCS, and each at 4x (enhance)
+            assert set(r.files) == {"png", "tif", "fits", "png_4x", "tif_4x", "fits_4x"}
+            assert Path(r.files["png"].path).name == f"{r.name}_rgb.png"
+            assert Path(r.files["png_4x"].path).name == f"{r.name}_rgb_x4.png"
+            assert Image.open(r.files["png_4x"].path).size == (96 * 4, 96 * 4)
+            with fits.open(r.files["fits_4x"].path) as hdul:
+                assert hdul[0].data.shape == (3, 96 * 4, 96 * 4) and hdul[0].header["SCALE"] == 4
+                assert hdul[0].header["CHANNELS"] == r.channels
+        ups = {m["name"] for v in catalog.field_products() for m in v.models}
+        assert ups == {"random-superres"} and "random-colorize" in versions[Operation.ENHANCE]  # the SR model only
+        assert {v.field.status for v in catalog.field_products()} == {"composed"}
+        # a rerun finds the products done: nothing is written again
+        mtimes = {f.path: Path(f.path).stat().st_mtime_ns for r in results for f in r.files.values()}
+        again = steps.field_run(catalog, items, versions=versions, settings=settings, run_id="run-2")
+        assert {r.status for r in again} == {FieldStatus.COMPOSED}
+        assert {f.path: Path(f.path).stat().st_mtime_ns for r in again for f in r.files.values()} == mtimes
+        assert all(v.attempts == 1 for v in catalog.field_products())
         # over the pixel limit: refused, recorded with its estimate, and the other fields unaffected
         small = settings.model_copy(update={"fields": settings.fields.model_copy(update={"max_grid_pixels": 5000})})
-        refused = steps.field_run(catalog, items, versions=versions, settings=small, run_id="run-2")
+        refused = steps.field_run(catalog, items, versions=versions, settings=small, run_id="run-3")
         assert {r.status for r in refused} == {FieldStatus.REFUSED}
         assert all("fields.max_grid_pixels" in (r.note or "") for r in refused)
         assert {v.status for v in catalog.fields()} == {"refused"}
+
+
+def test_a_member_that_cannot_be_aligned_is_left_out_and_the_field_composed_from_the_rest(
+        tmp_path: Path, sweep_weights_dir: Path) -> None:
+    from astro_pipeline import steps
+
+    settings, catalog, items, versions = _processed_sample_fields(tmp_path, sweep_weights_dir, names=("m83",))
+    ir = next(it for it in items if "f160w" in str(it.raw_path))
+    Path(ir.raw_path).unlink()  # gone before the field step (e.g. deleted by hand)
+    with catalog:
+        (result,) = steps.field_run(catalog, items, versions=versions, settings=settings, run_id="run-1")
+        assert result.status is FieldStatus.COMPOSED and result.channels == "R:inferred(nearer:G), G:F606W, B:F435W"
+        assert any("f160w" in why and "could not be read again" in why for why in result.left_out)
+        (view,) = catalog.field_products()
+        assert any("could not be read again" in n for n in view.notes)
+        roles = {m.filter: m.role for m in view.field.members}
+        assert roles["F160W"] == "failed"
+        # a rerun keeps the finished product (it is done), even now that a second band is gone too
+        next(Path(it.raw_path) for it in items if "f435w" in str(it.raw_path)).unlink()
+        (again,) = steps.field_run(catalog, items, versions=versions, settings=settings, run_id="run-2")
+        assert again.status is FieldStatus.COMPOSED and catalog.field_products()[0].status == "ok"
+    # with two bands gone before the first field step, the field fails with the reason
+    settings, catalog, items, versions = _processed_sample_fields(tmp_path / "b", sweep_weights_dir, names=("m83",))
+    for it in items:
+        if "f606w" not in str(it.raw_path):
+            Path(it.raw_path).unlink()
+    with catalog:
+        (failed,) = steps.field_run(catalog, items, versions=versions, settings=settings, run_id="run-1")
+        assert failed.status is FieldStatus.FAILED and "a field product needs two" in (failed.note or "")
+        assert catalog.fields()[0].status == "failed" and catalog.field_products()[0].status == "error"
 
 
 def test_a_field_product_is_recorded_once_and_the_manifest_gives_it_a_row_with_channels(tmp_path: Path) -> None:

@@ -233,6 +233,8 @@ def _band_header(frame: Frame, grid: WCS, member: FieldMember, ratio: float) -> 
         header["EXPTIME"] = member.exptime
     if "INSTRUME" not in header and primary.get("instrument"):
         header["INSTRUME"] = str(primary["instrument"])
+    if "DETECTOR" not in header and primary.get("detector"):
+        header["DETECTOR"] = str(primary["detector"])  # WFC3/IR names are in 10 nm units: the rule needs it
     header["PIXAREAR"] = (ratio, "grid / input pixel area: values scaled by it")
     header["SRCFILE"] = str(member.name)[:68]
     header["SRCSHA"] = str(member.product.source_sha256)[:68]

@@ -73,4 +73,5 @@ class FieldResult:
     note: str | None = None
     left_out: list[str] = field(default_factory=list)  # members left out of the product, with why
     files: dict[str, ProductFile] = field(default_factory=dict)
+    channels: str | None = None  # "R:F814W, G:inferred(mean), B:F606W" once composed
     seconds: float = 0.0

@@ -279,7 +279,7 @@ def test_a_field_on_two_rotated_grids_composes_without_colour_fringes(tmp_path: 
     field, stars = _two_grid_field(tmp_path)
     composite = compose_field(align_field(field, max_image_pixels=MAX_PIXELS))
     # F606W (606 nm) is G, F160W (WFC3/IR: 1600 nm) is R; B is the nearer band's (G) values
-    assert composite.channels == {"R": "F160W", "G": "F606W", "B": "inferred(nearer:G)"}
+    assert composite.channels == {"R": "F160W", "G": "F606W", "B": "inferred(nearer G)"}
     assert composite.band_slots == {"F606W": "G", "F160W": "R"}
     img = composite.image
     assert img.shape == (*field.grid.shape, 3) and img.dtype == np.float32 and 0.0 <= img.min() and img.max() <= 1.0
@@ -453,7 +453,7 @@ def test_the_field_step_composes_the_sample_fields_and_refuses_one_over_the_limi
         assert m83.pixel_scale_arcsec == pytest.approx(0.05, rel=1e-6) and m83.grid["shape"] == [96, 96]
         # m83: three real bands, no channel inferred; ngc4414: F606W (G) and F814W (R), B from the nearer band
         assert by_filters[("F160W", "F435W", "F606W")].channels == "R:F160W, G:F606W, B:F435W"
-        assert by_filters[("F606W", "F814W")].channels == "R:F814W, G:F606W, B:inferred(nearer:G)"
+        assert by_filters[("F606W", "F814W")].channels == "R:F814W, G:F606W, B:inferred(nearer G)"
         for r in results:  # colour, 16-bit TIFF, RGB FITS cube with the reference WCS, and each at 4x (enhance)
             assert set(r.files) == {"png", "tif", "fits", "png_4x", "tif_4x", "fits_4x"}
             assert Path(r.files["png"].path).name == f"{r.name}_rgb.png"
@@ -488,7 +488,7 @@ def test_a_member_that_cannot_be_aligned_is_left_out_and_the_field_composed_from
     Path(ir.raw_path).unlink()  # gone before the field step (e.g. deleted by hand)
     with catalog:
         (result,) = steps.field_run(catalog, items, versions=versions, settings=settings, run_id="run-1")
-        assert result.status is FieldStatus.COMPOSED and result.channels == "R:inferred(nearer:G), G:F606W, B:F435W"
+        assert result.status is FieldStatus.COMPOSED and result.channels == "R:inferred(nearer G), G:F606W, B:F435W"
         assert any("f160w" in why and "could not be read again" in why for why in result.left_out)
         (view,) = catalog.field_products()
         assert any("could not be read again" in n for n in view.notes)

@@ -154,7 +154,7 @@ def compose_field(aligned: AlignedField, *, softening: float = 3.0, white_percen
             channels["G"] = "inferred(mean)"
         else:  # G and one other given: the nearer band (G) fills the missing end
             image[..., _SLOTS.index(missing)] = image[..., 1]
-            channels[missing] = "inferred(nearer:G)"
+            channels[missing] = "inferred(nearer G)"
     elif len(given) == 1:
         raise ValueError(f"field {aligned.plan.name}: all bands ({', '.join(band_slots)}) fall in slot {given[0]}; "
                          "a colour product needs two slots")

@@ -23,6 +23,7 @@ from astro_pipeline.fields.align import AlignedField
 from astro_pipeline.fields.compose import COMPOSE_VERSION, FieldComposite
 from astro_pipeline.fields.grouping import FieldPlan
 from astro_pipeline.fields.result import FieldFileKind, FieldProduct
+from astro_pipeline.fileio import StagedWrites
 from astro_pipeline.products.naming import field_product_path
 from astro_pipeline.products.types import FileKind, ModelRecord, Operation, ProductFile, ProductStatus
 from astro_pipeline.products.writers import write_fits_cube, write_png, write_tiff
@@ -94,27 +95,28 @@ def write_field_product(aligned: AlignedField, composite: FieldComposite, *, ope
     cards = _cards(composite, aligned)
     files: dict[str, ProductFile] = {}
 
-    def write(image: np.ndarray, scale: int, kinds: tuple[str, str, str]) -> None:
+    def write(stage: StagedWrites, image: np.ndarray, scale: int, kinds: tuple[str, str, str]) -> None:
         png, tif, fit = kinds
         files[png] = write_png(field_product_path(folder, plan.name, FileKind.PNG, scale=scale), image, meta,
-                               composite.label)
+                               composite.label, stage=stage)
         files[tif] = write_tiff(field_product_path(folder, plan.name, FileKind.TIF, scale=scale), image, meta,
-                                composite.label)
+                                composite.label, stage=stage)
         files[fit] = write_fits_cube(field_product_path(folder, plan.name, FileKind.FITS, scale=scale), image, meta,
                                      wcs=aligned.wcs, scale=scale, label=composite.label, operation="field",
-                                     cards=cards)
+                                     cards=cards, stage=stage)
 
-    write(composite.image, 1, (FieldFileKind.PNG, FieldFileKind.TIF, FieldFileKind.FITS))
     metrics = {"height": float(aligned.shape[0]), "width": float(aligned.shape[1]),
                "valid_fraction": float(composite.params["valid_fraction"])}
     params = {"compose": composite.params, "grid": plan.grid.as_dict(), "sr_mode": None}
-    if operation.upscales:
-        if upscaler is None:
-            raise ValueError(f"field {plan.name}: {operation} needs the SR model for the 4x version")
-        up = upscale_composite(composite.image, upscaler)
-        up[np.repeat(np.repeat(~composite.valid, 4, axis=0), 4, axis=1)] = 0.0  # invalid stays black
-        write(up, 4, (FieldFileKind.PNG_4X, FieldFileKind.TIF_4X, FieldFileKind.FITS_4X))
-        params["sr_mode"] = SR_MODE
+    if operation.upscales and upscaler is None:
+        raise ValueError(f"field {plan.name}: {operation} needs the SR model for the 4x version")
+    with StagedWrites() as stage:  # every file of the product lands, or none does
+        write(stage, composite.image, 1, (FieldFileKind.PNG, FieldFileKind.TIF, FieldFileKind.FITS))
+        if operation.upscales:
+            up = upscale_composite(composite.image, upscaler)
+            up[np.repeat(np.repeat(~composite.valid, 4, axis=0), 4, axis=1)] = 0.0  # invalid stays black
+            write(stage, up, 4, (FieldFileKind.PNG_4X, FieldFileKind.TIF_4X, FieldFileKind.FITS_4X))
+            params["sr_mode"] = SR_MODE
     notes = tuple(why for _m, why in aligned.failed) + tuple(
         m.note for m in plan.members if m.note is not None)
     return FieldProduct(key=key or field_product_key(plan, operation=operation, models=models),

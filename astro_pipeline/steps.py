@@ -22,6 +22,7 @@ from pathlib import Path
 from astro_pipeline.archives.download import DownloadError, Downloader
 from astro_pipeline.archives.records import DownloadedFile
 from astro_pipeline.catalog import Catalog
+from astro_pipeline.composition import BandCompletion, find_band_completion
 from astro_pipeline.config import Settings
 from astro_pipeline.engines import Engines
 from astro_pipeline.fields.align import FieldRefused, align_field, check_field_memory
@@ -165,6 +166,8 @@ def field_run(catalog: Catalog, items: Sequence[ItemResult], *, versions: dict[O
     and record it. A field whose product is done (same key, files there) is not made again. The
     rest of the run goes on whatever a field does."""
     out: list[FieldResult] = []
+    band_model = None  # the installed band-completion model, looked up once, where a field has two slots
+    looked_up = False
     for op in sorted({it.operation for it in items if it.operation is not None}):
         shas = [it.sha256 for it in items if it.operation == op and it.sha256 and it.archive in LINEAR_ARCHIVES]
         grouping, ids = group_recorded(catalog, shas, operation=op, models=versions[op],
@@ -183,15 +186,19 @@ def field_run(catalog: Catalog, items: Sequence[ItemResult], *, versions: dict[O
                 out.append(result)
                 continue
             if result.field_id is not None:
+                if not looked_up:
+                    band_model, looked_up = find_band_completion(settings), True
                 _make_field_product(catalog, plan, result, operation=op, settings=settings, run_id=run_id,
-                                    engines_for=engines_for)
+                                    engines_for=engines_for, band_model=band_model)
             out.append(result)
     return out
 
 
 def _make_field_product(catalog: Catalog, plan: FieldPlan, result: FieldResult, *, operation: Operation,
-                        settings: Settings, run_id: str, engines_for: Callable[[Operation], Engines] | None) -> None:
-    """Align, compose, write and record one field's product; a failure is the field's, with why."""
+                        settings: Settings, run_id: str, engines_for: Callable[[Operation], Engines] | None,
+                        band_model: BandCompletion | None) -> None:
+    """Align, compose (``compose_bands``, through ``fields.compose``), write and record one field's
+    product; a failure is the field's, with why."""
     from astro_pipeline.engines import load_engines
 
     t0 = time.perf_counter()
@@ -201,7 +208,8 @@ def _make_field_product(catalog: Catalog, plan: FieldPlan, result: FieldResult, 
     upscaler = engines.upscaler
     models = engines.models(operation) if operation.upscales else ()
     models = tuple(m for m in models if upscaler is not None and m.name == upscaler.meta.name)
-    key = field_product_key(plan, operation=operation, models=models)
+    key = field_product_key(plan, operation=operation,
+                            models=models + ((band_model.model,) if band_model is not None else ()))
     if catalog.field_product_done(key):
         done = [v for v in catalog.field_products(field_ids=[field_id]) if v.key == key]
         if done and done[-1].files and all(Path(f.path).is_file() for f in done[-1].files.values()):
@@ -214,8 +222,8 @@ def _make_field_product(catalog: Catalog, plan: FieldPlan, result: FieldResult, 
         for member, why in aligned.failed:
             catalog.set_field_member_role(field_id, member.product, MemberRole.FAILED, why)
             result.left_out.append(why)
-        composite = compose_field(aligned)
-        product = write_field_product(aligned, composite, operation=operation, products_dir=products_dir_for(settings),
+        composed = compose_field(aligned, quality=settings.quality, band_model=band_model)
+        product = write_field_product(aligned, composed, operation=operation, products_dir=products_dir_for(settings),
                                       run_id=run_id, upscaler=upscaler, models=models, key=key)
     except Exception as exc:  # noqa: BLE001 - one field that fails never stops the sweep
         msg = f"field {plan.name}: {type(exc).__name__}: {' '.join(str(exc).split())[:400]}"
@@ -228,7 +236,7 @@ def _make_field_product(catalog: Catalog, plan: FieldPlan, result: FieldResult, 
         return
     catalog.record_field_product(field_id, product)
     result.status, result.files = FieldStatus.COMPOSED, dict(product.files)
-    result.channels = composite.channels_text
+    result.channels = composed.channels_text
     result.seconds = time.perf_counter() - t0
 
 

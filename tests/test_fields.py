@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from field_helpers import frame_product, observe, star_field, tan_wcs, write_frame
 
+from astro_pipeline.config import QualityThresholds
 from astro_pipeline.fields.align import FieldRefused, align_field, check_field_memory, estimate_field_memory
 from astro_pipeline.fields.geometry import FrameGeometry, NoFootprint, footprint_of, overlap_fraction
 from astro_pipeline.fields.grouping import MemberRole, group_fields
@@ -274,13 +275,13 @@ def test_a_field_over_the_pixel_limit_is_refused_with_its_estimate(tmp_path: Pat
 def test_a_field_on_two_rotated_grids_composes_without_colour_fringes(tmp_path: Path) -> None:
     """Done when: the star field seen on two grids (rotated, 0.05" and 0.13"/px) composes into one
     colour image whose channels agree on every isolated star's centroid to better than 0.1 px."""
-    from astro_pipeline.fields.compose import compose_field
+    from astro_pipeline.fields.compose import band_slots, channels_of, compose_field
 
     field, stars = _two_grid_field(tmp_path)
-    composite = compose_field(align_field(field, max_image_pixels=MAX_PIXELS))
+    composite = compose_field(align_field(field, max_image_pixels=MAX_PIXELS), quality=QualityThresholds())
     # F606W (606 nm) is G, F160W (WFC3/IR: 1600 nm) is R; B is the nearer band's (G) values
-    assert composite.channels == {"R": "F160W", "G": "F606W", "B": "inferred(nearer G)"}
-    assert composite.band_slots == {"F606W": "G", "F160W": "R"}
+    assert channels_of(composite) == {"R": "F160W", "G": "F606W", "B": "inferred(nearer G)"}
+    assert band_slots(composite) == {"F606W": "G", "F160W": "R"}
     img = composite.image
     assert img.shape == (*field.grid.shape, 3) and img.dtype == np.float32 and 0.0 <= img.min() and img.max() <= 1.0
     # the channels' data (sky-subtracted, one flux unit): photutils 2-D Gaussian centroids agree
@@ -291,7 +292,8 @@ def test_a_field_on_two_rotated_grids_composes_without_colour_fringes(tmp_path: 
     # the other channel (a Gaussian fit does not suit stars after the asinh stretch, so peaks are compared)
     red, green = (np.where(composite.valid, img[..., i], np.nan) for i in (0, 1))
     peaks = _centroid_offsets(red, green, field.grid.wcs, stars, method="quadratic")
-    assert len(peaks) >= 20 and np.median(peaks) < 0.1, (len(peaks), np.median(peaks))
+    assert len(peaks) >= 20 and np.median(peaks) < 0.1 and np.percentile(peaks, 90) < 0.15, (
+        len(peaks), np.median(peaks), np.percentile(peaks, 90))
     # the sky is neutral and near black: R and G agree on the sky, both low
     sky = composite.valid & (img[..., 1] < np.percentile(img[..., 1][composite.valid], 50))
     assert abs(float(np.median(img[..., 0][sky]) - np.median(img[..., 1][sky]))) < 0.03
@@ -304,22 +306,11 @@ def test_a_wrong_wcs_shows_as_a_colour_fringe_in_the_composite(tmp_path: Path) -
     from astro_pipeline.fields.compose import compose_field
 
     field, stars = _two_grid_field(tmp_path, shift_b_arcsec=0.015)  # 0.3 grid pixels
-    composite = compose_field(align_field(field, max_image_pixels=MAX_PIXELS))
+    composite = compose_field(align_field(field, max_image_pixels=MAX_PIXELS), quality=QualityThresholds())
     d = _centroid_offsets(composite.linear[..., 0], composite.linear[..., 1], field.grid.wcs, stars)
     assert np.median(d) == pytest.approx(0.3, abs=0.06)
     red, green = (np.where(composite.valid, composite.image[..., i], np.nan) for i in (0, 1))
     assert np.median(_centroid_offsets(red, green, field.grid.wcs, stars, method="quadratic")) > 0.2
-
-
-def test_the_wavelength_rule_slots_bands_by_absolute_wavelength() -> None:
-    from astro_pipeline.fields.compose import pivot_nm, slot_of
-
-    assert pivot_nm("F160W", instrument="WFC3", detector="IR") == 1600.0
-    assert pivot_nm("F110W", instrument="NICMOS") == 1100.0
-    assert pivot_nm("F435W", instrument="ACS", detector="WFC") == 435.0
-    assert [slot_of(pivot_nm(f, instrument="ACS")) for f in ("F435W", "F475W", "F555W", "F606W", "F658N", "F814W")] \
-        == ["B", "B", "G", "G", "R", "R"]
-    assert slot_of(pivot_nm("F160W", instrument="WFC3", detector="IR")) == "R"
 
 
 def test_two_bands_in_red_and_blue_fill_green_with_their_mean_and_files_carry_the_channels(tmp_path: Path) -> None:
@@ -327,7 +318,7 @@ def test_two_bands_in_red_and_blue_fill_green_with_their_mean_and_files_carry_th
     from astropy.wcs import WCS
     from PIL import Image
 
-    from astro_pipeline.fields.compose import compose_field
+    from astro_pipeline.fields.compose import channels_of, compose_field
     from astro_pipeline.fields.products import write_field_product
     from astro_pipeline.products.types import Operation
 
@@ -336,11 +327,12 @@ def test_two_bands_in_red_and_blue_fill_green_with_their_mean_and_files_carry_th
              _frame(tmp_path, "r", n=100, scale=0.05, filt="F814W", stars=stars, orient=46.0, exptime=800.0)]
     (field,) = group_fields([frame_product(p) for p in paths], min_overlap=0.5).fields
     aligned = align_field(field, max_image_pixels=MAX_PIXELS)
-    composite = compose_field(aligned)
-    assert composite.channels == {"R": "F814W", "G": "inferred(mean)", "B": "F435W"}
+    composite = compose_field(aligned, quality=QualityThresholds())
+    assert channels_of(composite) == {"R": "F814W", "G": "inferred(mean)", "B": "F435W"}
     img = composite.image
     np.testing.assert_allclose(img[..., 1], 0.5 * (img[..., 0] + img[..., 2]), atol=1e-6)
-    assert composite.params["flux_scale"] == "PHOTFLAM" and composite.inferred == ["G"]
+    assert composite.inferred == ["G"] and composite.visualisation
+    assert {c.sources[0].flux for c in composite.channels if c.inferred is None} == {"PHOTFLAM"}
     product = write_field_product(aligned, composite, operation=Operation.COLORIZE, products_dir=tmp_path / "products",
                                   run_id="r1")
     assert set(product.files) == {"png", "tif", "fits"} and product.ok

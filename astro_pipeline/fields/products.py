@@ -15,20 +15,24 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from astro_pipeline.fields.align import AlignedField
-from astro_pipeline.fields.compose import COMPOSE_VERSION, FieldComposite
+from astro_pipeline.fields.compose import COMPOSE_VERSION, band_slots, channels_of
 from astro_pipeline.fields.grouping import FieldPlan
 from astro_pipeline.fields.result import FieldFileKind, FieldProduct
 from astro_pipeline.fileio import StagedWrites
+from astro_pipeline.products.composed import composed_cards, composed_meta
 from astro_pipeline.products.naming import field_product_path
 from astro_pipeline.products.types import FileKind, ModelRecord, Operation, ProductFile, ProductStatus
 from astro_pipeline.products.writers import write_fits_cube, write_png, write_tiff
 
-__all__ = ["SR_MODE", "field_product_key", "fields_dir", "upscale_composite", "write_field_product"]
+if TYPE_CHECKING:  # pragma: no cover
+    from astro_pipeline.composition import Composed
+
+__all__ = ["SR_LABEL", "SR_MODE", "field_product_key", "fields_dir", "upscale_composite", "write_field_product"]
 
 #: How the 4x version goes through the SR model: "rgb" (the colour image at once) or "per_channel".
 SR_MODE = "rgb"
@@ -59,67 +63,66 @@ def upscale_composite(image: np.ndarray, upscaler: Any, *, mode: str = SR_MODE) 
     raise ValueError(f"unknown SR mode {mode!r}; use rgb or per_channel")
 
 
-def _cards(composite: FieldComposite, aligned: AlignedField) -> dict[str, tuple[Any, str]]:
-    cards: dict[str, tuple[Any, str]] = {
-        "CHANNELS": (composite.channels_text, "which filter made each channel, or how inferred"),
-        "INFERRED": (bool(composite.inferred), "a channel was inferred, not observed"),
-        "VISUAL": (bool(composite.inferred), "visualisation: shows more than the data"),
-        "FIELD": (aligned.plan.name[:68], "astro-pipeline field"),
-        "NBANDS": (len(aligned.bands), "bands composed"),
-    }
-    for slot in ("R", "G", "B"):
-        cards[f"CHAN_{slot}"] = (composite.channels[slot][:60], f"{slot} plane of the cube")
-    return {k: (v, c if len(str(v)) + len(c) <= 60 else "") for k, (v, c) in cards.items()}
+SR_LABEL = "; 4x through the SR model: AI-generated detail, a visualisation"
 
 
-def write_field_product(aligned: AlignedField, composite: FieldComposite, *, operation: Operation,
+def _cards(composed: Composed, aligned: AlignedField) -> dict[str, tuple[Any, str]]:
+    cards = dict(composed_cards(composed))
+    cards["FIELD"] = (aligned.plan.name[:68], "astro-pipeline field")
+    cards["NBANDS"] = (len(aligned.bands), "bands composed")
+    return cards
+
+
+def write_field_product(aligned: AlignedField, composed: Composed, *, operation: Operation,
                         products_dir: Path, run_id: str | None, upscaler: Any | None = None,
                         models: tuple[ModelRecord, ...] = (), key: str | None = None) -> FieldProduct:
-    """Write the field's files (4x too where ``operation`` upscales) and return the product to record."""
+    """Write the field's files (4x too where ``operation`` upscales) and return the product to record.
+
+    ``composed`` is ``fields.compose.compose_field``'s; ``models`` are the SR model's record (the
+    band-completion model, where one inferred a channel, is in ``composed.models``).
+    """
     plan = aligned.plan
     folder = fields_dir(products_dir)
-    folder.mkdir(parents=True, exist_ok=True)
-    ref = plan.reference.product
-    prov = dict(ref.provenance or {})
-    bands = [{"filter": b.member.filter, "channel": composite.band_slots[b.member.filter],
+    slots = band_slots(composed)
+    channels = channels_of(composed)
+    bands = [{"filter": b.member.filter, "channel": slots.get(b.member.filter),
               "frame_key": b.member.product.frame_key, "sha256": b.member.product.source_sha256,
               "file": b.member.name, "instrument": (b.member.product.provenance or {}).get("instrument"),
               "target": (b.member.product.provenance or {}).get("target"), "exptime": b.member.exptime,
               "coverage": round(b.coverage, 4)} for b in aligned.bands.values()]
-    meta = {"label": composite.label, "operation": "field", "field": plan.name, "field_key": plan.key,
-            "channels": composite.channels_text, "bands": bands, "source_name": Path(ref.source_path).name,
-            "source_sha256": ref.source_sha256, "hdu": ref.hdu, "plane": ref.plane,
-            "provenance": {k: prov.get(k) for k in ("target", "telescope", "credit", "license")},
-            "compose": composite.params, "models": [m.as_dict() for m in models],
-            "credit": prov.get("credit"), "license": prov.get("license")}
-    cards = _cards(composite, aligned)
+    all_models = tuple(composed.models) + tuple(models)
+    meta = dict(composed_meta(composed), operation="field", field=plan.name, field_key=plan.key, bands=bands,
+                models=[m.as_dict() for m in all_models])
+    cards = _cards(composed, aligned)
     files: dict[str, ProductFile] = {}
 
-    def write(stage: StagedWrites, image: np.ndarray, scale: int, kinds: tuple[str, str, str]) -> None:
+    def write(stage: StagedWrites, image: np.ndarray, scale: int, kinds: tuple[str, str, str], label: str) -> None:
         png, tif, fit = kinds
         files[png] = write_png(field_product_path(folder, plan.name, FileKind.PNG, scale=scale), image, meta,
-                               composite.label, stage=stage)
+                               label, stage=stage)
         files[tif] = write_tiff(field_product_path(folder, plan.name, FileKind.TIF, scale=scale), image, meta,
-                                composite.label, stage=stage)
+                                label, stage=stage)
         files[fit] = write_fits_cube(field_product_path(folder, plan.name, FileKind.FITS, scale=scale), image, meta,
-                                     wcs=aligned.wcs, scale=scale, label=composite.label, operation="field",
+                                     wcs=aligned.wcs, scale=scale, label=label, operation="field",
                                      cards=cards, stage=stage)
 
     metrics = {"height": float(aligned.shape[0]), "width": float(aligned.shape[1]),
-               "valid_fraction": float(composite.params["valid_fraction"])}
-    params = {"compose": composite.params, "grid": plan.grid.as_dict(), "sr_mode": None}
+               "valid_fraction": float(composed.metrics.get("valid_fraction", float(composed.valid.mean())))}
+    params = {"compose": dict(composed.params, version=COMPOSE_VERSION), "grid": plan.grid.as_dict(),
+              "sr_mode": None, "label": composed.label, "visualisation": composed.visualisation}
     if operation.upscales and upscaler is None:
         raise ValueError(f"field {plan.name}: {operation} needs the SR model for the 4x version")
     with StagedWrites() as stage:  # every file of the product lands, or none does
-        write(stage, composite.image, 1, (FieldFileKind.PNG, FieldFileKind.TIF, FieldFileKind.FITS))
+        write(stage, composed.image, 1, (FieldFileKind.PNG, FieldFileKind.TIF, FieldFileKind.FITS), composed.label)
         if operation.upscales:
-            up = upscale_composite(composite.image, upscaler)
-            up[np.repeat(np.repeat(~composite.valid, 4, axis=0), 4, axis=1)] = 0.0  # invalid stays black
-            write(stage, up, 4, (FieldFileKind.PNG_4X, FieldFileKind.TIF_4X, FieldFileKind.FITS_4X))
+            up = upscale_composite(composed.image, upscaler)
+            up[np.repeat(np.repeat(~composed.valid, 4, axis=0), 4, axis=1)] = 0.0  # invalid stays black
+            write(stage, up, 4, (FieldFileKind.PNG_4X, FieldFileKind.TIF_4X, FieldFileKind.FITS_4X),
+                  composed.label + SR_LABEL)
             params["sr_mode"] = SR_MODE
     notes = tuple(why for _m, why in aligned.failed) + tuple(
         m.note for m in plan.members if m.note is not None)
-    return FieldProduct(key=key or field_product_key(plan, operation=operation, models=models),
+    return FieldProduct(key=key or field_product_key(plan, operation=operation, models=all_models),
                         field_key=plan.key, field_name=plan.name, run_id=run_id, operation=operation,
-                        status=ProductStatus.OK, channels=dict(composite.channels), bands=bands, models=models,
+                        status=ProductStatus.OK, channels=channels, bands=bands, models=all_models,
                         params=params, metrics=metrics, notes=notes, files=files)

@@ -73,6 +73,9 @@ def test_the_sample_sweep_writes_one_colour_product_per_field_with_its_channels(
     # m83 (two instruments, two grids): three real bands, none inferred; ngc4414: two, one inferred
     assert by_field["m83"][0]["channels"] == "R:F160W, G:F606W, B:F435W"
     assert by_field["ngc4414"][0]["channels"] == "R:F814W, G:F606W, B:inferred(nearer G)"
+    assert all(bool(rows[0]["visualisation"]) for rows in by_field.values())  # the 4x files are the SR model's
+    detail = json.loads(by_field["m83"][0]["channels_detail"])
+    assert [(c["slot"], c["sources"][0]["filter"]) for c in detail] == [("R", "F160W"), ("G", "F606W"), ("B", "F435W")]
     # the frame rows say which field each frame is in
     frames = df[df["product_type"] == "frame"]
     m83_frames = frames[frames["source_path"].map(lambda p: names.get(Path(p).name)) == "m83"]

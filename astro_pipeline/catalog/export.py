@@ -151,6 +151,8 @@ def _field_row(v: FieldProductView, output_dir: Path | None) -> dict[str, Any]:
         "product_id": v.id, "created_at": v.created_at, "updated_at": v.updated_at,
         "product_type": "field", "field_id": f.id, "field_name": f.name, "field_note": f.note,
         "channels": v.channels_text, "members": _dumps(members), "reference_wcs": _dumps(f.grid),
+        "channels_detail": _dumps(v.params.get("channels_detail")) if v.params.get("channels_detail") else None,
+        "visualisation": bool(v.params.get("visualisation", True)),
         "models": _dumps(v.models), "model_names": ";".join(str(m.get("name")) for m in v.models),
         "model_versions": ";".join(str(m.get("version")) for m in v.models), "params": _dumps(v.params),
         "metrics": _dumps(v.metrics),

@@ -109,7 +109,8 @@ def write_field_product(aligned: AlignedField, composed: Composed, *, operation:
     metrics = {"height": float(aligned.shape[0]), "width": float(aligned.shape[1]),
                "valid_fraction": float(composed.metrics.get("valid_fraction", float(composed.valid.mean())))}
     params = {"compose": dict(composed.params, version=COMPOSE_VERSION), "grid": plan.grid.as_dict(),
-              "sr_mode": None, "label": composed.label, "visualisation": composed.visualisation}
+              "sr_mode": None, "label": composed.label, "visualisation": composed.visualisation,
+              "channels_detail": [c.as_dict() for c in composed.channels]}
     if operation.upscales and upscaler is None:
         raise ValueError(f"field {plan.name}: {operation} needs the SR model for the 4x version")
     with StagedWrites() as stage:  # every file of the product lands, or none does
@@ -120,6 +121,7 @@ def write_field_product(aligned: AlignedField, composed: Composed, *, operation:
             write(stage, up, 4, (FieldFileKind.PNG_4X, FieldFileKind.TIF_4X, FieldFileKind.FITS_4X),
                   composed.label + SR_LABEL)
             params["sr_mode"] = SR_MODE
+            params["visualisation"] = True  # the 4x files hold the SR model's detail
     notes = tuple(why for _m, why in aligned.failed) + tuple(
         m.note for m in plan.members if m.note is not None)
     return FieldProduct(key=key or field_product_key(plan, operation=operation, models=all_models),

@@ -32,6 +32,7 @@ from astro_pipeline.fields.products import field_product_key, write_field_produc
 from astro_pipeline.fields.result import FieldProduct, FieldResult, FieldStatus
 from astro_pipeline.fileio import sha256_file
 from astro_pipeline.items import ItemPlan, ItemResult, ItemStatus
+from astro_pipeline.memory import reserve
 from astro_pipeline.planning import RunBudget
 from astro_pipeline.processing import compose_recorded, group_recorded, process_input
 from astro_pipeline.products.composites import Composite
@@ -161,7 +162,8 @@ def field_run(catalog: Catalog, items: Sequence[ItemResult], *, versions: dict[O
               settings: Settings, run_id: str,
               engines_for: Callable[[Operation], Engines] | None = None) -> list[FieldResult]:
     """Group the run's linear science frames (MAST, HLA) into fields and record them; refuse the
-    fields over the memory limit (``fields.max_grid_pixels``) with their estimate; align the rest
+    fields over the memory budget (``memory_budget``) or ``fields.max_grid_pixels``, with their
+    estimate; align the rest
     with ``reproject``, compose each into one colour product (4x too where the operation upscales)
     and record it. A field whose product is done (same key, files there) is not made again. The
     rest of the run goes on whatever a field does."""
@@ -177,8 +179,9 @@ def field_run(catalog: Catalog, items: Sequence[ItemResult], *, versions: dict[O
                                  field_id=ids.get(plan.key),
                                  left_out=[m.note for m in plan.members if m.note is not None])
             try:
-                check_field_memory(plan, max_grid_pixels=settings.fields.max_grid_pixels,
-                                   upscale=4 if op.upscales else 1)
+                estimate = check_field_memory(plan, max_grid_pixels=settings.fields.max_grid_pixels,
+                                              upscale=4 if op.upscales else 1,
+                                              budget_bytes=settings.memory_budget_bytes)
             except FieldRefused as exc:
                 result.status, result.note = FieldStatus.REFUSED, str(exc)
                 if result.field_id is not None:
@@ -188,8 +191,9 @@ def field_run(catalog: Catalog, items: Sequence[ItemResult], *, versions: dict[O
             if result.field_id is not None:
                 if not looked_up:
                     band_model, looked_up = find_band_completion(settings), True
-                _make_field_product(catalog, plan, result, operation=op, settings=settings, run_id=run_id,
-                                    engines_for=engines_for, band_model=band_model)
+                with reserve(estimate.total, what=f"field {plan.name}", budget=settings.memory_budget_bytes):
+                    _make_field_product(catalog, plan, result, operation=op, settings=settings, run_id=run_id,
+                                        engines_for=engines_for, band_model=band_model)
             out.append(result)
     return out
 
@@ -218,7 +222,7 @@ def _make_field_product(catalog: Catalog, plan: FieldPlan, result: FieldResult, 
             result.seconds = time.perf_counter() - t0
             return
     try:
-        aligned = align_field(plan, max_image_pixels=settings.max_image_pixels, order=settings.fields.reproject_order)
+        aligned = align_field(plan, max_image_pixels=settings.pixel_limit, order=settings.fields.reproject_order)
         for member, why in aligned.failed:
             catalog.set_field_member_role(field_id, member.product, MemberRole.FAILED, why)
             result.left_out.append(why)

@@ -267,6 +267,12 @@ def test_a_field_over_the_pixel_limit_is_refused_with_its_estimate(tmp_path: Pat
     assert "120 x 120" in msg and "14,400 pixels" in msg and "GiB" in msg
     assert "fields.max_grid_pixels" in msg and "ASTRO_PIPELINE_FIELDS__MAX_GRID_PIXELS" in msg
     assert check_field_memory(field, max_grid_pixels=14_400).grid_pixels == 14_400
+    # the memory budget (issue 21's memory_budget) refuses a field whose estimate is over it
+    with pytest.raises(FieldRefused) as info:
+        check_field_memory(field, max_grid_pixels=10**9, upscale=4, budget_bytes=est.total - 1)
+    msg = str(info.value)
+    assert "120 x 120" in msg and "memory budget" in msg and "ASTRO_PIPELINE_MEMORY_BUDGET" in msg
+    assert check_field_memory(field, max_grid_pixels=10**9, upscale=4, budget_bytes=est.total).total == est.total
 
 
 # --- composing a field ---------------------------------------------------------------------------
@@ -417,8 +423,9 @@ def _processed_sample_fields(tmp: Path, weights_dir: Path, names=("m83", "ngc441
         if item.field in names and item.archive == "mast":
             path = Path(shutil.copy(index.path_of(item), raw / Path(item.path).name))
             done = process_input(path, operation=Operation.ENHANCE, engines=engines, output_dir=tmp / "out" / "products",
-                                 quality=settings.quality, max_image_pixels=settings.max_image_pixels,
-                                 catalog=catalog, run_id="run-1", input_root=raw)
+                                 quality=settings.quality, max_image_pixels=settings.pixel_limit,
+                                 memory_budget=settings.memory_budget_bytes, catalog=catalog, run_id="run-1",
+                                 input_root=raw)
             items.append(ItemResult(key=item.id, archive="mast", record_id=item.id, region=item.field,
                                     status=ItemStatus.OK, operation=Operation.ENHANCE, sha256=done.sha256,
                                     raw_path=str(path)))
@@ -469,6 +476,11 @@ def test_the_field_step_composes_the_sample_fields_and_refuses_one_over_the_limi
         assert {r.status for r in refused} == {FieldStatus.REFUSED}
         assert all("fields.max_grid_pixels" in (r.note or "") for r in refused)
         assert {v.status for v in catalog.fields()} == {"refused"}
+        # over the memory budget: refused the same way, naming the budget's setting
+        tight = settings.model_copy(update={"memory_budget": "1MB"})
+        over = steps.field_run(catalog, items, versions=versions, settings=tight, run_id="run-4")
+        assert {r.status for r in over} == {FieldStatus.REFUSED}
+        assert all("memory_budget" in (r.note or "") and "field " in (r.note or "") for r in over)
 
 
 def test_a_member_that_cannot_be_aligned_is_left_out_and_the_field_composed_from_the_rest(

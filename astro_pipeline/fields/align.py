@@ -102,9 +102,20 @@ def estimate_field_memory(plan: FieldPlan, *, upscale: int = 1) -> MemoryEstimat
     return MemoryEstimate(grid_pixels=n, parts=parts)
 
 
-def check_field_memory(plan: FieldPlan, *, max_grid_pixels: int, upscale: int = 1) -> MemoryEstimate:
-    """The field's estimate; raises :class:`FieldRefused` when its grid is over ``max_grid_pixels``."""
+def check_field_memory(plan: FieldPlan, *, max_grid_pixels: int, upscale: int = 1,
+                       budget_bytes: int | None = None) -> MemoryEstimate:
+    """The field's estimate; raises :class:`FieldRefused` when it is over the memory budget
+    (``budget_bytes``, the ``memory_budget`` setting) or its grid over ``max_grid_pixels``."""
+    from astro_pipeline.memory import MemoryBudgetError, check_budget
+
     estimate = estimate_field_memory(plan, upscale=upscale)
+    if budget_bytes is not None:
+        h, w = plan.grid.shape
+        try:
+            check_budget(estimate.total, what=f"field {plan.name}: aligning and composing its {w} x {h} grid",
+                         budget=budget_bytes, detail=estimate.describe())
+        except MemoryBudgetError as exc:
+            raise FieldRefused(plan, estimate, f"refused: {exc}") from exc
     if estimate.grid_pixels > max_grid_pixels:
         h, w = plan.grid.shape
         raise FieldRefused(plan, estimate, (

@@ -28,6 +28,7 @@ __all__ = [
     "PROJECT_ROOT",
     "QualityThresholds",
     "DownloadSettings",
+    "FieldSettings",
     "Region",
     "Settings",
     "get_settings",
@@ -72,6 +73,15 @@ class DownloadSettings(BaseModel):
     #: one transfer of one file must finish within this (besides the read timeout, which a slow drip
     #: of bytes never trips); past it the transfer stops: a permanent error.
     file_deadline_s: float = Field(default=30 * 60.0, gt=0)
+
+
+class FieldSettings(BaseModel):
+    """How frames of one field are grouped across filters and aligned (``astro_pipeline.fields``)."""
+
+    min_overlap: float = Field(0.5, gt=0.0, le=1.0)  # intersection area over the smaller footprint
+    reproject_order: Literal["bilinear", "bicubic"] = "bicubic"  # reproject_interp's interpolation
+    # Until the memory budget exists: the largest reference grid (pixels) a field may be aligned on.
+    max_grid_pixels: int = Field(64_000_000, gt=0)
 
 
 class Region(BaseModel):
@@ -135,6 +145,9 @@ class Settings(BaseSettings):
     #: what one job may take: a share of physical memory ("60%") or a size ("8GiB"); a job whose
     #: estimated peak is over it is refused (``astro_pipeline.memory``)
     memory_budget: str = "60%"
+
+    # --- fields: frames of one sky field across filters ------------------------------------------
+    fields: FieldSettings = Field(default_factory=FieldSettings)
 
     # --- inference -------------------------------------------------------------------------------
     device: str = "auto"  # auto | cpu | cuda | cuda:N

@@ -1,9 +1,10 @@
-"""The one processing path: process an input and record it; compose what was recorded.
+"""The one processing path: process an input and record it; compose what was recorded; find fields.
 
 The sweep's process step (``steps.process_item``) and the ``colorize``/``upscale``/``enhance``
-commands both call these two functions, so both make the same products (same-grid Lupton
+commands both call these functions, so both make the same products (same-grid Lupton
 composites included) and write the same catalog rows; their manifests are then exported from
-those rows (``catalog.export``).
+those rows (``catalog.export``). Fields (frames of one sky field across filters) are grouped
+from the recorded rows too (:func:`group_recorded`), so a run that resumes finds them again.
 """
 
 from __future__ import annotations
@@ -15,11 +16,12 @@ from astro_pipeline.archives.records import DownloadedFile
 from astro_pipeline.catalog import Catalog
 from astro_pipeline.config import QualityThresholds
 from astro_pipeline.engines import Engines
+from astro_pipeline.fields.grouping import FieldGrouping, group_fields
 from astro_pipeline.products.composites import Composite, write_lupton_composites
 from astro_pipeline.products.process import ProcessedInput, process_file
 from astro_pipeline.products.types import Operation, Product
 
-__all__ = ["compose_recorded", "done_products", "process_input"]
+__all__ = ["compose_recorded", "done_products", "group_recorded", "process_input"]
 
 
 def process_input(
@@ -66,7 +68,6 @@ def compose_recorded(catalog: Catalog, sha256s: Iterable[str], *, operation: Ope
     return composites
 
 
-
 def done_products(catalog: Catalog, sha256: str, *, operation: Operation, models: Mapping[str, str]) -> list[Product]:
     """The current products of this input by ``operation`` with these models, when they are complete
     (every frame ok, as ``Catalog.is_done`` says) and their files are all still there; else ``[]``.
@@ -80,3 +81,16 @@ def done_products(catalog: Catalog, sha256: str, *, operation: Operation, models
     if not products or not all(Path(f.path).is_file() for p in products for f in p.files.values()):
         return []
     return products
+
+
+def group_recorded(catalog: Catalog, sha256s: Iterable[str], *, operation: Operation, models: Mapping[str, str],
+                   min_overlap: float, run_id: str | None) -> tuple[FieldGrouping, dict[str, int]]:
+    """The fields among the recorded frames of these inputs, recorded in the catalog.
+
+    Works from the catalog's rows (each frame's product with its footprint), like
+    :func:`compose_recorded`. Returns the grouping and ``{field_key: field id}``; frames in no
+    field get the reason in the catalog (``frames.field_note``).
+    """
+    products = catalog.current_products(sha256s, operation=operation, models=models)
+    grouping = group_fields(products, min_overlap=min_overlap)
+    return grouping, catalog.record_fields(grouping, run_id=run_id)

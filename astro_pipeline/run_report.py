@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from astro_pipeline.fields.result import FieldResult, FieldStatus
 from astro_pipeline.items import ItemResult, ItemStatus
 
 __all__ = ["RunReport", "short_id", "summarise"]
@@ -33,6 +34,11 @@ class RunReport:
     products_dir: str | None = None
     n_products: int = 0
     n_composites: int = 0
+    fields: list[FieldResult] = field(default_factory=list)  # fields across filters and their products
+
+    @property
+    def n_field_products(self) -> int:
+        return sum(1 for f in self.fields if f.status is FieldStatus.COMPOSED)
 
     def summary_rows(self) -> list[dict[str, Any]]:
         """One row per item: the short table the CLI prints and the flow publishes."""
@@ -58,6 +64,11 @@ class RunReport:
         lines += [f"| {k} | {v:.2f} |" for k, v in sorted(self.stage_seconds.items())]
         lines += ["", f"Wall time: {self.wall_seconds:.1f} s; products: {self.n_products}; "
                       f"Lupton composites: {self.n_composites}"]
+        if self.fields:
+            lines += ["", "| field | filters | status | channels | colour image | note |", "|---|---|---|---|---|---|"]
+            lines += [f"| {f.name} | {', '.join(f.filters)} | {f.status} | {f.channels or ''} | "
+                      f"{Path(f.files['png'].path).name if 'png' in f.files else ''} | "
+                      f"{(f.note or '').replace('|', '/')} |" for f in self.fields]
         if self.manifest_parquet:
             lines += [f"Manifest: `{self.manifest_parquet}` (CSV: `{self.manifest_csv}`)"]
         if self.all_manifest:

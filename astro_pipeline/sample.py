@@ -7,6 +7,11 @@ What it holds (``build_sample(cache_dir=...)``; ``mini=True`` for a small versio
   disc with arms, dust and star-forming knots, background galaxies (Sersic profiles) and PSF stars,
   on sky with Poisson and read noise, a zero-weight border off the rotated footprint, and headers
   with the usual HST keywords and a TAN WCS with a CD matrix.
+* ``mast/<field>/*_drz.fits`` of two multi-grid fields, observed on grids of their own (the same
+  synthetic sky sampled through each frame's WCS): ``m83`` with ACS/WFC F435W and F606W
+  (0.05"/px) and WFC3/IR F160W (0.13"/px, rotated 73 degrees and shifted), whose filters come
+  from two instruments; and ``ngc4414``, exactly two filters, ACS/WFC F606W and F814W from two
+  visits at orientations 46 degrees apart. Aligning these needs reprojection (``fields``).
 * ``mast/hdf/*_drz.fits``: scikit-image's bundled Hubble Deep Field (NASA, public domain) split
   into WFPC2 F450W/F606W/F814W frames at the HDF-N position (full sample only).
 * ``mast/qa/*``: one frame per quality flag (noisy, mostly_blank, saturated in an ``_flt.fits``
@@ -35,7 +40,7 @@ from astro_pipeline.fileio import atomic_write, sha256_file
 __all__ = ["SAMPLE_VERSION", "SampleIndex", "SampleItem", "build_sample", "load_sample"]
 
 #: Bump when the generated content changes (it names the cache folder).
-SAMPLE_VERSION = "1"
+SAMPLE_VERSION = "2"
 
 _LICENSE = "CC BY 4.0"
 _SYNTH_CREDIT = "astro-pipeline synthetic sample (layout after NASA/ESA Hubble products)"
@@ -129,6 +134,36 @@ _FIELDS = (
                (0.04, 0.12, 0.10), (1650.0, 1000.0, 1000.0), "nan",
                dict(incl_q=0.7, pa=75.0, arms=2, pitch=22.0, bulge=0.7, knots=45, dust=0.25)),
 )
+@dataclass(frozen=True)
+class _GridFrame:
+    """One frame of a multi-grid field: instrument, filter and its own grid."""
+
+    instrument: str  # "ACS/WFC" | "WFC3/IR"
+    filt: str
+    scale: float  # arcsec/pixel
+    orient: float  # degrees E of N
+    offset: tuple[float, float]  # pointing offset from the field centre, arcsec (east, north)
+    side: float  # frame side relative to the field's ACS side
+    exptime: float
+    sky: float  # e-/s/pixel
+    visit: str
+
+
+#: Multi-grid fields: the galaxy (``_FieldSpec`` with its seed) and the frames that observe it.
+_GRID_FIELDS = (
+    (_FieldSpec("m83", "M83", "NGC5236", 204.253958, -29.865417, "11360", "2009-08-26", 40.0, 83,
+                (0.035, 0.11, 0.09), (1200.0, 1000.0, 1000.0), "nan",
+                dict(incl_q=0.9, pa=50.0, arms=2, pitch=20.0, bulge=0.6, knots=80, dust=0.4)),
+     (_GridFrame("ACS/WFC", "F435W", 0.05, 40.0, (0.0, 0.0), 1.0, 1200.0, 0.035, "01"),
+      _GridFrame("ACS/WFC", "F606W", 0.05, 40.0, (0.0, 0.0), 1.0, 1000.0, 0.11, "01"),
+      _GridFrame("WFC3/IR", "F160W", 0.13, 113.0, (0.45, -0.3), 1.15, 1600.0, 0.6, "02"))),
+    (_FieldSpec("ngc4414", "NGC4414", "NGC4414", 186.612917, 31.223528, "9293", "2003-05-14", 12.0, 4414,
+                (0.03, 0.10, 0.085), (800.0, 900.0, 1100.0), "nan",
+                dict(incl_q=0.55, pa=-20.0, arms=3, pitch=25.0, bulge=0.8, knots=40, dust=0.55)),
+     (_GridFrame("ACS/WFC", "F606W", 0.05, 12.0, (0.0, 0.0), 1.0, 900.0, 0.10, "01"),
+      _GridFrame("ACS/WFC", "F814W", 0.05, 58.0, (0.35, 0.25), 1.0, 1100.0, 0.085, "02"))),
+)
+
 _HDF = dict(field="hdf", target="HDF-N", targname="HDF", ra=189.2058333, dec=62.2161111, proposal="6337",
             date="1995-12-18", filters=("F450W", "F606W", "F814W"), exptime=(120600.0, 109050.0, 123600.0))
 
@@ -396,6 +431,59 @@ class _Builder:
                      title=f"{spec.target} ACS/WFC {filt} drizzled image", credit=_SYNTH_CREDIT)
         self.composites[spec.name] = _lupton(sci_list[2], sci_list[1], sci_list[0])
 
+    # -- multi-grid fields: one synthetic sky, observed on each frame's own grid ---------------
+    def grid_field(self, spec: _FieldSpec, frames: tuple[_GridFrame, ...]) -> None:
+        from astropy.io import fits
+        from scipy.ndimage import gaussian_filter, map_coordinates
+
+        from astro_pipeline.fields.geometry import _quiet_wcs
+
+        rng = np.random.default_rng(spec.seed)
+        side = self.size * 3 // 4  # ACS frames of these fields: 96 px (mini) or 384 px
+        master_n = int(side * 1.7)  # north-up, at the ACS scale, wide enough for every rotated frame
+        master_cards = _wcs_cards(master_n, spec.ra, spec.dec, 0.0, _ACS_SCALE)
+        master = _quiet_wcs(fits.Header(list(master_cards.items())))
+        models = _render_field(spec, master_n, galaxy_scale=side / master_n * 1.15, rng=rng)
+        # F160W: the F814W light extrapolated redwards (bulge and disc brighter, knots fainter)
+        models.append(np.clip(1.5 * models[2] - 0.5 * models[1], 0.0, None).astype(np.float32))
+        by_filter = {"F435W": 0, "F606W": 1, "F814W": 2, "F160W": 3}
+        cosd = math.cos(math.radians(spec.dec))
+        for k, fr in enumerate(frames):
+            n = int(round(side * fr.side * _ACS_SCALE / fr.scale))
+            ra = spec.ra + fr.offset[0] / 3600.0 / cosd
+            dec = spec.dec + fr.offset[1] / 3600.0
+            cards = _wcs_cards(n, ra, dec, fr.orient, fr.scale)
+            wcs = _quiet_wcs(fits.Header(list(cards.items())))
+            yy, xx = np.mgrid[:n, :n].astype(np.float64)
+            mx, my = master.world_to_pixel_values(*wcs.pixel_to_world_values(xx, yy))
+            ratio = fr.scale / _ACS_SCALE
+            # the frame's pixels and (for WFC3/IR) its wider PSF, as a blur of the master sky
+            sigma = math.sqrt(max(ratio**2 - 1.0, 0.0) / 12.0 + (2.2**2 if fr.instrument == "WFC3/IR" else 0.0))
+            sky_model = gaussian_filter(models[by_filter[fr.filt]], sigma) if sigma > 0 else models[by_filter[fr.filt]]
+            model = map_coordinates(sky_model, [my, mx], order=3, mode="constant", cval=0.0).astype(np.float32)
+            model = np.clip(model, 0.0, None) * np.float32(ratio**2)  # e-/s per frame pixel
+            read_noise = 15.0 if fr.instrument == "WFC3/IR" else 5.0
+            sci = _observe(model, fr.sky, fr.exptime, rng, read_noise=read_noise)
+            foot = _footprint(n, angle_deg=6.0 + 3 * k, frac=1.02)
+            wht = np.where(foot, fr.exptime * (0.95 + 0.05 * rng.random(sci.shape)), 0.0)
+            sci = np.where(foot, sci, np.nan).astype(np.float32)
+            token = fr.instrument.lower().replace("/", "_")
+            obs_id = f"hst_sample_{spec.name}_{fr.visit}_{token}_{fr.filt.lower()}"
+            rel = f"mast/{spec.name}/{obs_id}_drz.fits"
+            acs = fr.instrument.startswith("ACS")
+            rootname = f"{'j' if acs else 'i'}s{spec.seed % 100:02d}{fr.visit}{k:02d}q"  # IPPPSSOOT-like, 9 characters
+            prim = _primary_header(instrument=fr.instrument.split("/")[0], detector=fr.instrument.split("/")[1],
+                                   filt=fr.filt, rootname=rootname, targname=spec.targname, ra=spec.ra, dec=spec.dec,
+                                   exptime=fr.exptime, date=spec.date, proposal=spec.proposal,
+                                   filename=Path(rel).name, acs=acs)
+            photflam = {"F435W": 3.2e-19, "F606W": 7.8e-20, "F814W": 7.0e-20, "F160W": 1.9e-20}[fr.filt]
+            _write_drz(self.root / rel, sci, wht, prim, cards, "ELECTRONS/S", photflam)
+            self.add(rel, archive="mast", id=obs_id, kind="science", field=spec.name, ra=ra, dec=dec,
+                     target=spec.target, instrument=fr.instrument, filter=fr.filt, exptime=fr.exptime,
+                     date_obs=spec.date, proposal_id=spec.proposal,
+                     title=f"{spec.target} {fr.instrument} {fr.filt} drizzled image (visit {fr.visit})",
+                     credit=_SYNTH_CREDIT)
+
     # -- the Hubble Deep Field ------------------------------------------------------------------
     def hdf(self) -> None:
         from skimage.data import hubble_deep_field
@@ -618,6 +706,8 @@ def build_sample(root: Path | None = None, *, mini: bool = False, cache_dir: Pat
     b = _Builder(root, mini)
     for spec in _FIELDS[:1] if mini else _FIELDS:
         b.field(spec)
+    for spec, frames in _GRID_FIELDS:
+        b.grid_field(spec, frames)
     if not mini:
         b.hdf()
     b.qa()

@@ -5,7 +5,8 @@ The flow body is a short run of task calls over library functions: list each reg
 cannot be listed becomes a ``list_failed`` item while the rest goes on), plan (``planning.plan_run``:
 order, dedupe, what is done, budget), map the downloads and the processing over the admitted
 items (``steps``; model calls hold the per-worker ``inference:<worker>`` concurrency slot),
-compose the same-grid Lupton composites, draw the contact sheet, apply retention, export the
+compose the same-grid Lupton composites, find the fields across filters and make their colour
+products (``steps.field_run``), draw the contact sheet, apply retention, export the
 manifests from the catalog, and publish the run's artifacts. Each step is reported to
 ``astro_pipeline.progress`` subscribers as its futures finish (the CLI draws its progress bar
 from these events; Prefect's own per-task lines go to its logs). Downloads are never retried here:
@@ -38,6 +39,7 @@ from astro_pipeline.catalog import (
 from astro_pipeline.config import Region, Settings, get_settings
 from astro_pipeline.contact_sheet import round_robin, write_contact_sheet
 from astro_pipeline.engines import load_engines, model_versions
+from astro_pipeline.fields.result import FieldResult
 from astro_pipeline.items import ItemPlan, ItemResult, ItemStatus
 from astro_pipeline.products.types import Operation
 from astro_pipeline.progress import Stage, SweepTracker
@@ -153,6 +155,17 @@ def compose_task(items: list[ItemResult], settings: Settings, versions: dict[Ope
     return len(steps.compose_run(open_catalog(settings), items, versions=versions, settings=settings))
 
 
+@task(name="fields", cache_policy=NO_CACHE)
+def field_task(items: list[ItemResult], settings: Settings, versions: dict[Operation, dict[str, str]],
+               run_id: str) -> list[FieldResult]:
+    """Fields across filters from the run's linear frames: grouped, recorded, aligned, composed
+    (before retention: alignment reads the inputs). A field that fails never stops the sweep."""
+    limit_name = inference_limit_name()
+    _ensure_limit_once(limit_name)
+    return steps.field_run(open_catalog(settings), items, versions=versions, settings=settings, run_id=run_id,
+                           engines_for=lambda op: load_engines(op, settings).with_guard(guard_factory(limit_name)))
+
+
 @task(name="contact-sheet", cache_policy=NO_CACHE)
 def contact_sheet_task(items: list[ItemResult], settings: Settings, run_id: str) -> str | None:
     """The before/after contact sheet (before retention: it shows each raw input)."""
@@ -221,6 +234,7 @@ def run_sweep(regions: list[Region], settings: Settings, *, flow_name: str, para
     work_seconds = time.perf_counter() - work_started
     track.stage(Stage.COMPOSING)
     n_composites = compose_task(items, settings, versions) if versions is not None else 0
+    fields = field_task(items, settings, versions, run_id) if versions is not None else []
     track.stage(Stage.CONTACT_SHEET)
     sheet = contact_sheet_task(items, settings, run_id)
     track.stage(Stage.RETENTION)
@@ -231,6 +245,7 @@ def run_sweep(regions: list[Region], settings: Settings, *, flow_name: str, para
                        products_dir=steps.products_dir_for(settings), dry_run=False,
                        wall=time.perf_counter() - started)
     report.work_seconds, report.n_composites, report.contact_sheet = work_seconds, n_composites, sheet
+    report.fields = fields
     report.manifest_parquet, report.manifest_csv, report.all_manifest = parquet, csv, cumulative
     failed = sum(report.counts.get(s, 0) for s in (ItemStatus.ERROR, ItemStatus.DOWNLOAD_FAILED, ItemStatus.LIST_FAILED))
     catalog.finish_run(run_id, RunStatus.COMPLETED_WITH_ERRORS if failed else RunStatus.COMPLETED, dict(report.counts))

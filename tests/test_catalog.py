@@ -117,16 +117,19 @@ def test_version_1_catalog_is_upgraded_in_place(tmp_path: Path) -> None:
     """A version-1 catalog is upgraded step by step: review sessions (2), then deleted_at / notes /
     quality_metrics (3), with its products' quality metrics moved out of ``metrics`` (where versions
     1 and 2 kept them under a ``quality_`` prefix), then superseded_by / superseded_at and the
-    product-path index (4), then products.channels (5)."""
+    product-path index (4), then products.channels (5), then the fields' tables and frame footprints (6)."""
     import json
 
     Catalog.for_output(tmp_path).close()
     db = sqlite3.connect(tmp_path / "catalog.sqlite")
     db.execute("DROP INDEX ix_product_files_path")
     for table, column in (("files", "deleted_at"), ("frames", "notes"), ("products", "quality_metrics"),
-                          ("products", "superseded_by"), ("products", "superseded_at"), ("products", "channels")):
+                          ("products", "superseded_by"), ("products", "superseded_at"), ("products", "channels"),
+                          ("frames", "footprint"), ("frames", "field_note")):
         db.execute(f"ALTER TABLE {table} DROP COLUMN {column}")  # back to the version-1 shape
     db.execute("DROP TABLE review_sessions")
+    for table in ("field_product_files", "field_products", "field_members", "fields"):
+        db.execute(f"DROP TABLE {table}")
     db.execute("DELETE FROM schema_version")
     db.execute("INSERT INTO schema_version VALUES (1, 'initial catalog tables', '2026-01-01 00:00:00')")
     db.execute("INSERT INTO products (product_key, source_path, hdu_idx, plane_idx, operation, status, models, "
@@ -136,7 +139,7 @@ def test_version_1_catalog_is_upgraded_in_place(tmp_path: Path) -> None:
     db.commit()
     db.close()
     with Catalog.for_output(tmp_path) as c:
-        assert c.schema_version == catalog_schema.LATEST == 5
+        assert c.schema_version == catalog_schema.LATEST == 6
     db = sqlite3.connect(tmp_path / "catalog.sqlite")
     try:
         assert "deleted_at" in [r[1] for r in db.execute("PRAGMA table_info(files)")]
@@ -145,9 +148,11 @@ def test_version_1_catalog_is_upgraded_in_place(tmp_path: Path) -> None:
         metrics, quality = db.execute("SELECT metrics, quality_metrics FROM products").fetchone()
         assert json.loads(metrics) == {"inference_seconds": 1.0}
         assert json.loads(quality) == {"snr": 4.5, "noise": 0.2}
-        assert [r[0] for r in db.execute("SELECT version FROM schema_version ORDER BY version")] == [1, 2, 3, 4, 5]
+        assert [r[0] for r in db.execute("SELECT version FROM schema_version ORDER BY version")] == [1, 2, 3, 4, 5, 6]
         assert db.execute("SELECT superseded_by, superseded_at FROM products").fetchone() == (None, None)
         assert "ix_product_files_path" in [r[1] for r in db.execute("PRAGMA index_list(product_files)")]
+        assert {"footprint", "field_note"} <= {r[1] for r in db.execute("PRAGMA table_info(frames)")}
+        assert db.execute("SELECT count(*) FROM fields").fetchone() == (0,)
         assert db.execute("SELECT count(*) FROM review_sessions").fetchone() == (0,)
     finally:
         db.close()

@@ -397,7 +397,12 @@ def test_sweep_writes_same_grid_composites_and_the_manifest_records_retention(
     report = reprocess_region(**_region_args(env, archives=["mast"]),
                               overrides={"output_dir": str(out), "keep_raw": False})
     assert report.counts.get("ok", 0) >= 3 and not report.counts.get("error"), report.counts
-    df = pd.read_parquet(report.manifest_parquet)
+    run_df = pd.read_parquet(report.manifest_parquet)
+    df = run_df[run_df["product_type"] == "frame"]
+    # the field step (issue 16) read the inputs before retention: M101's field has its colour product
+    fields = run_df[run_df["product_type"] == "field"]
+    (field_row,) = fields[fields["filter"] == "F435W,F606W,F814W"].itertuples()
+    assert field_row.status == "ok" and field_row.channels == "R:F814W, G:F606W, B:F435W"
     # raw_deleted is true exactly for the raw files retention removed
     gone = df["raw_path"].map(lambda p: not Path(p).exists())
     assert gone.any() and (df["raw_deleted"].astype(bool) == gone).all(), df[["raw_path", "raw_deleted"]]
@@ -407,6 +412,7 @@ def test_sweep_writes_same_grid_composites_and_the_manifest_records_retention(
     (composite,) = set(m101["lupton_path"])
     assert (out / composite).is_file() and composite.endswith("_f435w_f606w_f814w_lupton.png")
     all_df = pd.read_parquet(out / "manifests" / "all.parquet")
+    all_df = all_df[all_df["product_type"] == "frame"]
     assert (all_df["raw_deleted"].astype(bool) == all_df["raw_path"].map(lambda p: not Path(p).exists())).all()
 
 

@@ -94,10 +94,10 @@ def test_sample_mini(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     res = runner.invoke(app, ["inspect", "--sample", "--mini", "--json"])
     assert res.exit_code == 0, res.output
     recs = _records(res.stdout)
-    assert len(recs) == 11 and all(r["status"] == "ok" for r in recs)
+    assert len(recs) == 16 and all(r["status"] == "ok" for r in recs)  # 8 science + 5 QA + 3 colour images
     for r in recs:
         assert sorted(f["name"] for f in r["flags"]) == sorted(r["expected_flags"]), r["path"]
-    assert "11/11 frames raised exactly their expected flags" in res.stderr
+    assert "16/16 frames raised exactly their expected flags" in res.stderr
 
 
 def test_console_script_never_prints_a_traceback(tree: Path) -> None:

@@ -26,8 +26,9 @@ def mini(tmp_path_factory: pytest.TempPathFactory) -> SampleIndex:
 
 def test_mini_contents(mini: SampleIndex) -> None:
     science = [i for i in mini.items if i.kind == "science" and i.field != "qa"]
-    assert len(science) == 3 and {i.filter for i in science} == {"F435W", "F606W", "F814W"}
-    assert {i.field for i in science} == {"m101"}
+    by_field = {f: sorted(i.filter for i in science if i.field == f) for f in {i.field for i in science}}
+    assert by_field == {"m101": ["F435W", "F606W", "F814W"], "m83": ["F160W", "F435W", "F606W"],
+                        "ngc4414": ["F606W", "F814W"]}
     qa = mini.fields()["qa"]
     assert sorted(f for i in qa for f in i.expected_flags) == sorted(FLAGS)
     colour = mini.by_archive("esahubble")
@@ -113,11 +114,48 @@ def test_full_sample(tmp_path: Path) -> None:
     fields = idx.fields()
     assert {"m101", "m51", "ngc1300", "hdf", "qa"} <= set(fields)
     science = [i for i in idx.by_archive("mast") if i.field != "qa"]
-    assert len(science) == 12
+    assert len(science) == 17
     colour = idx.by_archive("esahubble")
     assert len(colour) >= 8 and any(i.path.endswith(".tif") for i in colour)
     for item in idx.items:
         for f in read_frames(idx.path_of(item), max_image_pixels=LIMIT):
-            if item.kind == "science":
+            if item.kind == "science" and item.field not in ("m83", "ngc4414"):
                 assert f.shape == (512, 512)
             assert sorted(assess(f, QualityThresholds()).flag_names) == sorted(item.expected_flags), item.path
+
+
+def test_multi_grid_fields_observe_one_sky_on_grids_of_their_own(mini: SampleIndex) -> None:
+    """m83: two instruments (ACS/WFC 0.05"/px, WFC3/IR 0.13"/px rotated 73 degrees); ngc4414: exactly
+    two filters, two visits 46 degrees apart. Both are one field each when grouped, and the same
+    galaxy lands on the same sky in every frame."""
+    from astro_pipeline.fields.geometry import FrameGeometry, footprint_of, overlap_fraction
+
+    frames = {}
+    for item in mini.items:
+        if item.field in ("m83", "ngc4414"):
+            (frames[item.id],) = read_frames(mini.path_of(item), max_image_pixels=LIMIT)
+    assert len(frames) == 5
+    geo = {k: footprint_of(f) for k, f in frames.items()}
+    assert all(isinstance(g, FrameGeometry) for g in geo.values())
+    ir = next(k for k in geo if "wfc3_ir" in k)
+    acs = [k for k in geo if k.startswith("hst_sample_m83_") and k != ir]
+    assert frames[ir].provenance["instrument"] == "WFC3" and frames[ir].provenance["filter"] == "F160W"
+    assert geo[ir].pixel_scale_arcsec == pytest.approx(0.13, rel=1e-6)
+    assert all(geo[k].pixel_scale_arcsec == pytest.approx(0.05, rel=1e-6) for k in acs)
+    orient = {k: float(np.degrees(np.arctan2(f.wcs.wcs.cd[0, 1], f.wcs.wcs.cd[1, 1]))) for k, f in frames.items()}
+    assert orient[ir] - orient[acs[0]] == pytest.approx(73.0, abs=0.01)
+    n1, n2 = sorted(k for k in geo if "ngc4414" in k)
+    assert abs(orient[n2] - orient[n1]) == pytest.approx(46.0, abs=0.01)
+    for a, b in ((acs[0], ir), (acs[1], ir), (n1, n2)):
+        assert overlap_fraction(geo[a], geo[b]) > 0.8
+    # the galaxy's bulge peaks at the same sky position in every frame of a field (within 0.1")
+    from scipy.ndimage import gaussian_filter
+
+    for name in ("m83", "ngc4414"):
+        peaks = []
+        for k, f in frames.items():
+            if f"_{name}_" in k:
+                smooth = gaussian_filter(np.nan_to_num(f.data), 0.3 / geo[k].pixel_scale_arcsec)  # 0.3" blur
+                y, x = np.unravel_index(np.argmax(smooth), smooth.shape)
+                peaks.append(f.wcs.pixel_to_world(x, y))
+        assert max(peaks[0].separation(p).arcsec for p in peaks[1:]) < 0.1, name

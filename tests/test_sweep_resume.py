@@ -89,6 +89,7 @@ def test_sigkill_midway_then_rerun_completes_without_redoing_work(
             "SELECT pf.path, pf.sha256 FROM product_files pf JOIN products p ON p.id = pf.product_id "
             "WHERE p.status = 'ok'").fetchall()
         runs = dict(con.execute("SELECT id, status FROM runs").fetchall())
+        field_products = con.execute("SELECT attempts FROM field_products WHERE status = 'ok'").fetchall()
     finally:
         con.close()
     # redoes nothing finished: products from run 1 kept their run and were written once
@@ -105,6 +106,10 @@ def test_sigkill_midway_then_rerun_completes_without_redoing_work(
     for path, sha in product_files:
         assert Path(path).is_file() and _sha256(Path(path)) == sha, path
     all_df = pd.read_parquet(out / "manifests" / "all.parquet")
-    assert len(all_df[all_df["status"] == "ok"]) == len(rows)
+    frame_rows, field_rows = (all_df[all_df["product_type"] == kind] for kind in ("frame", "field"))
+    assert len(frame_rows[frame_rows["status"] == "ok"]) == len(rows)
+    # the mini sample's fields (issue 16): one colour product each, made once, one manifest row each
+    assert field_products and all(attempts == 1 for (attempts,) in field_products)
+    assert len(field_rows[field_rows["status"] == "ok"]) == len(field_products) == len(field_rows)
     # the killed run stays visibly unfinished; the rerun completed
     assert sorted(runs.values()) == ["completed", "running"], runs

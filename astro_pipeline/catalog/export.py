@@ -1,5 +1,9 @@
 """The manifest: one row per product, a pure function of catalog rows, written as Parquet and CSV.
 
+Frame products (``product_type`` "frame") come first, then field products ("field": a field's
+colour image from its real bands on the field's grid, with ``channels``, its ``members`` and the
+``reference_wcs``); a frame's row names the field it belongs to, or why it is in none.
+
 ``OUTPUT/manifests/<run_id>.parquet`` (and ``.csv``) after every run, sweep or CLI alike, and
 ``OUTPUT/manifests/all.parquet`` for the whole catalog. :func:`manifest_frame` builds the table
 from :class:`~astro_pipeline.catalog.views.ManifestRow` s alone (it never looks at the file
@@ -18,8 +22,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from astro_pipeline.catalog.fields import field_product_views
 from astro_pipeline.catalog.queries import manifest_rows
-from astro_pipeline.catalog.views import ManifestRow
+from astro_pipeline.catalog.views import FieldProductView, ManifestRow
 from astro_pipeline.fileio import atomic_write
 from astro_pipeline.products.types import FileKind, channels_text
 
@@ -28,8 +33,8 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from astro_pipeline.catalog.store import Catalog
 
-__all__ = ["BASE_COLUMNS", "CATALOG_COLUMNS", "PRODUCT_KINDS", "catalog_manifest", "export_cumulative_manifest",
-           "export_run_manifest", "manifest_frame", "refresh_superseded_manifests"]
+__all__ = ["BASE_COLUMNS", "CATALOG_COLUMNS", "FIELD_COLUMNS", "PRODUCT_KINDS", "catalog_manifest",
+           "export_cumulative_manifest", "export_run_manifest", "manifest_frame", "refresh_superseded_manifests"]
 
 #: Product kinds that always get ``<kind>_path`` / ``<kind>_sha256`` columns (others are added when present).
 PRODUCT_KINDS: tuple[str, ...] = (FileKind.PNG, FileKind.TIF, FileKind.FITS, FileKind.FITS_FLUX, FileKind.LUPTON)
@@ -45,6 +50,12 @@ CATALOG_COLUMNS: tuple[str, ...] = (
     "archive", "archive_id", "obs_id", "source_url", "title", "filters", "raw_path", "raw_deleted", "notes",
     "review_decision", "review_note", "reviewer", "reviewed_at", "product_id", "frame_id", "created_at",
     "updated_at", "superseded_by", "superseded_at",
+)
+
+#: What ties a row to a field: the product's kind, its field, and for field products their channels,
+#: member frames and reference grid.
+FIELD_COLUMNS: tuple[str, ...] = (
+    "product_type", "field_id", "field_name", "field_note", "channels", "members", "reference_wcs",
 )
 
 _PROV_COLUMNS = ("target", "ra", "dec", "date_obs", "instrument", "filter", "exptime", "bunit", "credit", "license")
@@ -88,6 +99,8 @@ def _row(m: ManifestRow, output_dir: Path | None) -> dict[str, Any]:
         "reviewer": review.reviewer if review else None, "reviewed_at": review.at if review else None,
         "product_id": m.product_id, "frame_id": m.frame_id, "created_at": m.created_at, "updated_at": m.updated_at,
         "superseded_by": m.superseded_by, "superseded_at": m.superseded_at,
+        "product_type": "frame", "field_id": m.field_id, "field_name": m.field_name, "field_note": m.field_note,
+        "channels": None, "members": None, "reference_wcs": None,
     })
     row.update({
         "provenance": _dumps(prov),
@@ -121,18 +134,52 @@ def _row(m: ManifestRow, output_dir: Path | None) -> dict[str, Any]:
     return row
 
 
-def manifest_frame(rows: Sequence[ManifestRow], *, output_dir: str | Path | None = None) -> pd.DataFrame:
-    """The manifest of these catalog rows: a DataFrame, product file paths relative to ``output_dir``."""
+def _field_row(v: FieldProductView, output_dir: Path | None) -> dict[str, Any]:
+    """A field product's row: its channels, member frames (band frames first) and reference grid."""
+    f = v.field
+    bands = {b.get("frame_key"): b for b in v.bands}
+    members = [{"frame_key": m.frame_key, "file": Path(m.raw_path).name, "input_sha256": m.sha256,
+                "archive": m.archive, "instrument": m.instrument, "filter": m.filter, "role": m.role,
+                "channel": (bands.get(m.frame_key) or {}).get("channel"), "reference": m.reference, "note": m.note}
+               for m in f.members]
+    row: dict[str, Any] = {
+        "run_id": v.run_id, "status": v.status, "error": v.error, "operation": v.operation,
+        "source_path": None, "input_sha256": None, "hdu": None, "plane": None, "frame_key": None,
+        "target": (v.bands[0].get("target") if v.bands else None), "ra": f.ra, "dec": f.dec,
+        "instrument": ",".join(sorted({str(b.get("instrument")) for b in v.bands if b.get("instrument")})) or None,
+        "filter": ",".join(f.filters), "filters": ",".join(f.filters), "notes": "; ".join(v.notes) or None,
+        "product_id": v.id, "created_at": v.created_at, "updated_at": v.updated_at,
+        "product_type": "field", "field_id": f.id, "field_name": f.name, "field_note": f.note,
+        "channels": v.channels_text, "members": _dumps(members), "reference_wcs": _dumps(f.grid),
+        "channels_detail": _dumps(v.params.get("channels_detail")) if v.params.get("channels_detail") else None,
+        "visualisation": bool(v.params.get("visualisation", True)),
+        "models": _dumps(v.models), "model_names": ";".join(str(m.get("name")) for m in v.models),
+        "model_versions": ";".join(str(m.get("version")) for m in v.models), "params": _dumps(v.params),
+        "metrics": _dumps(v.metrics),
+    }
+    for name, value in sorted(v.metrics.items()):
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            row[f"metric_{name}"] = float(value)
+    for kind, pf in sorted(v.files.items()):
+        row[f"{kind}_path"] = _relative(Path(pf.path), output_dir)
+        row[f"{kind}_sha256"] = pf.sha256
+    return row
+
+
+def manifest_frame(rows: Sequence[ManifestRow], *, output_dir: str | Path | None = None,
+                   field_products: Sequence[FieldProductView] = ()) -> pd.DataFrame:
+    """The manifest of these catalog rows (frame products, then field products): a DataFrame,
+    product file paths relative to ``output_dir``."""
     import pandas as pd
 
     out = Path(output_dir) if output_dir is not None else None
-    records = [_row(m, out) for m in rows]
-    lead = (*BASE_COLUMNS, *CATALOG_COLUMNS)
+    records = [_row(m, out) for m in rows] + [_field_row(v, out) for v in field_products]
+    lead = (*BASE_COLUMNS, *CATALOG_COLUMNS, *FIELD_COLUMNS)
     if not records:
         return pd.DataFrame({c: pd.Series(dtype="string") for c in lead})
     frame = pd.DataFrame(records)
     frame = frame[[*lead, *(c for c in frame.columns if c not in lead)]]
-    for col in ("product_id", "frame_id", "hdu", "plane", "tile_count", "superseded_by"):
+    for col in ("product_id", "frame_id", "hdu", "plane", "tile_count", "superseded_by", "field_id"):
         frame[col] = frame[col].astype("Int64")
     for col in ("reviewed_at", "created_at", "updated_at", "superseded_at"):
         frame[col] = pd.to_datetime(frame[col], utc=True)
@@ -147,7 +194,8 @@ def manifest_frame(rows: Sequence[ManifestRow], *, output_dir: str | Path | None
 def catalog_manifest(catalog: Catalog, run_id: str | None = None, *,
                      output_dir: str | Path | None = None) -> pd.DataFrame:
     """The manifest of one run (or of the whole catalog) as a DataFrame."""
-    return manifest_frame(catalog.read(lambda c: manifest_rows(c, run_id)), output_dir=output_dir)
+    rows, fields = catalog.read(lambda c: (manifest_rows(c, run_id), field_product_views(c, run_id=run_id)))
+    return manifest_frame(rows, output_dir=output_dir, field_products=fields)
 
 
 def _write(frame: pd.DataFrame, path: Path, *, csv: bool) -> Path:

@@ -26,6 +26,7 @@ from astro_pipeline.catalog.views import (
     RunInfo,
     RunSummary,
 )
+from astro_pipeline.fields.geometry import footprint_from_dict
 from astro_pipeline.ingest.frame import QualityReport, StretchParams
 from astro_pipeline.products.claims import FileOwner
 from astro_pipeline.products.types import (
@@ -232,8 +233,9 @@ def frame_views(conn: Connection, frame_ids: Sequence[int]) -> list[FrameView]:
 
 # --- products, as the processing path made them ------------------------------------------------
 
-def _product(row: Any, files: dict[str, ProductFile], notes: list[str] | None) -> Product:
-    """The typed product a ``products`` row records (with its files and its frame's reader notes)."""
+def _product(row: Any, files: dict[str, ProductFile], notes: list[str] | None,
+             footprint: dict[str, Any] | None = None) -> Product:
+    """The typed product a ``products`` row records (with its files, its frame's reader notes and footprint)."""
     quality = None
     if row.quality_metrics is not None or row.flags:
         quality = QualityReport.from_dict({"metrics": row.quality_metrics or {}, "flags": row.flags or []})
@@ -245,7 +247,7 @@ def _product(row: Any, files: dict[str, ProductFile], notes: list[str] | None) -
         stretch=StretchParams.from_dict(row.stretch) if row.stretch else None,
         models=tuple(ModelRecord.from_dict(m) for m in row.models or []), params=dict(row.params or {}),
         metrics={str(k): v for k, v in (row.metrics or {}).items()}, notes=tuple(notes or ()),
-        tile_count=int(row.tile_count or 0), files=files,
+        tile_count=int(row.tile_count or 0), files=files, footprint=footprint_from_dict(footprint),
         channels=tuple(ChannelRecord.from_dict(c) for c in row.channels or ()))
 
 
@@ -267,13 +269,14 @@ def current_products(conn: Connection, sha256s: Iterable[str], *, operation: str
     p = t.products
     rows: dict[tuple[str, int, int], Any] = {}
     for chunk in _chunks(wanted):  # type: ignore[arg-type]
-        q = (select(p, t.frames.c.notes).select_from(p.outerjoin(t.frames, t.frames.c.id == p.c.frame_id))
+        q = (select(p, t.frames.c.notes, t.frames.c.footprint)
+             .select_from(p.outerjoin(t.frames, t.frames.c.id == p.c.frame_id))
              .where(p.c.source_sha256.in_(chunk), p.c.operation == str(operation), p.c.status == "ok",
                     p.c.models_hash == models_hash(models), p.c.superseded_by.is_(None)).order_by(p.c.id))
         for row in conn.execute(q):
             rows[(row.source_sha256, row.hdu_idx, row.plane_idx)] = row  # later ids replace earlier ones
     files = _files_of(conn, [r.id for r in rows.values()])
-    return [_product(r, files.get(r.id, {}), r.notes) for r in sorted(rows.values(), key=lambda r: r.id)]
+    return [_product(r, files.get(r.id, {}), r.notes, r.footprint) for r in sorted(rows.values(), key=lambda r: r.id)]
 
 
 def manifest_rows(conn: Connection, run_id: str | None = None) -> list[ManifestRow]:
@@ -285,7 +288,8 @@ def manifest_rows(conn: Connection, run_id: str | None = None) -> list[ManifestR
                 rec.c.dec.label("rec_dec"), rec.c.date_obs.label("rec_date_obs"),
                 rec.c.instrument.label("rec_instrument"), rec.c.filters, rec.c.credit.label("rec_credit"),
                 rec.c.license.label("rec_license"), t.frames.c.ra.label("frame_ra"), t.frames.c.dec.label("frame_dec"),
-                t.frames.c.notes, cur.c.review_id, cur.c.decision, cur.c.note.label("review_note"), cur.c.reviewer,
+                t.frames.c.notes, t.frames.c.field_note, cur.c.review_id, cur.c.decision,
+                cur.c.note.label("review_note"), cur.c.reviewer,
                 cur.c.created_at.label("reviewed_at"))
          .select_from(p.outerjoin(fi, fi.c.id == p.c.file_id).outerjoin(rec, rec.c.id == fi.c.record_id)
                       .outerjoin(t.frames, t.frames.c.id == p.c.frame_id)
@@ -295,6 +299,7 @@ def manifest_rows(conn: Connection, run_id: str | None = None) -> list[ManifestR
         q = q.where(p.c.run_id == run_id)
     found = list(conn.execute(q))
     files = _files_of(conn, [r.id for r in found])
+    in_field = _fields_of(conn, [r.frame_id for r in found if r.frame_id is not None])
     out = []
     for r in found:
         review = None
@@ -309,7 +314,20 @@ def manifest_rows(conn: Connection, run_id: str | None = None) -> list[ManifestR
             dec=r.frame_dec if r.frame_dec is not None else r.rec_dec, date_obs=r.rec_date_obs,
             instrument=r.rec_instrument, credit=r.rec_credit, license=r.rec_license,
             raw_path=r.raw_path or r.source_path, raw_deleted=r.deleted_at is not None, review=review,
-            superseded_by=r.superseded_by, superseded_at=r.superseded_at))
+            field_id=in_field.get(r.frame_id, (None, None))[0], field_name=in_field.get(r.frame_id, (None, None))[1],
+            field_note=r.field_note, superseded_by=r.superseded_by, superseded_at=r.superseded_at))
+    return out
+
+
+def _fields_of(conn: Connection, frame_ids: Sequence[int]) -> dict[int, tuple[int, str]]:
+    """``{frame id: (field id, name)}`` of the newest field each frame is a member of."""
+    out: dict[int, tuple[int, str]] = {}
+    m, f = t.field_members, t.fields
+    for chunk in _chunks(sorted(set(frame_ids))):
+        q = (select(m.c.frame_id, f.c.id, f.c.name).select_from(m.join(f, f.c.id == m.c.field_id))
+             .where(m.c.frame_id.in_(chunk)).order_by(f.c.id))
+        for frame_id, field_id, name in conn.execute(q):
+            out[frame_id] = (field_id, name)  # later (newer) fields replace earlier ones
     return out
 
 

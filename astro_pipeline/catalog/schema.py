@@ -21,7 +21,7 @@ from astro_pipeline.catalog.db import CatalogError, is_sqlite, redact, run_write
 __all__ = ["LATEST", "UPGRADES", "current_version", "migrate"]
 
 #: The schema version this code writes.
-LATEST = 5
+LATEST = 6
 
 
 def _add_review_sessions(conn: Connection) -> None:
@@ -75,12 +75,23 @@ def _v5_channels(conn: Connection) -> None:
     _add_column(conn, t.products, t.products.c.channels)
 
 
+def _v6_fields(conn: Connection) -> None:
+    """6: fields: frames' footprints and field notes; ``fields``, ``field_members``, ``field_products``
+    and ``field_product_files``."""
+    _add_column(conn, t.frames, t.frames.c.footprint)
+    _add_column(conn, t.frames, t.frames.c.field_note)
+    for table in (t.fields, t.field_members, t.field_products, t.field_product_files):
+        table.create(conn, checkfirst=True)  # nothing when the table exists already, as _add_column
+
+
 #: version -> (description, step upgrading version-1 to version).
 UPGRADES: dict[int, tuple[str, Callable[[Connection], None]]] = {
     2: ("review_sessions: revocable review page sign-ins", _add_review_sessions),
     3: ("files.deleted_at, frames.notes, products.quality_metrics", _v3_records),
     4: ("products.superseded_by/superseded_at, index on product_files.path", _v4_superseded),
     5: ("products.channels: which channel of a composed product came from which band", _v5_channels),
+    6: ("frames.footprint, frames.field_note, fields, field_members, field_products, field_product_files",
+        _v6_fields),
 }
 
 _DESCRIPTION_FRESH = "initial catalog tables"

@@ -19,13 +19,15 @@ from sqlalchemy import Connection, select, update
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 
-from astro_pipeline.catalog import queries, reviews, sessions, writes
+from astro_pipeline.catalog import fields, queries, reviews, sessions, writes
 from astro_pipeline.catalog import tables as t
 from astro_pipeline.catalog.db import CatalogError, make_engine, redact, run_read, run_write, storage_error
 from astro_pipeline.catalog.reviews import NotFoundError
 from astro_pipeline.catalog.schema import migrate
 from astro_pipeline.catalog.views import (
     Decision,
+    FieldProductView,
+    FieldView,
     FrameFilter,
     FrameView,
     ProductFileView,
@@ -34,6 +36,8 @@ from astro_pipeline.catalog.views import (
     RunInfo,
     RunSummary,
 )
+from astro_pipeline.fields.grouping import FieldGrouping, MemberRole
+from astro_pipeline.fields.result import FieldProduct, FieldStatus
 from astro_pipeline.ingest.frame import QualityReport, StretchParams
 from astro_pipeline.jsondata import jsonable
 from astro_pipeline.products.composites import Composite
@@ -244,6 +248,50 @@ class Catalog:
         """Add each composite's file to its member products (``files["lupton"]``); returns files attached."""
         items = list(composites)
         return self.write(lambda c: sum(writes.attach_composite(c, comp, kind=FileKind.LUPTON) for comp in items))
+
+    # --- fields ----------------------------------------------------------------------------------
+    def record_fields(self, grouping: FieldGrouping, *, run_id: str | None = None) -> dict[str, int]:
+        """Record a grouping's fields (reference grid, members, roles) and why other frames are in none,
+        in one transaction; returns ``{field_key: field id}``."""
+        return self.write(lambda c: fields.record_grouping(c, grouping, run_id=run_id))
+
+    def record_field_status(self, field_id: int, status: FieldStatus, note: str | None = None, *,
+                            run_id: str | None = None) -> None:
+        """A field's state and, where refused or failed, why."""
+        self.write(lambda c: fields.record_field_status(c, field_id, status, note, run_id=run_id))
+
+    def set_field_member_role(self, field_id: int, product: Product, role: MemberRole, note: str | None) -> None:
+        self.write(lambda c: fields.set_member_role(c, field_id, product, role, note))
+
+    def fields(self, *, field_ids: Sequence[int] | None = None, run_id: str | None = None,
+               frame_ids: Iterable[int] | None = None) -> list[FieldView]:
+        """Fields with their members: all, these ids, those a run recorded, or those holding these frames."""
+        return self.read(lambda c: fields.field_views(c, field_ids=field_ids, run_id=run_id, frame_ids=frame_ids))
+
+    def record_field_product(self, field_id: int, product: FieldProduct) -> int:
+        """Record a field product and its files, and mark its field composed when it is ok."""
+
+        def step(conn: Connection) -> int:
+            fp_id = fields.record_field_product(conn, field_id, product)
+            if product.ok:
+                fields.record_field_status(conn, field_id, FieldStatus.COMPOSED, None, run_id=product.run_id)
+            return fp_id
+
+        return self.write(step)
+
+    def field_product_done(self, key: str) -> bool:
+        return self.read(lambda c: fields.field_product_done(c, key))
+
+    def field_products(self, *, run_id: str | None = None, field_ids: Sequence[int] | None = None,
+                       ids: Sequence[int] | None = None) -> list[FieldProductView]:
+        """Field products with their field, members and files (of a run, of fields, or by id)."""
+        return self.read(lambda c: fields.field_product_views(c, run_id=run_id, field_ids=field_ids, ids=ids))
+
+    def field_product_file(self, file_id: int) -> ProductFileView | None:
+        """A field product's file by catalog id (the review page serves field images only this way)."""
+        row = self.read(lambda c: c.execute(select(t.field_product_files).where(
+            t.field_product_files.c.id == file_id)).first())
+        return None if row is None else ProductFileView(id=row.id, kind=row.kind, path=row.path, sha256=row.sha256)
 
     def current_products(self, sha256s: Iterable[str], *, operation: Operation,
                          models: Mapping[str, str]) -> list[Product]:

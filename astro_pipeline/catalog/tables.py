@@ -36,6 +36,10 @@ __all__ = [
     "NO_INDEX",
     "UtcDateTime",
     "archive_records",
+    "field_members",
+    "field_product_files",
+    "field_products",
+    "fields",
     "files",
     "frame_flags",
     "frame_metrics",
@@ -174,6 +178,8 @@ frames = Table(
     Column("provenance", JSON(none_as_null=True)),
     Column("stretch", JSON(none_as_null=True)),
     Column("notes", JSON(none_as_null=True)),  # the reader's notes on the frame ["WCS unreadable: ...", ...]
+    Column("footprint", JSON(none_as_null=True)),  # linear frames: grid, WCS, coverage; or {"unusable": why}
+    Column("field_note", Text),  # why the frame is in no field (set by the field step; None: in one, or not asked)
     Column("flag_count", Integer, nullable=False),
     Column("first_seen", UtcDateTime, nullable=False),
     Column("updated_at", UtcDateTime, nullable=False),
@@ -250,6 +256,82 @@ product_files = Table(
     Column("sha256", String(64)),
     UniqueConstraint("product_id", "kind", name="uq_product_files_kind"),
     Index("ix_product_files_path", "path"),  # schema 4: who records a path (no product replaces another's file)
+)
+
+#: Fields (schema 6): frames of one sky field across filters, found by footprint overlap. A field's
+#: key is a hash of its frames, so the same frames give the same field on every run.
+fields = Table(
+    "fields",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("field_key", String(32), nullable=False, unique=True),
+    Column("name", String(80), nullable=False),
+    Column("grid", JSON(none_as_null=True), nullable=False),  # the reference grid: shape, WCS cards, coverage
+    Column("pixel_scale_arcsec", Float),
+    Column("ra", Float),
+    Column("dec", Float),
+    Column("filters", JSON(none_as_null=True), nullable=False),  # the filters with a band frame
+    Column("n_members", Integer, nullable=False),
+    Column("reference_frame_id", Integer, ForeignKey("frames.id")),
+    Column("status", String(16), nullable=False),  # grouped | refused | failed | composed
+    Column("note", Text),  # why a field was refused or failed (over the memory budget, too few bands aligned)
+    Column("first_seen", UtcDateTime, nullable=False),
+    Column("updated_at", UtcDateTime, nullable=False),
+    Column("last_run_id", String(80)),
+)
+
+field_members = Table(
+    "field_members",
+    metadata,
+    Column("field_id", Integer, ForeignKey("fields.id", ondelete="CASCADE"), primary_key=True),
+    Column("frame_id", Integer, ForeignKey("frames.id"), primary_key=True),
+    Column("product_id", Integer, ForeignKey("products.id")),  # the frame's product the field was grouped from
+    Column("filter", String(32), nullable=False),
+    Column("exptime", Float),
+    Column("role", String(16), nullable=False),  # band | shallower | off_reference | failed
+    Column("overlap", Float),  # with the reference frame, over the smaller footprint
+    Column("coverage", Float),  # fraction of the field's grid the frame covers
+    Column("note", Text),
+    Index("ix_field_members_frame_id", "frame_id"),
+)
+
+#: A field's colour products (schema 4): composed from its band frames on its grid, with a 4x
+#: version where the run upscales. Keyed like frame products: the field, its band frames, the
+#: models and the parameters.
+field_products = Table(
+    "field_products",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("product_key", String(64), nullable=False, unique=True),
+    Column("field_id", Integer, ForeignKey("fields.id"), nullable=False),
+    Column("run_id", String(80)),
+    Column("operation", String(32), nullable=False),  # the run's operation for the field's frames
+    Column("status", String(16), nullable=False),  # ok | error
+    Column("error", Text),
+    Column("channels", JSON(none_as_null=True)),  # {"R": "F160W", "G": "F606W", "B": "F435W"} or inferred(...)
+    Column("bands", JSON(none_as_null=True), nullable=False),  # the band frames used: filter, frame, file sha256
+    Column("models", JSON(none_as_null=True), nullable=False),
+    Column("models_hash", String(64), nullable=False),
+    Column("params", JSON(none_as_null=True), nullable=False),
+    Column("params_hash", String(64), nullable=False),
+    Column("metrics", JSON(none_as_null=True)),
+    Column("notes", JSON(none_as_null=True)),  # members left out of this product, and why
+    Column("attempts", Integer, nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("updated_at", UtcDateTime, nullable=False),
+    Index("ix_field_products_field_id", "field_id"),
+    Index("ix_field_products_run_id", "run_id"),
+)
+
+field_product_files = Table(
+    "field_product_files",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("field_product_id", Integer, ForeignKey("field_products.id", ondelete="CASCADE"), nullable=False),
+    Column("kind", String(32), nullable=False),  # png | tif | fits | png_4x | tif_4x | fits_4x
+    Column("path", Text, nullable=False),
+    Column("sha256", String(64)),
+    UniqueConstraint("field_product_id", "kind", name="uq_field_product_files_kind"),
 )
 
 reviews = Table(

@@ -14,6 +14,9 @@ from astro_pipeline.products.types import Product
 __all__ = [
     "DECISIONS",
     "Decision",
+    "FieldMemberView",
+    "FieldProductView",
+    "FieldView",
     "FrameFilter",
     "FrameView",
     "ManifestRow",
@@ -153,6 +156,84 @@ class FrameView:
         return out
 
 
+@dataclass(frozen=True, kw_only=True)
+class FieldMemberView:
+    """One frame of a field: which file, which filter, what it does in the field's product, and why."""
+
+    frame_id: int
+    product_id: int | None
+    frame_key: str
+    sha256: str
+    raw_path: str
+    archive: str | None
+    instrument: str | None
+    filter: str
+    exptime: float | None
+    role: str  # band | shallower | off_reference | failed
+    overlap: float | None
+    coverage: float | None
+    note: str | None
+    reference: bool
+
+
+@dataclass(frozen=True, kw_only=True)
+class FieldView:
+    """A field as the catalog records it: its reference grid (shape, WCS cards), members and state."""
+
+    id: int
+    key: str
+    name: str
+    grid: dict[str, Any]
+    pixel_scale_arcsec: float | None
+    ra: float | None
+    dec: float | None
+    filters: list[str]
+    status: str
+    note: str | None
+    reference_frame_id: int | None
+    first_seen: datetime
+    updated_at: datetime
+    last_run_id: str | None
+    members: list[FieldMemberView]
+
+    @property
+    def reference_wcs(self) -> dict[str, Any]:
+        """The reference grid's WCS as FITS cards."""
+        return dict(self.grid.get("wcs") or {})
+
+    @property
+    def bands(self) -> dict[str, FieldMemberView]:
+        return {m.filter: m for m in self.members if m.role == "band"}
+
+
+@dataclass(frozen=True, kw_only=True)
+class FieldProductView:
+    """A field's colour product as recorded: its field (grid, members), channels, band frames and files."""
+
+    id: int
+    key: str
+    field: FieldView
+    run_id: str | None
+    operation: str
+    status: str
+    error: str | None
+    channels: dict[str, str]
+    bands: list[dict[str, Any]]
+    models: list[dict[str, Any]]
+    params: dict[str, Any]
+    metrics: dict[str, Any]
+    notes: list[str]
+    attempts: int
+    created_at: datetime
+    updated_at: datetime
+    files: dict[str, ProductFileView]
+
+    @property
+    def channels_text(self) -> str:
+        """``R:F160W, G:F606W, B:F435W``: which filter made each channel, red first."""
+        return ", ".join(f"{k}:{self.channels[k]}" for k in ("R", "G", "B") if k in self.channels)
+
+
 @dataclass(kw_only=True)
 class FrameFilter:
     """Which frames a query returns. ``decision`` is a decision name, ``"undecided"`` or None (any)."""
@@ -210,6 +291,9 @@ class ManifestRow:
     review: Decision | None = None
     superseded_by: int | None = None  # the product whose files replaced this one's (None: current)
     superseded_at: datetime | None = None
+    field_id: int | None = None  # the newest field the frame is a member of
+    field_name: str | None = None
+    field_note: str | None = None  # why the frame is in no field
 
 
 def _pid_alive(pid: int) -> bool:

@@ -19,6 +19,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from astro_pipeline.archives.records import ArchiveRecord, DownloadedFile
 from astro_pipeline.catalog import tables as t
 from astro_pipeline.catalog.keys import digest, models_hash, params_hash, product_key, to_index
+from astro_pipeline.fields.geometry import FrameGeometry, NoFootprint
 from astro_pipeline.ingest.frame import QualityReport, StretchParams
 from astro_pipeline.jsondata import jsonable
 from astro_pipeline.products.composites import Composite
@@ -119,8 +120,9 @@ def upsert_frame(conn: Connection, file_id: int, *, frame_key: str, hdu: int | N
                  provenance: Mapping[str, Any] | None = None, quality: QualityReport | None = None,
                  stretch: StretchParams | None = None, notes: Sequence[str] | None = None,
                  kind: str | None = None, ra: float | None = None, dec: float | None = None,
-                 run_id: str | None = None) -> int:
-    """Insert or refresh a frame; a given quality report replaces its metrics and flags, given notes its notes."""
+                 run_id: str | None = None, footprint: FrameGeometry | NoFootprint | None = None) -> int:
+    """Insert or refresh a frame; a given quality report replaces its metrics and flags, given notes its
+    notes, a given footprint its footprint."""
     prov = jsonable(dict(provenance or {}))
     if ra is None or dec is None:
         ra, dec = _position(prov)
@@ -130,9 +132,10 @@ def upsert_frame(conn: Connection, file_id: int, *, frame_key: str, hdu: int | N
               "kind": kind or _frame_kind(conn, file_id, prov), "ra": ra, "dec": dec,
               "provenance": prov or None, "stretch": stretch.as_dict() if stretch is not None else None,
               "notes": list(notes) if notes is not None else None, "flag_count": len(flags),
+              "footprint": jsonable(footprint.as_dict()) if footprint is not None else None,
               "first_seen": now, "updated_at": now, "last_run_id": run_id}
     upd: dict[str, Any] = {"frame_key": _EXCLUDED, "updated_at": _EXCLUDED}
-    for col in ("ra", "dec", "provenance", "stretch", "last_run_id"):
+    for col in ("ra", "dec", "provenance", "stretch", "last_run_id", "footprint"):
         if values[col] is not None:
             upd[col] = _EXCLUDED
     if notes is not None:
@@ -187,7 +190,7 @@ def record_product(conn: Connection, product: Product, *, file_id: int | None = 
     if file_id is not None and product.frame_key is not None:
         frame_id = upsert_frame(conn, file_id, frame_key=product.frame_key, hdu=product.hdu, plane=product.plane,
                                 provenance=product.provenance, quality=product.quality, stretch=product.stretch,
-                                notes=product.notes, run_id=run_id)
+                                notes=product.notes, run_id=run_id, footprint=product.footprint)
     p = t.products
     key = key_of(product)
     earlier = conn.execute(select(p.c.id, p.c.run_id, p.c.attempts).where(p.c.product_key == key)).first()

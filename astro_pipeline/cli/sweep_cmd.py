@@ -77,6 +77,12 @@ def _print_report(report: Any) -> None:
     if not report.dry_run:
         out.print(f"products:  {report.products_dir}  ({report.n_products} product(s), "
                   f"{report.n_composites} Lupton composite(s))")
+        for f in report.fields:
+            png = f.files.get("png")
+            what = (f"{f.channels or ''} -> {Path(png.path).name} ({len(f.files)} files)" if png is not None
+                    else (f.note or ""))
+            out.print(f"field {f.name} ({', '.join(f.filters)}): {f.status}" + (f": {what}" if what else ""),
+                      markup=False)
         out.print(f"manifest:  {report.manifest_parquet}")
         out.print(f"           {report.manifest_csv}")
         if report.all_manifest:

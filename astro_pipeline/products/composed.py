@@ -27,7 +27,7 @@ from astro_pipeline.products.naming import choose_stem, product_paths, safe_name
 from astro_pipeline.products.types import FileKind, Operation, ProductFile
 from astro_pipeline.products.writers import write_fits_cube, write_png, write_tiff
 
-__all__ = ["composed_kinds", "composed_meta", "composed_owner", "field_stem", "save_composed", "write_composed"]
+__all__ = ["composed_cards", "composed_kinds", "composed_meta", "composed_owner", "field_stem", "save_composed", "write_composed"]
 
 
 def composed_meta(composed: Composed) -> dict[str, Any]:
@@ -58,7 +58,8 @@ def composed_meta(composed: Composed) -> dict[str, Any]:
     }
 
 
-def _cards(composed: Composed) -> dict[str, tuple[Any, str]]:
+def composed_cards(composed: Composed) -> dict[str, tuple[Any, str]]:
+    """The FITS keywords of a composed product: its channels, what was inferred, the shared stretch."""
     cards: dict[str, tuple[Any, str]] = {
         "CHANNELS": (composed.channels_text, "which filter made each channel, or how inferred"),
         "INFERRED": (bool(composed.inferred), "a channel was inferred, not observed"),
@@ -111,7 +112,7 @@ def write_composed(composed: Composed, *, stem: Path) -> dict[str, ProductFile]:
         if FileKind.FITS in paths:
             files[FileKind.FITS] = write_fits_cube(paths[FileKind.FITS], composed.image, meta, wcs=composed.wcs,
                                                    scale=1, label=label, operation=str(Operation.COMPOSE),
-                                                   cards=_cards(composed), stage=stage)
+                                                   cards=composed_cards(composed), stage=stage)
     return {str(k): v for k, v in files.items()}
 
 

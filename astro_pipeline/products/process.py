@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from astro_pipeline.config import QualityThresholds
+from astro_pipeline.fields.geometry import footprint_of
 from astro_pipeline.fileio import StagedWrites
 from astro_pipeline.ingest.frame import Frame, ImageGeometry, IngestError, QualityReport, StretchParams
 from astro_pipeline.jsondata import jsonable
@@ -270,7 +271,7 @@ def frame_product(frame: Frame, operation: Operation, run_id: str | None, *, sta
     return Product(
         run_id=run_id, source_path=str(frame.source_path), source_sha256=frame.source_sha256, hdu=frame.hdu,
         plane=frame.plane, frame_key=frame.key, operation=operation, status=status, error=error,
-        provenance=jsonable(dict(frame.provenance or {})), notes=tuple(frame.notes),
+        provenance=jsonable(dict(frame.provenance or {})), notes=tuple(frame.notes), footprint=footprint_of(frame),
         quality=rendered.quality if rendered else None, stretch=rendered.stretch if rendered else None,
         models=rendered.models if rendered else (), params=rendered.params if rendered else {},
         metrics=rendered.metrics if rendered else {}, tile_count=rendered.tiles if rendered else 0,

@@ -14,6 +14,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+from astro_pipeline.fields.geometry import FrameGeometry, NoFootprint
 from astro_pipeline.ingest.frame import QualityReport, StretchParams
 
 __all__ = ["FRAME_OPERATIONS", "ChannelRecord", "ChannelSource", "FileKind", "ModelRecord", "Operation", "Product", "ProductFile",
@@ -190,9 +191,9 @@ class Product:
     ``frame_key`` is None when no frame could be read (the file itself is bad), and for a
     ``compose`` product, which has several frames: ``source_*``/``hdu``/``plane`` then name its
     reference band and ``channels`` every band (which channel came from which filter, which was
-    inferred). ``quality``, ``stretch`` and ``notes`` describe the frame; ``metrics`` the product
-    (lightness kept, time in the engines, output size, flux-block error); ``files`` maps a
-    :class:`FileKind` to its file.
+    inferred). ``quality``, ``stretch``, ``notes`` and ``footprint`` (where it lies on the sky, for
+    field grouping) describe the frame; ``metrics`` the product (lightness kept, time in the engines,
+    output size, flux-block error); ``files`` maps a :class:`FileKind` to its file.
     """
 
     run_id: str | None
@@ -211,6 +212,7 @@ class Product:
     params: dict[str, Any] = field(default_factory=dict)  # how the engines ran (tile size, precision, ...)
     metrics: dict[str, float] = field(default_factory=dict)
     notes: tuple[str, ...] = ()  # the reader's notes on the frame ("WCS unreadable: ...")
+    footprint: FrameGeometry | NoFootprint | None = None  # linear science frames: grid and coverage, or why none
     tile_count: int = 0
     files: dict[str, ProductFile] = field(default_factory=dict)
     channels: tuple[ChannelRecord, ...] = ()  # compose: each channel's bands, or how it was inferred

@@ -307,6 +307,11 @@ def create_review_app(*, catalog: Any, settings: Any, access: ReviewAccess | Non
             self_url="/?" + urlencode(args) if args else "/",
         )
 
+    @app.get("/fields", response_class=HTMLResponse)
+    def fields_page(request: Request) -> HTMLResponse:
+        """Field products (colour from real bands on one grid), each beside its member frames."""
+        return render(request, "fields.html", cards=queries.field_cards())
+
     @app.get("/login", response_class=HTMLResponse)
     def login_page(request: Request, next: str = "/") -> HTMLResponse:  # noqa: A002 - query name
         return render(request, "login.html", next=_safe_next(next), error=None)
@@ -421,6 +426,18 @@ def create_review_app(*, catalog: Any, settings: Any, access: ReviewAccess | Non
             raise ReviewError(404, f"no product file with id {file_id[:40]!r} (images are served by catalog id only)")
         try:
             image = queries.open_product_image(pf_id, kind)
+        except ImageNotFound as exc:
+            raise ReviewError(404, str(exc)) from None
+        return StreamingResponse(image.chunks(), media_type=image.media_type, headers={
+            "Cache-Control": "private, max-age=300", "Content-Length": str(image.size)})
+
+    @app.get("/field-image/{file_id}/{kind}")
+    def field_image(file_id: str, kind: str) -> Response:
+        fp_id = ascii_id(file_id)
+        if fp_id is None:
+            raise ReviewError(404, f"no field product file with id {file_id[:40]!r} (served by catalog id only)")
+        try:
+            image = queries.open_field_image(fp_id, kind)
         except ImageNotFound as exc:
             raise ReviewError(404, str(exc)) from None
         return StreamingResponse(image.chunks(), media_type=image.media_type, headers={

@@ -23,6 +23,7 @@ from astro_pipeline.memory import default_pixel_limit
 from astro_pipeline.review.files import FileRefused, ServedImage, open_image, resolve_inside
 from astro_pipeline.review.views import (
     DecisionView,
+    FieldCard,
     FlagView,
     ImageView,
     QueueFilters,
@@ -42,6 +43,8 @@ IMAGE_MEDIA_TYPES: dict[str, str] = {
 }
 #: Product file kinds that may hold a browser image, in order of preference for a preview.
 PREVIEW_KINDS: tuple[str, ...] = ("png", "preview", "jpeg", "jpg", "lupton", "colorized")
+#: Field product kinds the fields page shows.
+FIELD_PREVIEW_KINDS: tuple[str, ...] = ("png", "png_4x")
 #: Longest side of a rendered input preview (pixels).
 PREVIEW_MAX_SIDE = 1024
 
@@ -153,6 +156,39 @@ class ReviewQueries:
         except FileRefused as exc:
             raise ImageNotFound(str(exc)) from None
 
+    def field_cards(self, *, limit: int = 50) -> list[FieldCard]:
+        """The newest field products, each beside its member frames."""
+        products = self.catalog.field_products()
+        return [_field_card(v, self._frame_images(v)) for v in sorted(products, key=lambda v: -v.id)[:limit]]
+
+    def _frame_images(self, view: Any) -> dict[int, str | None]:
+        """Per member frame: the URL of its input preview, else of its own product's PNG."""
+        frames = {f.frame_id: f for f in self.catalog.read(
+            lambda c: cq.frame_views(c, [m.frame_id for m in view.field.members]))}
+        out: dict[int, str | None] = {}
+        for m in view.field.members:
+            f = frames.get(m.frame_id)
+            if f is not None and f.raw_path and f.raw_exists:
+                out[m.frame_id] = f"/frame/{m.frame_id}/input.png"
+                continue
+            png = next((pf for p in (f.products if f else []) if p.status == "ok"
+                        for k, pf in p.files.items() if k == "png"), None)
+            out[m.frame_id] = f"/image/{png.id}/png" if png is not None else None
+        return out
+
+    def open_field_image(self, file_id: int, kind: str) -> ServedImage:
+        """A field product's file by catalog id, checked as product files are (inside the output folder,
+        an image by its bytes)."""
+        pf = self.catalog.field_product_file(file_id)
+        if pf is None or pf.kind != kind:
+            raise ImageNotFound(f"no {kind!r} field product file with id {file_id} in the catalog")
+        if kind not in FIELD_PREVIEW_KINDS:
+            raise ImageNotFound(f"field product file {file_id} ({kind}) is not a browser image")
+        try:
+            return open_image(pf.path, self.root, what=f"field product file {file_id} ({kind})")
+        except FileRefused as exc:
+            raise ImageNotFound(str(exc)) from None
+
     def input_preview_png(self, frame_id: int) -> bytes:
         """The frame's input as a PNG for the browser: display stretch, at most 1024 px a side."""
         view = self.catalog.frame(frame_id)
@@ -241,6 +277,40 @@ def _images(v: FrameView) -> list[ImageView]:
     images.append(ImageView(role="sr", label="4× super-resolution", url=url("enhance") or url("upscale"),
                             note="no 4× product yet"))
     return images
+
+
+_ROLE_LABELS = {"band": "band", "shallower": "not used: shallower", "off_reference": "not used: off the field",
+                "failed": "not used: alignment failed"}
+
+
+def _field_card(v: Any, frame_urls: dict[int, str | None]) -> FieldCard:
+    """A field product's card: its image, and each member with filter, channel and role."""
+    f = v.field
+    channel_of = {b.get("frame_key"): b.get("channel") for b in v.bands}
+    members = []
+    for m in f.members:
+        channel = channel_of.get(m.frame_key)
+        label = f"{m.filter}" + (f" → {channel}" if channel else "") + f" · {_ROLE_LABELS.get(m.role, m.role)}"
+        if m.reference:
+            label += " · reference grid"
+        members.append(ImageView(role=f"member-{m.role}", label=f"{label} · {Path(m.raw_path).name}",
+                                 url=frame_urls.get(m.frame_id), note=m.note or "no preview of this frame"))
+
+    def image(kind: str, label: str) -> ImageView | None:
+        pf = v.files.get(kind)
+        if pf is None:
+            return None
+        return ImageView(role=f"field-{kind}", label=label, url=f"/field-image/{pf.id}/{kind}")
+
+    shape = (f.grid or {}).get("shape") or [0, 0]
+    scale = f"{f.pixel_scale_arcsec:.3f}\"/px" if f.pixel_scale_arcsec else ""
+    main = image("png", f"{f.name}: {v.channels_text}") or ImageView(role="field-png", label=f.name, url=None,
+                                                                    note=v.error or "no colour image")
+    return FieldCard(product_id=v.id, name=f.name, filters=list(f.filters), channels=v.channels_text,
+                     status=v.status, run_id=v.run_id or "",
+                     position=f"RA {f.ra:.5f}°, Dec {f.dec:+.5f}°" if f.ra is not None and f.dec is not None else "",
+                     grid=f"{shape[1]} × {shape[0]} px at {scale}", image=main,
+                     image_4x=image("png_4x", "4× super-resolution"), members=members, notes=list(v.notes))
 
 
 def _decision_view(value: Any) -> DecisionView | None:

@@ -10,6 +10,7 @@ __all__ = [
     "DECISION_LABELS",
     "STATUSES",
     "DecisionView",
+    "FieldCard",
     "FlagView",
     "ImageView",
     "QueueFilters",
@@ -153,6 +154,24 @@ class QueuePage:
     offset: int
     limit: int
     facets: dict[str, list[str]] = field(default_factory=dict)  # flag/archive/run choices
+
+
+@dataclass(frozen=True)
+class FieldCard:
+    """A field product beside its member frames: the colour image, its channels, each frame's preview."""
+
+    product_id: int
+    name: str
+    filters: list[str]
+    channels: str  # "R:F160W, G:F606W, B:F435W"
+    status: str
+    run_id: str
+    position: str
+    grid: str  # "96 x 96 px at 0.050\"/px"
+    image: ImageView  # the colour product on the field's grid
+    image_4x: ImageView | None
+    members: list[ImageView]  # each member frame, labelled with filter, channel and role
+    notes: list[str] = field(default_factory=list)
 
 
 def _fmt(x: float) -> str:

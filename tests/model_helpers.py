@@ -5,12 +5,14 @@ Import with ``from model_helpers import random_weights`` (``tests/`` is on the p
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 from torch import nn
 
-from astro_pipeline.models.registry import WeightsMeta, build_model, default_meta
+from astro_pipeline.models.registry import WeightsMeta, build_model, default_meta, save_weights
 
-__all__ = ["TINY", "random_weights"]
+__all__ = ["TINY", "random_weights", "save_tiny_weights"]
 
 #: Tiny configurations (seconds to run): (arch, kwargs, tile size) per task.
 TINY: dict[str, tuple[str, dict[str, int], int]] = {
@@ -32,3 +34,12 @@ def random_weights(task: str, *, tiny: bool = True, seed: int = 0) -> tuple[nn.M
     model.eval()
     model.requires_grad_(False)
     return model, meta
+
+
+def save_tiny_weights(folder: Path, *, seed: int = 5) -> dict[str, Path]:
+    """Tiny random colorizer and SR weights saved in ``folder``, by task (for CLI tests)."""
+    out = {}
+    for task in ("colorize", "superres"):
+        model, meta = random_weights(task, tiny=True, seed=seed)
+        out[task] = save_weights(model, folder / f"tiny-{task}.safetensors", meta)
+    return out

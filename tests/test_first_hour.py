@@ -13,10 +13,9 @@ import torch
 from astropy.io import fits
 from astropy.wcs import WCS
 from typer.testing import CliRunner
-from model_helpers import random_weights
+from model_helpers import save_tiny_weights
 
 from astro_pipeline.cli import app
-from astro_pipeline.models.registry import save_weights
 
 
 @pytest.fixture(autouse=True)
@@ -30,11 +29,7 @@ def _one_thread():
 @pytest.fixture(scope="module")
 def weights(tmp_path_factory) -> dict[str, Path]:
     d = tmp_path_factory.mktemp("weights")
-    out = {}
-    for task in ("colorize", "superres"):
-        model, meta = random_weights(task, tiny=True, seed=5)
-        out[task] = save_weights(model, d / f"tiny-{task}.safetensors", meta)
-    return out
+    return save_tiny_weights(d)
 
 
 def _invoke(*args: str):

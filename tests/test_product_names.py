@@ -19,7 +19,7 @@ import torch
 from astropy.io import fits
 from PIL import Image
 from typer.testing import CliRunner
-from model_helpers import random_weights
+from model_helpers import random_weights, save_tiny_weights
 
 from astro_pipeline.cli import app
 from astro_pipeline.models.registry import save_weights
@@ -37,10 +37,7 @@ def _one_thread():
 @pytest.fixture(scope="module")
 def weights(tmp_path_factory) -> dict[str, Path]:
     d = tmp_path_factory.mktemp("weights")
-    out = {}
-    for task in ("colorize", "superres"):
-        model, meta = random_weights(task, tiny=True, seed=5)
-        out[task] = save_weights(model, d / f"tiny-{task}.safetensors", meta)
+    out = save_tiny_weights(d)
     model, meta = random_weights("colorize", tiny=True, seed=6)
     meta.version = "0.0.1-random"  # a new version of the colorizer
     out["colorize_v2"] = save_weights(model, d / "tiny-colorize-v2.safetensors", meta)

@@ -142,3 +142,38 @@ def test_sweep_cli_shows_progress_not_prefect_task_lines_unless_verbose(sweep_we
     again = subprocess.run([*cmd, "--verbose"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=400)
     assert again.returncode == 0, (again.stdout + again.stderr)[-3000:]
     assert "Task run 'list-archive-" in again.stdout + again.stderr
+
+
+def test_the_temporary_servers_shutdown_lines_go_to_the_log_not_the_terminal(tmp_path):
+    """Prefect stops its temporary API server as the process exits, after the run is recorded, and
+    logs the events it can no longer flush as ERROR tracebacks (seen at the end of the quick start)."""
+    import logging
+
+    from prefect import flow  # noqa: F401 - Prefect sets up its logging (root handlers) on import
+
+    from astro_pipeline.cli._progress import prefect_lines
+
+    seen: list[logging.LogRecord] = []
+    terminal = logging.Handler()
+    terminal.emit = seen.append  # type: ignore[method-assign]
+    root = logging.getLogger()
+    root.addHandler(terminal)
+    server = logging.getLogger("prefect.server")
+    state = (server.propagate, list(server.handlers))
+    try:
+        log = tmp_path / "logs" / "run.log"
+        with prefect_lines(verbose=False, log_file=log):
+            logging.getLogger("prefect.flow_runs").warning("during the run")
+        logging.getLogger("prefect.server.services.task_run_recorder").error("Error flushing 1 events")
+        logging.getLogger("astro_pipeline.cli").error("our own error after the run")
+        for handler in server.handlers:
+            handler.flush()
+        assert [r.getMessage() for r in seen] == ["during the run", "our own error after the run"]
+        assert "Error flushing 1 events" in log.read_text()
+    finally:
+        root.removeHandler(terminal)
+        for handler in server.handlers:
+            if handler not in state[1]:
+                server.removeHandler(handler)
+                handler.close()
+        server.propagate = state[0]

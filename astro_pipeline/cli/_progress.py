@@ -146,8 +146,8 @@ def prefect_lines(*, verbose: bool, log_file: Path | None) -> Iterator[Path | No
 
     Prefect logs through handlers on the root logger (its console handler) and its API handler;
     only the console handler's level changes here, and for the rest of the command: Prefect
-    still logs as the process exits (stopping its temporary server). The log file gets the lines
-    of the block.
+    still logs as the process exits (stopping its temporary server), and without ``verbose`` those
+    server lines go to ``log_file`` too. The log file gets the lines of the block.
     """
     from prefect import flow  # noqa: F401 - importing Prefect sets up its logging handlers
     from prefect.logging.formatters import PrefectFormatter
@@ -175,3 +175,23 @@ def prefect_lines(*, verbose: bool, log_file: Path | None) -> Iterator[Path | No
         if file_handler is not None:
             root.removeHandler(file_handler)
             file_handler.close()
+        if not verbose:
+            _server_shutdown_to(log_file)
+
+
+def _server_shutdown_to(log_file: Path | None) -> None:
+    """Send what Prefect's temporary API server logs as it stops (at process exit, after the run is
+    recorded: events it can no longer flush, as ERROR tracebacks) to ``log_file``, not the terminal."""
+    server = logging.getLogger("prefect.server")
+    if log_file is not None:
+        handler: logging.Handler = logging.FileHandler(log_file, encoding="utf-8", delay=True)
+        handler.setFormatter(logging.Formatter("%(asctime)s.%(msecs)03d | %(levelname)-7s | %(name)s - %(message)s",
+                                               datefmt="%Y-%m-%d %H:%M:%S"))
+    else:
+        handler = logging.NullHandler()
+    for earlier in [h for h in server.handlers if getattr(h, "_astro_shutdown", False)]:  # a command run before
+        server.removeHandler(earlier)
+        earlier.close()
+    handler._astro_shutdown = True  # type: ignore[attr-defined]
+    server.addHandler(handler)
+    server.propagate = False

@@ -28,6 +28,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from astro_pipeline.models.blocks import pad_to_multiple
+from astro_pipeline.models.vgg import IMAGENET_MEAN, IMAGENET_STD, RELU_INDEX, vgg16_layers
 
 __all__ = [
     "BandColorizer",
@@ -38,11 +39,7 @@ __all__ = [
     "CONTEXT_STATS",
 ]
 
-#: torchvision ``vgg16().features`` configuration up to relu4_3 (conv indices 0..21).
-_VGG_CFG: list[int | str] = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512]
-_RELU33, _RELU43 = 15, 22  # indices of the ReLU outputs tapped (torchvision numbering)
-_IMAGENET_MEAN = (0.485, 0.456, 0.406)
-_IMAGENET_STD = (0.229, 0.224, 0.225)
+_RELU33, _RELU43 = RELU_INDEX["relu3_3"], RELU_INDEX["relu4_3"]  # the ReLU outputs tapped (torchvision numbering)
 #: Per-frame plane statistics in the context vector: mean and std of R, G, B (masked) and grey.
 CONTEXT_STATS = 8
 
@@ -155,18 +152,10 @@ class BandColorizer(nn.Module):
         self.temperature = float(temperature)
         self.prior_correction = float(prior_correction)
         self.multiple = 8 * encoder_scale  # relu4_3 is at 1/8 of the encoder input
-        layers: list[nn.Module] = []
-        ch = 3
-        for v in _VGG_CFG:
-            if v == "M":
-                layers.append(nn.MaxPool2d(2, 2))
-            else:
-                layers += [nn.Conv2d(ch, int(v), 3, padding=1), nn.ReLU(inplace=False)]
-                ch = int(v)
-        self.encoder = nn.Sequential(*layers)  # keys features.N as in torchvision, prefixed 'encoder.'
+        self.encoder = nn.Sequential(*vgg16_layers("relu4_3"))  # keys features.N as in torchvision, prefixed 'encoder.'
         self.encoder.requires_grad_(False)
-        self.register_buffer("img_mean", torch.tensor(_IMAGENET_MEAN)[None, :, None, None], persistent=False)
-        self.register_buffer("img_std", torch.tensor(_IMAGENET_STD)[None, :, None, None], persistent=False)
+        self.register_buffer("img_mean", torch.tensor(IMAGENET_MEAN)[None, :, None, None], persistent=False)
+        self.register_buffer("img_std", torch.tensor(IMAGENET_STD)[None, :, None, None], persistent=False)
         self.register_buffer("ab_centers", ab_bin_centers(ab_grid, ab_limit), persistent=False)
         q = self.ab_centers.shape[0]
         self.n_bins = q

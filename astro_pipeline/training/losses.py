@@ -14,14 +14,13 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from astro_pipeline.models.vgg import IMAGENET_MEAN, IMAGENET_STD, RELU_INDEX, vgg16_layers
+
 __all__ = ["VGG16Features", "PerceptualLoss", "LPIPS", "load_vgg16", "gan_loss", "RELU_INDEX"]
 
 log = logging.getLogger(__name__)
 
-#: torchvision vgg16().features indices of the ReLU outputs LPIPS and perceptual losses use.
-RELU_INDEX = {"relu1_2": 3, "relu2_2": 8, "relu3_3": 15, "relu4_3": 22, "relu5_3": 29}
 _CONV_INDICES = [0, 2, 5, 7, 10, 12, 14, 17, 19, 21, 24, 26, 28]
-_CFG = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512]
 
 
 class VGG16Features(nn.Module):
@@ -29,15 +28,7 @@ class VGG16Features(nn.Module):
 
     def __init__(self, *, last: str = "relu5_3") -> None:
         super().__init__()
-        layers: list[nn.Module] = []
-        ch = 3
-        for v in _CFG:
-            if v == "M":
-                layers.append(nn.MaxPool2d(2, 2))
-            else:
-                layers += [nn.Conv2d(ch, int(v), 3, padding=1), nn.ReLU(inplace=False)]
-                ch = int(v)
-        self.features = nn.Sequential(*layers[: RELU_INDEX[last] + 1])
+        self.features = nn.Sequential(*vgg16_layers(last))
         self.requires_grad_(False)
         self.eval()
 
@@ -68,8 +59,8 @@ def load_vgg16(path: Path | None, *, last: str = "relu5_3") -> tuple[VGG16Featur
     return model, heads
 
 
-_IMAGENET_MEAN = torch.tensor([0.485, 0.456, 0.406])[:, None, None]
-_IMAGENET_STD = torch.tensor([0.229, 0.224, 0.225])[:, None, None]
+_IMAGENET_MEAN = torch.tensor(IMAGENET_MEAN)[:, None, None]
+_IMAGENET_STD = torch.tensor(IMAGENET_STD)[:, None, None]
 
 
 class PerceptualLoss(nn.Module):

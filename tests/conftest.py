@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -30,6 +31,18 @@ iers.conf.auto_max_age = None
 from astro_pipeline.config import Settings, shared_dir  # noqa: E402
 
 SHARED = shared_dir()
+
+
+@pytest.fixture()
+def one_torch_thread() -> Iterator[None]:
+    """Torch on one thread for the test, restored after (modules that run models ask for it with
+    ``pytestmark = pytest.mark.usefixtures("one_torch_thread")``: steadier on a shared 2-core machine)."""
+    import torch
+
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
 
 
 @pytest.fixture(scope="session")
@@ -57,7 +70,6 @@ def _fresh_settings(monkeypatch: pytest.MonkeyPatch):
 
 
 # --- PostgreSQL for the catalog (CATALOG helper) -------------------------------------------------
-from collections.abc import Iterator  # noqa: E402
 
 
 @pytest.fixture()

@@ -19,12 +19,7 @@ from astro_pipeline.training.bandtargets import rebalance_weights, splat_ab
 TINY = {"width": 16, "mid_width": 8, "fine_width": 4, "context_dim": 8}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _model(seed: int = 0, **kw) -> BandColorizer:

@@ -20,17 +20,10 @@ from astro_pipeline.training.bandrun import package, tune_readout
 from astro_pipeline.training.bandtrain import BandRecipe, train_bandcolor
 
 VGG = shared_dir() / "data" / "perceptual" / "vgg16_features_lpips.safetensors"
-pytestmark = pytest.mark.skipif(not VGG.is_file(), reason=f"shared VGG16 weights absent at {VGG}")
+pytestmark = [pytest.mark.skipif(not VGG.is_file(), reason=f"shared VGG16 weights absent at {VGG}"),
+              pytest.mark.usefixtures("one_torch_thread")]
 TINY = {"width": 16, "mid_width": 8, "fine_width": 4, "context_dim": 8}
 SPEC = CacheSpec(crop=64, variants_per_image=2, crops_per_variant=2, dev_fraction=0.5, dev_crops_per_image=1)
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
 
 
 def _folder(root: Path, n: int = 10, size: int = 96) -> Path:

@@ -13,7 +13,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 from astropy.io import fits
 from astropy.wcs import WCS
 from PIL import Image
@@ -30,12 +29,7 @@ PHOTFLAM = {"F435W": 3.1e-19, "F606W": 7.9e-20, "F814W": 7.0e-20}
 SKY = {"F435W": 0.03, "F606W": 0.11, "F814W": 0.09}  # e-/s, different per band
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _wcs_header(shift_px: float = 0.0) -> fits.Header:

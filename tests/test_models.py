@@ -11,12 +11,7 @@ from astro_pipeline.models.colorizer import PatchDiscriminator, UNetColorizer
 from astro_pipeline.models.superres import SRDiscriminator, SRResNet, flux_conserving
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_colorizer_shapes_and_range_any_size():

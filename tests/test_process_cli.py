@@ -8,7 +8,6 @@ import numpy as np
 import pandas as pd
 import pytest
 import tifffile
-import torch
 from PIL import Image
 from typer.testing import CliRunner
 from model_helpers import save_tiny_weights
@@ -16,12 +15,7 @@ from model_helpers import save_tiny_weights
 from astro_pipeline.cli import app
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

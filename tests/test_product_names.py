@@ -15,7 +15,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 from astropy.io import fits
 from PIL import Image
 from typer.testing import CliRunner
@@ -26,12 +25,7 @@ from astro_pipeline.models.registry import save_weights
 from astro_pipeline.products.types import FileKind, Operation
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -41,12 +41,7 @@ def _process(path, *, operation, output_dir, colorizer=None, upscaler=None, inpu
                         memory_budget=BUDGET, input_root=input_root, run_id=run_id).products
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

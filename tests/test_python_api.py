@@ -21,12 +21,7 @@ import astro_pipeline as ap
 from astro_pipeline.fileio import sha256_file
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _wcs(h: int, w: int) -> WCS:

@@ -6,7 +6,6 @@ import math
 
 import numpy as np
 import pytest
-import torch
 from model_helpers import random_weights
 
 from astro_pipeline.config import shared_dir
@@ -19,12 +18,7 @@ PSF = se.MoffatPSF(fwhm=2.4, beta=3.0, source="test")
 CFG = se.SourceEvalConfig(per_bin=3, realisations=2, seed=3)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _star_field(size=256, n_stars=0, seed=0, sigma=1.0, psf=PSF):

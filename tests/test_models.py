@@ -125,3 +125,18 @@ def test_colorizer_at_reduced_input_scale_keeps_full_size_output():
     x = torch.rand(4, 1, 64, 64)
     with torch.inference_mode():
         torch.testing.assert_close(model(x)[2:3], model(x[2:3]), atol=1e-5, rtol=1e-4)
+
+
+def test_default_superres_recipe_costs_at_most_twice_the_first_default():
+    """Issue 22: the default SR architecture stays within 2x the GMAC per megapixel of SRResNet 32 x 8."""
+    from astro_pipeline.models.cost import gmac_per_megapixel
+    from astro_pipeline.models.registry import build_model
+    from astro_pipeline.models.superres import SRResNet
+    from astro_pipeline.training.recipes import get_recipe
+
+    recipe = get_recipe("superres")
+    x = torch.rand(1, 3, 64, 64)
+    base = gmac_per_megapixel(SRResNet(channels=32, blocks=8, scale=4).eval(), x, scale=4)
+    cost = gmac_per_megapixel(build_model(recipe.arch, **recipe.arch_kwargs).eval(), x, scale=4)
+    assert base == pytest.approx(31.4, rel=0.02)  # counted, not assumed: 503 kMAC per input pixel
+    assert cost <= 2 * base, (cost, base)

@@ -22,7 +22,7 @@ def train(
     threads: int | None = typer.Option(None, "--threads", help="torch CPU threads."),
     device: str | None = typer.Option(None, "--device", help="auto | cpu | cuda[:N] (default: settings)"),
     precision: str | None = typer.Option(None, "--precision", help="auto | fp32 | bf16 | fp16 (default: settings)"),
-    init_from: str | None = typer.Option(None, "--init-from", help="superres-gan: L1 weights to start from."),
+    init_from: str | None = typer.Option(None, "--init-from", help="Weights to start from: superres-gan its L1 weights; superres/colorizer the same architecture, or a shallower SRResNet of the same width to grow."),
     batch_size: int | None = typer.Option(None, "--batch-size", help="Override the recipe's batch size."),
     recipe_json: str | None = typer.Option(None, "--recipe-json", help='Recipe field overrides as JSON, e.g. \'{"crop": 64}\'.'),
     evaluate: bool = typer.Option(True, "--evaluate/--no-evaluate", help="Evaluate the candidate afterwards."),

@@ -13,7 +13,7 @@ from torch.nn import functional as F
 
 from astro_pipeline.models.blocks import ResidualBlock, conv3x3, default_init
 
-__all__ = ["SRResNet", "SRDiscriminator", "flux_conserving"]
+__all__ = ["SRResNet", "SRDiscriminator", "flux_conserving", "grow_srresnet"]
 
 
 class SRResNet(nn.Module):
@@ -61,6 +61,29 @@ class SRResNet(nn.Module):
         if self.global_skip != "none":
             out = out + F.interpolate(x, scale_factor=self.scale, mode=self.global_skip, align_corners=False)
         return out
+
+
+@torch.no_grad()
+def grow_srresnet(big: SRResNet, small: SRResNet) -> SRResNet:
+    """Start ``big`` from a trained ``small`` of the same width with fewer residual blocks.
+
+    The small model's layers are copied; the extra blocks go after its blocks with their last conv
+    zeroed, so each is the identity and ``big`` computes exactly what ``small`` did (a warm start that
+    training can only improve from)."""
+    n_small, n_big = len(small.body), len(big.body)
+    if n_big < n_small or small.head[0].out_channels != big.head[0].out_channels or small.scale != big.scale:
+        raise ValueError(f"cannot grow SRResNet of {n_small} blocks x {small.head[0].out_channels} ch (x{small.scale}) "
+                         f"into {n_big} blocks x {big.head[0].out_channels} ch (x{big.scale})")
+    big_state = big.state_dict()
+    for key, value in small.state_dict().items():
+        big_state[key] = value.clone()
+    big.load_state_dict(big_state)
+    for block in list(big.body)[n_small:]:
+        assert isinstance(block, ResidualBlock)
+        nn.init.zeros_(block.conv2.weight)
+        nn.init.zeros_(block.conv2.bias)
+    big.global_skip = small.global_skip
+    return big
 
 
 def flux_conserving(sr_out: torch.Tensor, lr_in: torch.Tensor, scale: int = 4) -> torch.Tensor:

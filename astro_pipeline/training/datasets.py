@@ -3,7 +3,8 @@
 Colorizer pairs are (L/50-1, ab/110) in CIE Lab. SR pairs are (LR, HR) where LR is the HR crop
 reduced 4x by Pillow's antialiased bicubic resize (torch's default bicubic does not antialias);
 a fraction of each SR batch is degraded like archive data (blur, Poisson + Gaussian noise, mild
-JPEG). All randomness comes from one ``numpy.random.Generator`` whose state is checkpointed.
+JPEG), and a fraction can be HST-like pairs of linear scenes on the sweep's stretch (``hst_pairs``).
+All randomness comes from one ``numpy.random.Generator`` whose state is checkpointed.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import io
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -18,6 +20,9 @@ from PIL import Image, ImageFilter
 
 from astro_pipeline.training.colorspace import srgb_to_lab
 from astro_pipeline.training.sources import TrainingItem
+
+if TYPE_CHECKING:
+    from astro_pipeline.training.hst_pairs import HSTPairs
 
 __all__ = [
     "ImageBank",
@@ -146,22 +151,42 @@ class ColorizerBatches:
 
 
 class SRBatches:
-    """Infinite (LR, HR) batches in [0,1]; ``degrade_fraction`` of each batch gets archive-like LR."""
+    """Infinite (LR, HR) batches in [0,1]: ``hst_fraction`` of each batch are HST-like pairs
+    (:mod:`astro_pipeline.training.hst_pairs`), ``degrade_fraction`` get archive-like LR from the
+    colour crops, the rest are clean bicubic reductions."""
 
-    def __init__(self, bank: ImageBank, *, hr_crop: int, batch_size: int, rng: np.random.Generator, scale: int = 4, degrade_fraction: float = 0.5, empty_keep: float = 0.25) -> None:
+    def __init__(self, bank: ImageBank, *, hr_crop: int, batch_size: int, rng: np.random.Generator, scale: int = 4,
+                 degrade_fraction: float = 0.5, empty_keep: float = 0.25, hst: HSTPairs | None = None,
+                 hst_fraction: float = 0.0) -> None:
         if hr_crop % scale:
             raise ValueError(f"hr_crop {hr_crop} must be a multiple of scale {scale}")
+        if hst_fraction > 0 and hst is None:
+            raise ValueError("hst_fraction > 0 needs an HSTPairs generator")
+        if hst_fraction + degrade_fraction > 1:
+            raise ValueError(f"hst_fraction {hst_fraction} + degrade_fraction {degrade_fraction} exceed the batch")
         self.bank, self.hr_crop, self.batch_size, self.rng = bank, hr_crop, batch_size, rng
         self.scale, self.degrade_fraction, self.empty_keep = scale, degrade_fraction, empty_keep
+        self.hst, self.hst_fraction = hst, hst_fraction
 
     def next(self) -> tuple[torch.Tensor, torch.Tensor]:
+        n_hst = int(round(self.batch_size * self.hst_fraction))
+        if n_hst:
+            assert self.hst is not None
+            pairs = [self.hst.next(self.hr_crop) for _ in range(n_hst)]
+            hst_lr = torch.from_numpy(np.stack([p[0] for p in pairs])).permute(0, 3, 1, 2).float()
+            hst_hr = torch.from_numpy(np.stack([p[1] for p in pairs])).permute(0, 3, 1, 2).float()
         hrs, lrs = [], []
         n_degraded = int(round(self.batch_size * self.degrade_fraction))
-        while len(hrs) < self.batch_size:
+        while len(hrs) < self.batch_size - n_hst:
             hr = self.bank.random_crop(self.rng, self.hr_crop)
             if hr.mean() < 8 and hr.std() < 4 and self.rng.random() > self.empty_keep:
                 continue
             lr = degrade_lr(hr, self.rng, scale=self.scale) if len(hrs) < n_degraded else downscale_bicubic(hr, self.scale)
             hrs.append(hr)
             lrs.append(lr)
-        return _to_tensor(lrs), _to_tensor(hrs)
+        if not hrs:
+            return hst_lr, hst_hr
+        lr_t, hr_t = _to_tensor(lrs), _to_tensor(hrs)
+        if n_hst:
+            return torch.cat([hst_lr, lr_t]), torch.cat([hst_hr, hr_t])
+        return lr_t, hr_t

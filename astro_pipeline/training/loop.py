@@ -91,6 +91,7 @@ def run_training(
     threads: int | None = None,
     time_limit_s: float | None = None,
     progress: Callable[[int, dict[str, float]], None] | None = None,
+    hst_frames: list[Path] | None = None,
 ) -> TrainingResult:
     """Train ``model`` (colorizer | superres | superres-gan) for ``steps`` steps in total.
 
@@ -100,7 +101,10 @@ def run_training(
     the weights then record the steps actually done. ``device``/``precision`` default to the
     settings (``auto``: CUDA with AMP, else bf16 autocast + channels_last only on CPUs with native
     bf16, else fp32). ``superres-gan`` starts from ``init_from``
-    (default: this output's ``superres`` candidate, else the shipped ``weights/superres``).
+    (default: this output's ``superres`` candidate, else the shipped ``weights/superres``); the
+    other recipes start from ``init_from`` when given (same architecture, or a shallower SRResNet to
+    grow). A recipe with ``hst_fraction`` draws HST-like pairs from ``hst_frames`` (linear FITS
+    frames; default: the built-in sample's held-in frames) and the ESA training images.
     """
     t0 = time.monotonic()
     recipe = get_recipe(model, overrides)
@@ -123,7 +127,9 @@ def run_training(
         train_items = [i for i in train_items if i.kind == "color"]
     if not train_items:
         raise ValueError(f"no training images for {model} in sources {sources!r}")
-    data_hash = training_data_hash(train_items, recipe.to_dict())
+    hst = _hst_pairs(recipe, settings.cache_dir, notes, hst_frames) if recipe.hst_fraction > 0 else None
+    hashed = recipe.to_dict() if hst is None else {**recipe.to_dict(), "hst_pairs": hst[1]}
+    data_hash = training_data_hash(train_items, hashed)
 
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
@@ -135,6 +141,8 @@ def run_training(
             raise ValueError(f"{init_path}: SRGAN init weights are {init_meta.arch}({init_meta.kwargs}), recipe wants {recipe.arch}({recipe.arch_kwargs})")
         gen.load_state_dict(init_model.state_dict())
         notes.append(f"initialised from {init_path} ({init_meta.steps} L1 steps)")
+    elif init_from is not None and not (resume and checkpoint_step(ckpt_dir) is not None):
+        notes.append(_warm_start(gen, recipe, Path(init_from)))
     disc = build_model(recipe.disc_arch, **recipe.disc_kwargs) if recipe.disc_arch else None
     ema = copy.deepcopy(gen).requires_grad_(False) if recipe.ema > 0 else None
     gen.to(prec.device)
@@ -183,7 +191,15 @@ def run_training(
     if recipe.task == "colorize":
         batches: ColorizerBatches | SRBatches = ColorizerBatches(bank, crop=recipe.crop, batch_size=recipe.batch_size, rng=rng)
     else:
-        batches = SRBatches(bank, hr_crop=recipe.crop, batch_size=recipe.batch_size, rng=rng, scale=recipe.arch_kwargs.get("scale", 4), degrade_fraction=recipe.degrade_fraction)
+        pairs = None
+        if hst is not None:
+            from astro_pipeline.training.hst_pairs import HSTPairs
+
+            pairs = HSTPairs(esa_images=[im for im, k in zip(bank.images, bank.kinds, strict=True) if k == "color"],
+                             frames=hst[0], cfg=hst[2], rng=rng)
+        batches = SRBatches(bank, hr_crop=recipe.crop, batch_size=recipe.batch_size, rng=rng,
+                            scale=recipe.arch_kwargs.get("scale", 4), degrade_fraction=recipe.degrade_fraction,
+                            hst=pairs, hst_fraction=recipe.hst_fraction)
 
     scaler = torch.amp.GradScaler("cuda", enabled=prec.device.type == "cuda" and prec.dtype is torch.float16)
     step_fn = _make_step(recipe, gen, disc, opt_g, opt_d, perceptual, prec, scaler)
@@ -259,6 +275,39 @@ def run_training(
         stopped_early=stopped_early, precision=prec.name, train_images=len(train_items),
         val_images=len(val_items), notes=notes,
     )
+
+
+def _hst_pairs(recipe: Recipe, cache_dir: Path, notes: list[str],
+               paths: list[Path] | None = None) -> tuple[list[Any], dict[str, Any], Any]:
+    """The linear frames (``paths``, default the built-in sample's held-in frames, built under
+    ``cache_dir`` if needed), what goes into the data hash, and the degradation config, for
+    HST-like SR pairs."""
+    from astro_pipeline.sample import build_sample
+    from astro_pipeline.training.hst_pairs import HSTPairConfig, held_in_sample_frames, load_linear_scene
+
+    cfg = HSTPairConfig(scale=int(recipe.arch_kwargs.get("scale", 4)))
+    if paths is None:
+        paths = held_in_sample_frames(build_sample(cache_dir=Path(cache_dir)))
+    frames = [load_linear_scene(p) for p in paths]
+    notes.append(f"HST-like pairs: {recipe.hst_fraction:.0%} of each batch, from the ESA training images and "
+                 f"{len(frames)} linear frames ({', '.join(sorted(p.name for p in paths))})")
+    return frames, {"config": cfg.to_dict(), "frames": sorted(p.name for p in paths)}, cfg
+
+
+def _warm_start(gen: nn.Module, recipe: Recipe, init_path: Path) -> str:
+    """Load trained weights into a fresh generator: the same architecture, or an SRResNet grown
+    from a shallower one (extra blocks start as the identity)."""
+    from astro_pipeline.models.superres import SRResNet, grow_srresnet
+
+    init_model, init_meta = load_weights(init_path)
+    if init_meta.arch == recipe.arch and init_meta.kwargs == recipe.arch_kwargs:
+        gen.load_state_dict(init_model.state_dict())
+        return f"initialised from {init_path} ({init_meta.version}, {init_meta.steps} steps)"
+    if isinstance(gen, SRResNet) and isinstance(init_model, SRResNet):
+        grow_srresnet(gen, init_model)
+        return (f"grown from {init_path} ({init_meta.version}: {init_meta.arch}{init_meta.kwargs}, {init_meta.steps} steps)"
+                f" to {recipe.arch}{recipe.arch_kwargs}; the extra blocks start as the identity")
+    raise ValueError(f"{init_path}: {init_meta.arch}({init_meta.kwargs}) cannot start {recipe.arch}({recipe.arch_kwargs})")
 
 
 def _truncate_log(log_path: Path, step: int) -> None:

@@ -33,6 +33,7 @@ class Recipe:
     lambda_percep: float = 0.0
     perceptual_layers: tuple[str, ...] = ("relu3_3",)  # VGG16 taps, mean of their feature L1
     degrade_fraction: float = 0.0
+    hst_fraction: float = 0.0  # SR: share of each batch that are HST-like pairs (training.hst_pairs)
     disc_scale: int = 1  # pix2pix: the PatchGAN sees (L, ab) average-pooled by this factor
     ema: float = 0.0  # exponential moving average of generator weights (0 = off); EMA weights ship
     decay_from: float = 0.8  # LR decays linearly to 0 from this fraction of the planned steps
@@ -56,12 +57,16 @@ RECIPES: dict[str, Recipe] = {
         crop=256, tile_size=256, batch_size=16, lr=2e-4, betas=(0.5, 0.999), disc_scale=4,
         lambda_l1=100.0, lambda_adv=1.0, ema=0.999,
     ),
-    # SRResNet pre-training on L1 (BasicSR MSRResNet style, no BN), half the batch degraded.
+    # SRResNet on L1 (BasicSR MSRResNet style, no BN), 32 ch x 16 blocks (1.3x the GMAC/MP of the first
+    # 32 x 8 default, which it is grown from: ``--init-from``). Each batch: half clean bicubic pairs,
+    # 6/16 HST-like pairs (training.hst_pairs: linear scenes, cosmic rays, block-averaged, Poisson +
+    # read noise, the sweep's ZScale + asinh stretch), 2/16 degraded colour crops (blur, noise, JPEG).
     "superres": Recipe(
         model="superres", task="superres", phase="l1", arch="SRResNet",
-        arch_kwargs={"channels": 32, "blocks": 8, "scale": 4},
+        arch_kwargs={"channels": 32, "blocks": 16, "scale": 4},
         crop=96, tile_size=64, batch_size=16, lr=2e-4, betas=(0.9, 0.99),
-        lambda_l1=1.0, degrade_fraction=0.5, ema=0.999,
+        lambda_l1=1.0, degrade_fraction=0.125, hst_fraction=0.375, ema=0.999, decay_from=0.5,
+        checkpoint_every=100, log_every=25,
     ),
     # SRGAN fine-tune from the L1 model: VGG16 perceptual (mean feature L1 at relu1_2, relu2_2 and
     # relu3_3) + 1e-3 adversarial + an L1 pixel anchor. With ESRGAN's 0.01 anchor against one relu3_3

@@ -1,0 +1,242 @@
+"""HST-like super-resolution training pairs (issue 22): linear scenes degraded the way archive data
+and the science evaluation are, then shown on the sweep's display stretch.
+
+A pair is made from a linear high-resolution scene:
+
+1. cosmic-ray hits are added to the scene (short streaks a few sky sigma to hundreds above the sky),
+   so input and truth agree about them and the model learns to keep sharp features, not invent them;
+2. the scene is block-averaged 4x (what a coarser detector pixel integrates; the science
+   evaluation degrades the same way), then Poisson plus read noise is added;
+3. the sweep's display stretch (ZScale + asinh, :func:`astro_pipeline.ingest.stretch.compute_stretch`)
+   is computed on the noisy low-resolution region and applied to both images.
+
+Scenes come from two places. ESA/Hubble colour images of training releases give noise-free scenes:
+their grey level is taken back through the asinh stretch to linear flux and blurred by a PSF.
+Held-in linear frames (the sample's synthetic ACS fields that the science evaluation does not use)
+give scenes with real per-pixel noise; their low-resolution noise is brought back to the frame's own
+per-pixel sky sigma, as the science evaluation does. Frames of the fields the evaluation measures on
+are refused (:func:`astro_pipeline.training.source_eval.is_held_out`).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from scipy.ndimage import gaussian_filter
+
+from astro_pipeline.ingest.frame import Frame
+from astro_pipeline.ingest.stretch import DEFAULT_ASINH_A, apply_stretch, compute_stretch
+from astro_pipeline.sample import SampleIndex
+
+__all__ = [
+    "HSTPairConfig",
+    "LinearScene",
+    "HSTPairs",
+    "add_cosmic_rays",
+    "display_to_linear",
+    "held_in_sample_frames",
+    "hst_pair",
+    "load_linear_scene",
+]
+
+
+@dataclass(frozen=True)
+class HSTPairConfig:
+    """Ranges the degradation draws from (plain data; it goes into the training-data hash)."""
+
+    scale: int = 4
+    region_lr: int = 96  # the stretch is computed on a region this many LR pixels wide (as the sweep does on whole frames)
+    psf_fwhm_hr: tuple[float, float] = (0.0, 2.5)  # extra Gaussian PSF for ESA scenes, HR px
+    read_noise: tuple[float, float] = (0.002, 0.03)  # ESA scenes: LR sky sigma in linear units (peak ~1), log-uniform
+    photons: tuple[float, float] = (300.0, 30000.0)  # ESA scenes: counts per unit linear flux, log-uniform
+    frame_sigma: tuple[float, float] = (0.8, 1.3)  # frame scenes: LR sky sigma / the frame's own per-pixel sigma
+    cr_fraction: float = 0.5  # share of pairs with cosmic-ray hits
+    cr_per_kpx: tuple[float, float] = (0.2, 3.0)  # hits per 1000 LR pixels, when present
+    cr_snr: tuple[float, float] = (5.0, 300.0)  # LR peak of a hit in LR sky sigma, log-uniform
+    frame_share: float = 0.5  # share of pairs drawn from linear frames (when there are any)
+
+    def to_dict(self) -> dict[str, object]:
+        from dataclasses import asdict
+
+        return asdict(self)
+
+
+@dataclass
+class LinearScene:
+    """One linear high-resolution scene and, for real frames, its per-pixel sky sigma."""
+
+    data: np.ndarray  # (H, W) float32, all finite
+    name: str
+    sigma: float | None = None  # per-pixel sky sigma of a noisy frame; None for a noise-free scene
+
+
+def display_to_linear(display: np.ndarray, *, asinh_a: float = DEFAULT_ASINH_A) -> np.ndarray:
+    """Undo the pipeline's asinh display stretch: display value in [0, 1] -> linear flux in [0, 1]."""
+    v = np.clip(np.asarray(display, dtype=np.float32), 0.0, 1.0)
+    return (asinh_a * np.sinh(v * math.asinh(1.0 / asinh_a))).astype(np.float32)
+
+
+def _log_uniform(rng: np.random.Generator, lo: float, hi: float) -> float:
+    return float(math.exp(rng.uniform(math.log(lo), math.log(hi))))
+
+
+def add_cosmic_rays(image: np.ndarray, rng: np.random.Generator, *, n: int, lr_sigma: float, scale: int,
+                    snr: tuple[float, float]) -> np.ndarray:
+    """``n`` short streaks (1-6 HR px, random angle) whose block-averaged peak is ``snr`` x ``lr_sigma``."""
+    out = image.copy()
+    h, w = out.shape
+    for _ in range(n):
+        length = int(rng.integers(1, 7))
+        ang = rng.uniform(0, math.pi)
+        y0, x0 = rng.uniform(0, h), rng.uniform(0, w)
+        ts = np.arange(length)
+        ys = np.clip((y0 + ts * math.sin(ang)).astype(int), 0, h - 1)
+        xs = np.clip((x0 + ts * math.cos(ang)).astype(int), 0, w - 1)
+        # a hit of k HR pixels in one LR block raises the block mean by amp * k / scale^2
+        amp = _log_uniform(rng, *snr) * lr_sigma * scale * scale / max(1, min(length, scale))
+        out[ys, xs] += np.float32(amp)
+    return out
+
+
+def _block_mean(img: np.ndarray, scale: int) -> np.ndarray:
+    h, w = img.shape
+    return img.reshape(h // scale, scale, w // scale, scale).mean(axis=(1, 3), dtype=np.float64).astype(np.float32)
+
+
+def hst_pair(region: np.ndarray, rng: np.random.Generator, cfg: HSTPairConfig, *,
+             frame_sigma: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(LR display (h, w), HR display (4h, 4w)) float32 in [0, 1] from a finite linear ``region``.
+
+    ``frame_sigma`` is the region's per-pixel sky sigma when it is a real (noisy) frame; otherwise the
+    region is a noise-free scene: it gets a PSF, and noise is drawn from the config's ranges.
+    """
+    s = cfg.scale
+    hr = np.asarray(region, dtype=np.float32)
+    if hr.shape[0] % s or hr.shape[1] % s:
+        raise ValueError(f"region {hr.shape} is not a multiple of the scale {s}")
+    if frame_sigma is None:
+        fwhm = rng.uniform(*cfg.psf_fwhm_hr)
+        if fwhm > 0.3:
+            hr = gaussian_filter(hr, fwhm / 2.3548, mode="reflect").astype(np.float32)
+        lr_sigma = _log_uniform(rng, *cfg.read_noise)
+        photons = _log_uniform(rng, *cfg.photons)
+    else:
+        lr_sigma = float(frame_sigma) * rng.uniform(*cfg.frame_sigma)
+        photons = 0.0  # the frame already carries its own shot noise
+    if rng.random() < cfg.cr_fraction:
+        rate = rng.uniform(*cfg.cr_per_kpx) / 1000.0
+        n = int(rng.poisson(rate * hr.size / (s * s)))
+        if n:
+            hr = add_cosmic_rays(hr, rng, n=n, lr_sigma=lr_sigma, scale=s, snr=cfg.cr_snr)
+    lr = _block_mean(hr, s)
+    if frame_sigma is None:
+        shot = np.sqrt(np.clip(lr, 0, None) / photons).astype(np.float32)
+        lr = lr + rng.standard_normal(lr.shape, dtype=np.float32) * np.sqrt(shot**2 + lr_sigma**2).astype(np.float32)
+    else:
+        have = float(frame_sigma) / s  # block-averaging white noise divides its sigma by the scale
+        add = math.sqrt(max(lr_sigma**2 - have**2, 0.0))
+        lr = lr + rng.standard_normal(lr.shape, dtype=np.float32) * np.float32(add)
+    frame = Frame(data=lr, mask=np.ones(lr.shape, bool), source_path=Path("hst-pair"), source_sha256="", format="fits")
+    params = compute_stretch(frame, "zscale+asinh")
+    lr_disp = np.clip(apply_stretch(lr, params), 0.0, 1.0).astype(np.float32)
+    hr_disp = np.clip(apply_stretch(hr, params), 0.0, 1.0).astype(np.float32)
+    return lr_disp, hr_disp
+
+
+def load_linear_scene(path: str | Path, *, name: str | None = None) -> LinearScene:
+    """The largest science frame of a FITS file (the pipeline's reader), with its sky sigma."""
+    from astro_pipeline.ingest.readers import read_frames
+    from astro_pipeline.memory import default_pixel_limit
+    from astro_pipeline.training.source_eval import _valid_crop, sky_sigma
+
+    path = Path(path)
+    frames = [f for f in read_frames(path, max_image_pixels=default_pixel_limit()) if not f.is_display and f.data.ndim == 2]
+    if not frames:
+        raise ValueError(f"{path}: no single-band science frame for HST-like training pairs")
+    fr = max(frames, key=lambda f: f.data.size)
+    ok = np.asarray(fr.mask, bool) & np.isfinite(fr.data)
+    ys, xs = _valid_crop(ok, 4, None)  # the largest centred window of valid pixels
+    data = np.ascontiguousarray(fr.data[ys, xs], dtype=np.float32)
+    if min(data.shape) < 64 or not np.isfinite(data).all():
+        raise ValueError(f"{path}: valid area {data.shape} too small for HST-like training pairs")
+    sig = sky_sigma(data)
+    if not sig > 0:
+        raise ValueError(f"{path}: no measurable sky noise")
+    return LinearScene(data=data, name=name or path.name, sigma=sig)
+
+
+def held_in_sample_frames(idx: SampleIndex) -> list[Path]:
+    """Science frames of the sample's synthetic fields that the science evaluation does not use
+    (every band of its fields is refused), excluding the deliberately bad QA frames."""
+    from astro_pipeline.training.source_eval import is_held_out
+
+    out = []
+    for item in idx.items:
+        if item.kind != "science" or item.field in ("qa", None) or item.expected_flags:
+            continue
+        p = idx.root / item.path
+        if is_held_out(p, field=item.field):
+            continue
+        out.append(p)
+    return sorted(out)
+
+
+class HSTPairs:
+    """Draws HST-like pairs from a bank of noise-free ESA scenes and noisy held-in linear frames."""
+
+    def __init__(self, *, esa_images: list[np.ndarray], frames: list[LinearScene], cfg: HSTPairConfig,
+                 rng: np.random.Generator) -> None:
+        if not esa_images and not frames:
+            raise ValueError("HST-like pairs need at least one ESA image or linear frame")
+        self.esa = esa_images  # (H, W, 3) uint8 display images
+        self.frames = frames
+        self.cfg, self.rng = cfg, rng
+
+    def _region(self, arr: np.ndarray, hr_crop: int) -> tuple[int, int, int] | None:
+        """(y, x, size): a random square of the region size, or of the whole (smaller) image."""
+        s = self.cfg.scale
+        h, w = arr.shape[:2]
+        size = min(self.cfg.region_lr * s, (min(h, w) // s) * s)
+        if size < hr_crop:
+            return None
+        return int(self.rng.integers(0, h - size + 1)), int(self.rng.integers(0, w - size + 1)), size
+
+    def next(self, hr_crop: int) -> tuple[np.ndarray, np.ndarray]:
+        """One (LR (h, w, 3), HR (H, W, 3)) uint8-free float pair of an ``hr_crop`` HR crop."""
+        cfg, s = self.cfg, self.cfg.scale
+        for _ in range(50):
+            use_frame = bool(self.frames) and (not self.esa or self.rng.random() < cfg.frame_share)
+            if use_frame:
+                sc = self.frames[int(self.rng.integers(len(self.frames)))]
+                pos = self._region(sc.data, hr_crop)
+                if pos is None:
+                    continue
+                y, x, size = pos
+                region = sc.data[y : y + size, x : x + size]
+                if not np.isfinite(region).all():
+                    continue
+                sigma = sc.sigma
+            else:
+                img = self.esa[int(self.rng.integers(len(self.esa)))]
+                pos = self._region(img, hr_crop)
+                if pos is None:
+                    continue
+                y, x, size = pos
+                grey = img[y : y + size, x : x + size].mean(axis=2) / 255.0
+                region = display_to_linear(grey)
+                sigma = None
+            region = np.rot90(region, int(self.rng.integers(4)))
+            if self.rng.random() < 0.5:
+                region = region[:, ::-1]
+            lr, hr = hst_pair(np.ascontiguousarray(region), self.rng, cfg, frame_sigma=sigma)
+            # the training crop: an aligned window of the region whose stretch was computed as a whole
+            c = hr_crop // s
+            y = int(self.rng.integers(0, lr.shape[0] - c + 1))
+            x = int(self.rng.integers(0, lr.shape[1] - c + 1))
+            lr_c = lr[y : y + c, x : x + c]
+            hr_c = hr[y * s : (y + c) * s, x * s : (x + c) * s]
+            return np.repeat(lr_c[..., None], 3, axis=2), np.repeat(hr_c[..., None], 3, axis=2)
+        raise ValueError(f"no scene of at least {hr_crop} px with finite pixels after 50 draws")

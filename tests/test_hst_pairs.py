@@ -1,0 +1,182 @@
+"""HST-like SR training pairs (issue 22): degradation, cosmic rays, held-in frames, batches, growth."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from astropy.io import fits
+from test_training import TINY_SR, make_folder
+
+from astro_pipeline.ingest.frame import Frame, StretchParams
+from astro_pipeline.ingest.stretch import apply_stretch, compute_stretch
+from astro_pipeline.models.superres import SRResNet, grow_srresnet
+from astro_pipeline.training.datasets import ImageBank, SRBatches
+from astro_pipeline.training.hst_pairs import (
+    HSTPairConfig,
+    HSTPairs,
+    LinearScene,
+    add_cosmic_rays,
+    display_to_linear,
+    held_in_sample_frames,
+    hst_pair,
+    load_linear_scene,
+)
+from astro_pipeline.training.sources import FolderSource, collect_items
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+NO_CR = HSTPairConfig(cr_fraction=0.0)
+
+
+def _frame(lr: np.ndarray) -> Frame:
+    return Frame(data=lr, mask=np.ones(lr.shape, bool), source_path=Path("x"), source_sha256="", format="fits")
+
+
+def test_display_to_linear_inverts_the_asinh_stretch():
+    lin = np.linspace(0, 1, 101, dtype=np.float32)
+    disp = apply_stretch(lin, StretchParams(method="zscale+asinh", vmin=0.0, vmax=1.0, asinh_a=0.1))
+    np.testing.assert_allclose(display_to_linear(disp), lin, atol=2e-5)
+
+
+def test_noise_free_pair_is_the_stretch_of_the_block_mean(monkeypatch):
+    """Both images are shown on the one stretch computed on the LR; the LR is the HR's 4x block mean."""
+    import astro_pipeline.training.hst_pairs as hp
+
+    seen: list[Frame] = []
+    fixed = StretchParams(method="zscale+asinh", vmin=0.0, vmax=1.2, asinh_a=0.1)
+    monkeypatch.setattr(hp, "compute_stretch", lambda frame, method: seen.append(frame) or fixed)
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:128, 0:128]
+    scene = (0.02 + np.exp(-((yy - 60) ** 2 + (xx - 70) ** 2) / 50.0)).astype(np.float32)
+    cfg = HSTPairConfig(cr_fraction=0.0, psf_fwhm_hr=(0.0, 0.0), read_noise=(1e-7, 1e-7), photons=(1e12, 1e12))
+    lr, hr = hst_pair(scene, rng, cfg)
+    assert lr.shape == (32, 32) and hr.shape == (128, 128)
+    assert len(seen) == 1 and seen[0].data.shape == (32, 32)  # the stretch is computed on the LR
+    np.testing.assert_allclose(hr, np.clip(apply_stretch(scene, fixed), 0, 1), atol=1e-5)
+    lr_lin = scene.reshape(32, 4, 32, 4).mean(axis=(1, 3))
+    np.testing.assert_allclose(lr, np.clip(apply_stretch(lr_lin, fixed), 0, 1), atol=1e-4)
+
+
+def test_frame_pairs_bring_the_lr_noise_back_to_the_frames_level(monkeypatch):
+    """Block-averaging divides a frame's white noise by 4; the pair adds noise back to 0.8-1.3x the
+    frame's own per-pixel sigma (read in linear units with the stretch patched out)."""
+    import astro_pipeline.training.hst_pairs as hp
+
+    monkeypatch.setattr(hp, "apply_stretch", lambda data, params: data)
+    rng = np.random.default_rng(2)
+    scene = (0.5 + rng.normal(0, 0.05, (384, 384))).astype(np.float32)
+    sig = np.array([float(hst_pair(scene, rng, NO_CR, frame_sigma=0.05)[0].std()) for _ in range(20)])
+    assert sig.min() >= 0.8 * 0.05 * 0.95 and sig.max() <= 1.3 * 0.05 * 1.05
+    assert sig.max() - sig.min() > 0.005  # the level is drawn, not fixed
+
+
+def test_cosmic_ray_raises_its_lr_block_by_the_requested_snr():
+    img = np.zeros((64, 64), np.float32)
+    rng = np.random.default_rng(3)
+    hit = add_cosmic_rays(img, rng, n=1, lr_sigma=0.5, scale=4, snr=(40.0, 40.0))
+    assert hit.sum() > 0 and (hit > 0).sum() <= 6
+    lr = hit.reshape(16, 4, 16, 4).mean(axis=(1, 3))
+    # the whole streak lies in one or two blocks; its brightest block is about snr x sigma = 20
+    assert 8.0 <= lr.max() <= 21.0
+
+
+def test_pairs_with_cosmic_rays_keep_them_in_both_images():
+    rng = np.random.default_rng(4)
+    scene = np.full((256, 256), 0.01, np.float32)
+    cfg = HSTPairConfig(cr_fraction=1.0, cr_per_kpx=(3.0, 3.0), cr_snr=(200.0, 200.0), psf_fwhm_hr=(0.0, 0.0),
+                        read_noise=(0.002, 0.002), photons=(1e9, 1e9))
+    lr, hr = hst_pair(scene, rng, cfg)
+    assert (hr > 0.9).sum() >= 1 and (lr > 0.9).sum() >= 1
+
+
+def _write_frame(path: Path, data: np.ndarray) -> Path:
+    fits.HDUList([fits.PrimaryHDU(), fits.ImageHDU(data.astype(np.float32), name="SCI")]).writeto(path)
+    return path
+
+
+def test_linear_scene_is_cropped_to_valid_pixels_with_its_sigma(tmp_path):
+    rng = np.random.default_rng(5)
+    data = rng.normal(10.0, 0.5, (200, 220)).astype(np.float32)
+    data[:20] = np.nan
+    sc = load_linear_scene(_write_frame(tmp_path / "f.fits", data))
+    assert np.isfinite(sc.data).all() and sc.data.shape[0] <= 180
+    assert sc.sigma == pytest.approx(0.5, rel=0.1)
+
+
+def test_linear_scene_refuses_a_frame_without_science_data(tmp_path):
+    p = tmp_path / "tiny.fits"
+    fits.HDUList([fits.PrimaryHDU(np.ones((20, 20), np.float32))]).writeto(p)
+    with pytest.raises(ValueError, match="tiny.fits"):
+        load_linear_scene(p)
+
+
+def test_held_in_frames_leave_out_the_science_evaluation_fields(tmp_path):
+    from astro_pipeline.sample import SampleIndex, SampleItem
+
+    def item(path: str, field: str, kind: str = "science", flags: list[str] | None = None) -> SampleItem:
+        return SampleItem(archive="mast", id=path, path=path, kind=kind, field=field, ra=0, dec=0, target="", instrument="",
+                          filter="", exptime=0, date_obs="", proposal_id="", obsid="", title="", credit="", license="",
+                          release="", expected_flags=flags or [])
+
+    idx = SampleIndex(root=tmp_path, items=[
+        item("mast/m101/hst_sample_m101_acs_wfc_f606w_drz.fits", "m101"),
+        item("mast/ngc1300/hst_sample_ngc1300_acs_wfc_f606w_drz.fits", "ngc1300"),
+        item("mast/hdf/hst_sample_hdf_wfpc2_f814w_drz.fits", "hdf"),
+        item("mast/qa/j9qa01nsq_drz.fits", "qa", flags=["noisy"]),
+        item("esa/x.jpg", "m101", kind="color"),
+    ])
+    assert [p.name for p in held_in_sample_frames(idx)] == ["hst_sample_m101_acs_wfc_f606w_drz.fits"]
+
+
+def test_sr_batches_mix_hst_like_degraded_and_clean_pairs(tmp_path):
+    bank = ImageBank.load(collect_items([FolderSource(make_folder(tmp_path / "imgs", size=128))]), min_size=64)
+    rng = np.random.default_rng(6)
+    frame = LinearScene(data=np.random.default_rng(7).normal(1, 0.1, (256, 256)).astype(np.float32), name="f", sigma=0.1)
+    pairs = HSTPairs(esa_images=bank.images, frames=[frame], cfg=HSTPairConfig(region_lr=32), rng=rng)
+    batches = SRBatches(bank, hr_crop=32, batch_size=8, rng=rng, degrade_fraction=0.25, hst=pairs, hst_fraction=0.5)
+    lr, hr = batches.next()
+    assert lr.shape == (8, 3, 8, 8) and hr.shape == (8, 3, 32, 32)
+    assert lr.dtype == torch.float32 and 0 <= float(lr.min()) and float(hr.max()) <= 1
+    # the HST-like half is grey (one band replicated), the clean colour crops are not all grey
+    assert torch.equal(lr[:4, 0], lr[:4, 1]) and torch.equal(hr[:4, 0], hr[:4, 2])
+    with pytest.raises(ValueError, match="HSTPairs"):
+        SRBatches(bank, hr_crop=32, batch_size=8, rng=rng, hst_fraction=0.5)
+    with pytest.raises(ValueError, match="exceed"):
+        SRBatches(bank, hr_crop=32, batch_size=8, rng=rng, degrade_fraction=0.6, hst=pairs, hst_fraction=0.5)
+
+
+def test_grown_srresnet_computes_what_the_shallow_one_did():
+    torch.manual_seed(0)
+    small = SRResNet(channels=8, blocks=2, scale=4)
+    for p in small.parameters():  # trained-looking weights, not the near-identity init
+        p.data.normal_(0, 0.05)
+    big = grow_srresnet(SRResNet(channels=8, blocks=5, scale=4), small)
+    x = torch.rand(1, 3, 12, 12)
+    with torch.no_grad():
+        torch.testing.assert_close(big(x), small(x), atol=1e-6, rtol=0)
+    with pytest.raises(ValueError, match="cannot grow"):
+        grow_srresnet(SRResNet(channels=16, blocks=5, scale=4), small)
+
+
+def test_training_with_hst_pairs_grows_from_shallower_weights(tmp_path):
+    from astro_pipeline.models.registry import WeightsMeta, load_weights, save_weights
+    from astro_pipeline.training.loop import run_training
+
+    folder = make_folder(tmp_path / "imgs", size=128)
+    small = SRResNet(channels=4, blocks=1, scale=4)
+    init = save_weights(small, tmp_path / "init.safetensors", WeightsMeta(
+        name="superres", version="t-1", arch="SRResNet", kwargs={"channels": 4, "blocks": 1, "scale": 4},
+        task="superres", color_space="srgb", tile_size=16, scale=4, training_data_hash="x", steps=3, metrics={}, extra={}))
+    frame = _write_frame(tmp_path / "frame.fits", np.random.default_rng(8).normal(5, 0.3, (160, 160)))
+    res = run_training(model="superres", steps=2, sources=[f"folder:{folder}"], output_dir=tmp_path / "run",
+                       overrides={**TINY_SR, "arch_kwargs": {"channels": 4, "blocks": 3, "scale": 4}, "hst_fraction": 0.5,
+                                  "degrade_fraction": 0.0},
+                       init_from=init, hst_frames=[frame])
+    assert any("grown from" in n for n in res.notes) and any("frame.fits" in n for n in res.notes)
+    model, meta = load_weights(res.weights_path)
+    assert meta.kwargs["blocks"] == 3 and len(model.body) == 3
+    assert math.isfinite(float(model(torch.rand(1, 3, 8, 8)).mean()))

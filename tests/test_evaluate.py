@@ -14,7 +14,7 @@ from astro_pipeline.models.registry import load_weights, read_meta, save_weights
 from astro_pipeline.training import metrics as M
 from astro_pipeline.training import source_eval as se
 from astro_pipeline.training.evaluate import evaluate_models, horseshoe_check
-from astro_pipeline.training.promote import gate, promote_candidate
+from astro_pipeline.training.promote import _metric_gate, gate, promote_candidate
 from test_training import make_folder
 
 
@@ -96,6 +96,21 @@ def test_gate_rules():
     worse_other = gate("colorizer", _metrics(7.5, 27.0, 0.32), cur)  # LPIPS 6.7% worse
     assert not worse_other.promote and "colorize/lpips" in worse_other.worsened[0]
     assert gate("colorizer", _metrics(7.5, 26.7, 0.305), cur).promote  # within 2%
+
+
+def test_default_sr_may_not_lose_degraded_psnr_at_all():
+    """Issue 22: the degraded protocol may not get worse than the installed model's, not even within 2%."""
+    def sr(clean: float, degraded: float) -> dict:
+        return {"sr-clean": {"psnr_rgb": clean, "lpips": 0.30}, "sr-clean:baseline-bicubic": {"psnr_rgb": 33.0},
+                "sr-degraded": {"psnr_rgb": degraded, "lpips": 0.46}}
+
+    cur = sr(33.6, 30.10)
+    slipped = _metric_gate("superres", sr(34.1, 30.05), cur, tolerance=0.02)  # 0.17% lower: inside 2%, still refused
+    assert not slipped.promote and "sr-degraded/psnr_rgb" in slipped.reason
+    assert _metric_gate("superres", sr(34.1, 30.10), cur, tolerance=0.02).promote  # equal is not worse
+    assert not gate("superres", sr(34.1, 30.05), cur).promote
+    # the visualisation SRGAN keeps the 2% rule
+    assert _metric_gate("superres-gan", sr(34.1, 30.05), cur, tolerance=0.02).promote
 
 
 def test_gate_replaces_a_placeholder_that_loses_to_its_baseline():

@@ -79,7 +79,7 @@ DEFAULT_PER_IMAGE = 4
 #: Issue 4 targets (clean protocol), checked and reported.
 TARGETS = {
     "colorizer": "PSNR >= grey + 2.0 dB; CIEDE76 <= 0.7 x grey; chroma ratio >= 0.60",
-    "superres": "PSNR(RGB) >= bicubic + 1.5 dB; LPIPS < bicubic",
+    "superres": "PSNR(RGB) >= bicubic + 1.0 dB (issue 22; 1.5 the aim); LPIPS < bicubic",
     "superres-gan": "LPIPS < superres",
     "enhance": "PSNR >= bicubic-upscaled grey + 1.0 dB",
 }
@@ -460,7 +460,8 @@ def _write_outputs(report: EvalReport, out_dir: Path, *, sheet: dict[str, list[t
 
 
 def check_targets(report: EvalReport) -> list[dict[str, Any]]:
-    """Issue 4's targets against the measured rows: value, threshold, met or not."""
+    """The targets (issue 4; issue 22 for the default SR model) against the measured rows: value,
+    threshold, met or not."""
     out: list[dict[str, Any]] = []
 
     def add(model: str, what: str, value: float | None, threshold: float | None, ok: bool | None) -> None:
@@ -473,7 +474,9 @@ def check_targets(report: EvalReport) -> list[dict[str, Any]]:
         add("colorizer", "chroma ratio >= 0.60", c["chroma_ratio"], 0.6, c["chroma_ratio"] >= 0.6)
     b, sr, gan = report.row("sr-clean", "baseline-bicubic"), report.row("sr-clean", "superres"), report.row("sr-clean", "superres-gan")
     if b and sr:
-        add("superres", "PSNR(RGB) gain over bicubic (dB) >= 1.5", sr["psnr_rgb"] - b["psnr_rgb"], 1.5, sr["psnr_rgb"] - b["psnr_rgb"] >= 1.5)
+        gain = sr["psnr_rgb"] - b["psnr_rgb"]
+        add("superres", "PSNR(RGB) gain over bicubic (dB) >= 1.0 (issue 22)", gain, 1.0, gain >= 1.0)
+        add("superres", "PSNR(RGB) gain over bicubic (dB) >= 1.5 (issue 4; issue 22's aim)", gain, 1.5, gain >= 1.5)
         if sr["lpips"] is not None and b["lpips"] is not None:
             add("superres", "LPIPS < bicubic's", sr["lpips"], b["lpips"], sr["lpips"] < b["lpips"])
     if sr and gan and sr["lpips"] is not None and gan["lpips"] is not None:

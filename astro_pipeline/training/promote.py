@@ -42,6 +42,9 @@ PRIMARY = {
     "superres-gan": ("sr-clean", "psnr_rgb"),
 }
 BASELINE = {"colorizer": "colorize:baseline-grey", "superres": "sr-clean:baseline-bicubic", "superres-gan": "sr-clean:baseline-bicubic"}
+#: (protocol, metric) a candidate may not lose at all against the installed weights (no tolerance):
+#: the default SR model must not get worse on archive-like input (issue 22).
+NOT_WORSE = {"superres": (("sr-degraded", "psnr_rgb"),)}
 HIGHER_IS_BETTER = {"psnr_rgb": True, "psnr_y": True, "ssim": True, "ciede76": False, "lpips": False, "lr_rmse": False}
 TOLERANCE = 0.02
 
@@ -176,7 +179,8 @@ def gate(name: str, candidate: dict[str, Any], current: dict[str, Any] | None, *
 
 
 def _metric_gate(name: str, candidate: dict[str, Any], current: dict[str, Any] | None, *, tolerance: float) -> GateDecision:
-    """Primary metric must improve; others may not worsen by more than ``tolerance``."""
+    """Primary metric must improve; those in ``NOT_WORSE`` may not worsen at all; others may not
+    worsen by more than ``tolerance``."""
     proto, primary = PRIMARY[name]
     cand = candidate.get(proto, {})
     base = candidate.get(BASELINE[name], {})  # the trivial baseline, measured on the same crops
@@ -192,6 +196,11 @@ def _metric_gate(name: str, candidate: dict[str, Any], current: dict[str, Any] |
     cur = current[proto]
     if not _better(primary, cand[primary], cur[primary]):
         return GateDecision(False, f"{primary} {cand[primary]:.4f} does not improve on current {cur[primary]:.4f}", candidate, current)
+    for p, m in NOT_WORSE.get(name, ()):
+        new, old = candidate.get(p, {}).get(m), current.get(p, {}).get(m)
+        if new is not None and old is not None and _better(m, old, new):
+            return GateDecision(False, f"{primary} improves but {p}/{m} gets worse: {old:.4f} -> {new:.4f} (no tolerance)",
+                                candidate, current, [f"{p}/{m}: {old:.4f} -> {new:.4f}"])
     worsened = []
     for p, vals in candidate.items():
         if not isinstance(vals, dict) or ":" in p or p.startswith("sources"):
@@ -302,7 +311,7 @@ def write_model_card(path: Path, *, name: str, decision: GateDecision, candidate
     if decision.science is not None:
         lines += science_card_lines(name, decision.science, decision.candidate)
     if targets:
-        lines += ["## Targets (issue 4)", "", "| check | value | threshold | met |", "|---|---|---|---|"]
+        lines += ["## Targets", "", "| check | value | threshold | met |", "|---|---|---|---|"]
         for t in targets:
             val = "-" if t["value"] is None else f"{t['value']:.4f}"
             thr = f"{t['threshold']:.4g}" if isinstance(t["threshold"], float) else t["threshold"]

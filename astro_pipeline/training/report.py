@@ -330,7 +330,7 @@ def section_sources(report: EvalReport) -> list[str]:
 def section_targets(report: EvalReport) -> list[str]:
     if not report.targets:
         return []
-    lines = ["## Targets (issue 4, clean protocol)", "", "| model | check | value | threshold | met |", "|---|---|---|---|---|"]
+    lines = ["## Targets (issues 4 and 22, clean protocol)", "", "| model | check | value | threshold | met |", "|---|---|---|---|---|"]
     for t in report.targets:
         lines.append(f"| {t['model']} | {t['check']} | {_fmt(t['value'])} | {_fmt(t['threshold'])} | {'yes' if t['met'] else 'NO'} |")
     return lines

@@ -13,7 +13,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 from astropy.io import fits
 from hostile_inputs import fits_header_bytes, write_fits_gz, write_grey_png
 from model_helpers import random_weights
@@ -126,12 +125,11 @@ def tiny_colorizer(tmp_path_factory) -> Path:
     return save_weights(model, tmp_path_factory.mktemp("w") / "tiny-colorize.safetensors", meta)
 
 
-def test_trailer_note_reaches_the_catalog_and_the_manifest(tmp_path: Path, tiny_colorizer: Path) -> None:
+def test_trailer_note_reaches_the_catalog_and_the_manifest(tmp_path: Path, tiny_colorizer: Path, one_torch_thread: None) -> None:
     data = _image((24, 24))
     (tmp_path / "in").mkdir()
     src = write_fits_gz(tmp_path / "in" / "tail.fits.gz", shape=data.shape, data=data, trailer_bytes=MiB)
     out = tmp_path / "out"
-    torch.set_num_threads(1)
     res = CliRunner().invoke(app, ["colorize", str(src), "--output", str(out), "--weights", str(tiny_colorizer),
                                    "--device", "cpu", "--run-id", "t1"], catch_exceptions=False)
     assert res.exit_code == 0, res.output

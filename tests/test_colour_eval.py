@@ -40,9 +40,7 @@ from model_helpers import random_weights
 from test_training import make_folder
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    torch.set_num_threads(1)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _lab_image(L: float, chroma: float, hues_deg: list[float], size: int = 32) -> torch.Tensor:

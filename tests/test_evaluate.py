@@ -18,9 +18,7 @@ from astro_pipeline.training.promote import _metric_gate, gate, promote_candidat
 from test_training import make_folder
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    torch.set_num_threads(1)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

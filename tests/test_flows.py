@@ -221,12 +221,9 @@ def test_reprocess_region_caps_retention_and_disk_guard(prefect_harness: None, e
 
 @pytest.mark.slow
 def test_train_models_flow_trains_a_resumable_candidate(prefect_harness: None, shared_data: Path,
-                                                        tmp_path: Path) -> None:
-    import torch
-
+                                                        tmp_path: Path, one_torch_thread: None) -> None:
     from flows.train import train_models
 
-    torch.set_num_threads(1)
     out = tmp_path / "runs"
     summary = train_models(models=["superres"], steps=2, output_dir=str(out), evaluate=False,
                            recipe={"crop": 32, "batch_size": 2})

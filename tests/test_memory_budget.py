@@ -12,7 +12,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 from astropy.io import fits
 from hostile_inputs import run_measured
 from model_helpers import random_weights
@@ -141,14 +140,13 @@ def _fits(path: Path, side: int) -> Path:
 
 
 def test_a_job_over_the_budget_is_refused_with_its_estimate_and_the_run_goes_on(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, one_torch_thread: None) -> None:
     small = _fits(tmp_path / "in" / "small.fits", 32)
     large = _fits(tmp_path / "in" / "large.fits", 1024)
     model, meta = random_weights("colorize", tiny=True, seed=3)
     weights = save_weights(model, tmp_path / "tiny-colorize.safetensors", meta)
     monkeypatch.setenv("ASTRO_PIPELINE_MEMORY_BUDGET", "16MiB")
     get_settings.cache_clear()
-    torch.set_num_threads(1)
     out = tmp_path / "out"
     res = CliRunner().invoke(app, ["colorize", str(large), str(small), "--output", str(out), "--weights", str(weights),
                                    "--device", "cpu", "--run-id", "b1"], catch_exceptions=False)

@@ -21,9 +21,7 @@ from astro_pipeline.models.registry import (
 )
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    torch.set_num_threads(1)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.mark.parametrize("task,scale", [("colorize", 1), ("superres", 4)])

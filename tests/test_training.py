@@ -63,9 +63,7 @@ def tiny_folder(tmp_path_factory) -> Path:
     return make_folder(tmp_path_factory.mktemp("colour") / "train")
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    torch.set_num_threads(1)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_split_is_by_release_and_deterministic(shared_data):

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -39,6 +40,7 @@ from astro_pipeline.review.auth import (
     match_token,
     same_token,
 )
+from astro_pipeline.review.files import ServedImage
 from astro_pipeline.review.guard import MAX_BODY_BYTES, SECURITY_HEADERS, ReviewGuard
 from astro_pipeline.review.queries import ImageNotFound, ReviewQueries
 from astro_pipeline.review.ratelimit import SignInLimiter
@@ -419,29 +421,25 @@ def create_review_app(*, catalog: Any, settings: Any, access: ReviewAccess | Non
         return {"count": len(results), "decisions": results, "left": remaining(request)}
 
     # ---- images by catalog id ----------------------------------------------------------------
-    @app.get("/image/{file_id}/{kind}")
-    def product_image(file_id: str, kind: str) -> Response:
-        pf_id = ascii_id(file_id)
-        if pf_id is None:
-            raise ReviewError(404, f"no product file with id {file_id[:40]!r} (images are served by catalog id only)")
+    def _serve_by_id(raw_id: str, kind: str, opener: Callable[[int, str], ServedImage], what: str) -> Response:
+        """Stream one catalog-listed image file: ids only (never paths), 404 naming what is missing."""
+        file_id = ascii_id(raw_id)
+        if file_id is None:
+            raise ReviewError(404, f"no {what} with id {raw_id[:40]!r} (images are served by catalog id only)")
         try:
-            image = queries.open_product_image(pf_id, kind)
+            image = opener(file_id, kind)
         except ImageNotFound as exc:
             raise ReviewError(404, str(exc)) from None
         return StreamingResponse(image.chunks(), media_type=image.media_type, headers={
             "Cache-Control": "private, max-age=300", "Content-Length": str(image.size)})
 
+    @app.get("/image/{file_id}/{kind}")
+    def product_image(file_id: str, kind: str) -> Response:
+        return _serve_by_id(file_id, kind, queries.open_product_image, "product file")
+
     @app.get("/field-image/{file_id}/{kind}")
     def field_image(file_id: str, kind: str) -> Response:
-        fp_id = ascii_id(file_id)
-        if fp_id is None:
-            raise ReviewError(404, f"no field product file with id {file_id[:40]!r} (served by catalog id only)")
-        try:
-            image = queries.open_field_image(fp_id, kind)
-        except ImageNotFound as exc:
-            raise ReviewError(404, str(exc)) from None
-        return StreamingResponse(image.chunks(), media_type=image.media_type, headers={
-            "Cache-Control": "private, max-age=300", "Content-Length": str(image.size)})
+        return _serve_by_id(file_id, kind, queries.open_field_image, "field product file")
 
     @app.get("/frame/{frame_id}/input.png")
     def input_preview(frame_id: str) -> Response:

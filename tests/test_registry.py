@@ -84,6 +84,24 @@ def test_refuses_pickles_and_torch_checkpoints(tmp_path):
         load_weights(zipped)
 
 
+def test_loads_safetensors_whose_header_length_starts_with_a_pickle_byte(tmp_path):
+    """The first byte of a safetensors file is the low byte of its header length: 0x80 (pickle's
+    protocol marker) or b"PK" happen by chance; such weights are real and must load."""
+    import struct
+
+    model, meta = random_weights("superres")
+    for pad in range(300):
+        meta.extra = {"pad": "x" * pad}
+        p = save_weights(model, tmp_path / f"w{pad}.safetensors", meta)
+        if p.read_bytes()[0] == 0x80:
+            break
+    else:
+        pytest.fail("no padding gave a header length with low byte 0x80")
+    assert struct.unpack("<Q", p.read_bytes()[:8])[0] % 256 == 0x80
+    loaded, meta2 = load_weights(p)
+    assert meta2.extra["pad"] == meta.extra["pad"] and isinstance(loaded, type(model))
+
+
 def test_refuses_safetensors_without_metadata(tmp_path):
     from safetensors.torch import save_file
 

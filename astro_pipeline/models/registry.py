@@ -157,10 +157,13 @@ def _check_safetensors(path: Path) -> None:
         )
     with open(path, "rb") as fh:
         head = fh.read(16)
-    if head[:2] == b"\x80\x02" or head[:1] == b"\x80" or head[:2] == b"PK":
+    # safetensors: a little-endian u64 header length, then the JSON header. Its first byte is the
+    # length's low byte, so it can be 0x80 or b"P" by chance: test the layout before the magic.
+    if len(head) >= 9 and head[8:9] == b"{" and 0 < int.from_bytes(head[:8], "little") < path.stat().st_size:
+        return
+    if head[:1] == b"\x80" or head[:4] == b"PK\x03\x04":
         raise WeightsFormatError(f"{path}: this is a pickle/zip torch checkpoint; only .safetensors weights are accepted")
-    if len(head) < 9 or head[8:9] != b"{":
-        raise WeightsFormatError(f"{path}: not a safetensors file")
+    raise WeightsFormatError(f"{path}: not a safetensors file")
 
 
 def read_meta(path: str | Path, *, weights_dir: str | Path | None = None) -> WeightsMeta:

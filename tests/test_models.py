@@ -140,3 +140,23 @@ def test_default_superres_recipe_costs_at_most_twice_the_first_default():
     cost = gmac_per_megapixel(build_model(recipe.arch, **recipe.arch_kwargs).eval(), x, scale=4)
     assert base == pytest.approx(31.4, rel=0.02)  # counted, not assumed: 503 kMAC per input pixel
     assert cost <= 2 * base, (cost, base)
+
+
+def test_back_projection_brings_block_means_back_to_the_input():
+    """One step of back-projection pulls the output's 4x4 block means toward the input; off by default."""
+    from astro_pipeline.models.superres import SRResNet
+
+    torch.manual_seed(0)
+    plain = SRResNet(channels=8, blocks=1, scale=4)
+    for p in plain.parameters():
+        p.data.normal_(0, 0.1)  # an output far from consistent with its input
+    bp = SRResNet(channels=8, blocks=1, scale=4, back_project=1.0)
+    bp.load_state_dict(plain.state_dict())
+    x = torch.rand(1, 3, 16, 16)
+    with torch.no_grad():
+        e_plain = (F.avg_pool2d(plain(x), 4) - x).abs().mean()
+        e_bp = (F.avg_pool2d(bp(x), 4) - x).abs().mean()
+    assert e_bp < 0.5 * e_plain
+    assert SRResNet(channels=8, blocks=1, scale=4).back_project == 0.0
+    with pytest.raises(ValueError, match="back_project"):
+        SRResNet(channels=8, blocks=1, scale=4, back_project=1.5)

@@ -25,6 +25,11 @@ class SRResNet(nn.Module):
         scale: upscaling factor, a power of two (one PixelShuffle x2 stage per factor of 2).
         in_channels: image planes in and out (3: RGB).
         global_skip: add a bicubic upsampling of the input to the output ("bicubic") or not ("none").
+        back_project: share of the low-resolution residual added back (one step of iterative
+            back-projection, Irani & Peleg 1991): ``out += b * bicubic_up(x - block_mean(out))``.
+            At 1 the output's block means come close to the input again, so a network that learned
+            to denoise cannot also take the flux of faint sources with the noise; 0 (the default,
+            and every earlier weights file) leaves the network's output as it is.
     """
 
     def __init__(
@@ -35,8 +40,12 @@ class SRResNet(nn.Module):
         scale: int = 4,
         in_channels: int = 3,
         global_skip: str = "bicubic",
+        back_project: float = 0.0,
     ) -> None:
         super().__init__()
+        if not 0.0 <= back_project <= 1.0:
+            raise ValueError(f"back_project must be in [0, 1], got {back_project}")
+        self.back_project = float(back_project)
         if scale < 2 or scale & (scale - 1):
             raise ValueError(f"scale must be a power of two >= 2, got {scale}")
         if global_skip not in ("bicubic", "bilinear", "none"):
@@ -60,6 +69,9 @@ class SRResNet(nn.Module):
         out = self.tail(self.upsample(feat))
         if self.global_skip != "none":
             out = out + F.interpolate(x, scale_factor=self.scale, mode=self.global_skip, align_corners=False)
+        if self.back_project:
+            resid = x - F.avg_pool2d(out, self.scale)
+            out = out + self.back_project * F.interpolate(resid, scale_factor=self.scale, mode="bicubic", align_corners=False)
         return out
 
 

@@ -57,8 +57,8 @@ RECIPES: dict[str, Recipe] = {
         crop=256, tile_size=256, batch_size=16, lr=2e-4, betas=(0.5, 0.999), disc_scale=4,
         lambda_l1=100.0, lambda_adv=1.0, ema=0.999,
     ),
-    # SRResNet on L1 (BasicSR MSRResNet style, no BN), 32 ch x 16 blocks (1.3x the GMAC/MP of the first
-    # 32 x 8 default, which it is grown from: ``--init-from``). Each batch: half clean bicubic pairs,
+    # SRResNet on L1 (BasicSR MSRResNet style, no BN), 32 ch x 16 blocks (1.3x the GMAC/MP of the shipped
+    # 32 x 8 default, which it is grown from: ``--init-from``; issue 22's candidate, not yet promoted). Each batch: half clean bicubic pairs,
     # 6/16 HST-like pairs (training.hst_pairs: linear scenes, cosmic rays, block-averaged, Poisson +
     # read noise, the sweep's ZScale + asinh stretch), 2/16 degraded colour crops (blur, noise, JPEG).
     "superres": Recipe(
@@ -72,9 +72,12 @@ RECIPES: dict[str, Recipe] = {
     # relu3_3) + 1e-3 adversarial + an L1 pixel anchor. With ESRGAN's 0.01 anchor against one relu3_3
     # tap the pixel term was ~2500x smaller than the perceptual one and colours drifted (clean PSNR
     # -2 dB below bicubic in 300 steps); at 1.0 / 0.05 the two terms are of the same order.
+    # The generator is the superres recipe's (a full retrain tunes the run's own L1 candidate); the
+    # shipped superres-gan weights are the earlier 32 x 8 one: tune from the shipped 32 x 8 superres with
+    # --recipe-json '{"arch_kwargs": {"channels": 32, "blocks": 8, "scale": 4}}'.
     "superres-gan": Recipe(
         model="superres-gan", task="superres", phase="srgan", arch="SRResNet",
-        arch_kwargs={"channels": 32, "blocks": 8, "scale": 4},
+        arch_kwargs={"channels": 32, "blocks": 16, "scale": 4},
         disc_arch="SRDiscriminator", disc_kwargs={"in_channels": 3, "base_channels": 32, "n_stages": 4},
         crop=96, tile_size=64, batch_size=8, lr=1e-4, betas=(0.9, 0.99),
         lambda_l1=1.0, lambda_adv=1e-3, lambda_percep=0.05, perceptual_layers=("relu1_2", "relu2_2", "relu3_3"),

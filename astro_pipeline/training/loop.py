@@ -26,6 +26,7 @@ from torch.nn import functional as F
 from astro_pipeline.models.registry import WeightsMeta, build_model, load_weights, save_weights
 from astro_pipeline.training.checkpoint import checkpoint_step, load_checkpoint, save_checkpoint
 from astro_pipeline.training.datasets import ColorizerBatches, ImageBank, SRBatches
+from astro_pipeline.training.hst_pairs import HSTPairConfig, LinearScene
 from astro_pipeline.training.losses import RELU_INDEX, PerceptualLoss, gan_loss, load_vgg16
 from astro_pipeline.training.precision import Precision, choose_precision
 from astro_pipeline.training.recipes import Recipe, get_recipe
@@ -128,7 +129,7 @@ def run_training(
     if not train_items:
         raise ValueError(f"no training images for {model} in sources {sources!r}")
     hst = _hst_pairs(recipe, settings.cache_dir, notes, hst_frames) if recipe.hst_fraction > 0 else None
-    hashed = recipe.to_dict() if hst is None else {**recipe.to_dict(), "hst_pairs": hst[1]}
+    hashed = recipe.to_dict() if hst is None else {**recipe.to_dict(), "hst_pairs": hst.hashed}
     data_hash = training_data_hash(train_items, hashed)
 
     torch.manual_seed(seed)
@@ -196,7 +197,7 @@ def run_training(
             from astro_pipeline.training.hst_pairs import HSTPairs
 
             pairs = HSTPairs(esa_images=[im for im, k in zip(bank.images, bank.kinds, strict=True) if k == "color"],
-                             frames=hst[0], cfg=hst[2], rng=rng)
+                             frames=hst.frames, cfg=hst.config, rng=rng)
         batches = SRBatches(bank, hr_crop=recipe.crop, batch_size=recipe.batch_size, rng=rng,
                             scale=recipe.arch_kwargs.get("scale", 4), degrade_fraction=recipe.degrade_fraction,
                             hst=pairs, hst_fraction=recipe.hst_fraction)
@@ -277,13 +278,20 @@ def run_training(
     )
 
 
-def _hst_pairs(recipe: Recipe, cache_dir: Path, notes: list[str],
-               paths: list[Path] | None = None) -> tuple[list[Any], dict[str, Any], Any]:
+@dataclass(frozen=True)
+class _HSTSetup:
+    """What a recipe with HST-like pairs draws from, and what of it goes into the data hash."""
+
+    frames: list[LinearScene]
+    config: HSTPairConfig
+    hashed: dict[str, Any]
+
+
+def _hst_pairs(recipe: Recipe, cache_dir: Path, notes: list[str], paths: list[Path] | None = None) -> _HSTSetup:
     """The linear frames (``paths``, default the built-in sample's held-in frames, built under
-    ``cache_dir`` if needed), what goes into the data hash, and the degradation config, for
-    HST-like SR pairs."""
+    ``cache_dir`` if needed) and the degradation config for HST-like SR pairs."""
     from astro_pipeline.sample import build_sample
-    from astro_pipeline.training.hst_pairs import HSTPairConfig, held_in_sample_frames, load_linear_scene
+    from astro_pipeline.training.hst_pairs import held_in_sample_frames, load_linear_scene
 
     cfg = HSTPairConfig(scale=int(recipe.arch_kwargs.get("scale", 4)))
     if paths is None:
@@ -291,7 +299,7 @@ def _hst_pairs(recipe: Recipe, cache_dir: Path, notes: list[str],
     frames = [load_linear_scene(p) for p in paths]
     notes.append(f"HST-like pairs: {recipe.hst_fraction:.0%} of each batch, from the ESA training images and "
                  f"{len(frames)} linear frames ({', '.join(sorted(p.name for p in paths))})")
-    return frames, {"config": cfg.to_dict(), "frames": sorted(p.name for p in paths)}, cfg
+    return _HSTSetup(frames=frames, config=cfg, hashed={"config": cfg.to_dict(), "frames": sorted(p.name for p in paths)})
 
 
 def _warm_start(gen: nn.Module, recipe: Recipe, init_path: Path) -> str:

@@ -205,7 +205,8 @@ class HSTPairs:
         return int(self.rng.integers(0, h - size + 1)), int(self.rng.integers(0, w - size + 1)), size
 
     def next(self, hr_crop: int) -> tuple[np.ndarray, np.ndarray]:
-        """One (LR (h, w, 3), HR (H, W, 3)) float32 pair in [0, 1] of an ``hr_crop`` px HR crop: one band, replicated to 3 planes."""
+        """One (LR (h, w, 3), HR (H, W, 3)) float32 pair in [0, 1] of an ``hr_crop`` px HR crop:
+        one band, replicated to 3 planes."""
         cfg, s = self.cfg, self.cfg.scale
         for _ in range(50):
             use_frame = bool(self.frames) and (not self.esa or self.rng.random() < cfg.frame_share)

@@ -128,6 +128,11 @@ def _to_tensor(batch: list[np.ndarray]) -> torch.Tensor:
     return torch.from_numpy(np.stack(batch)).permute(0, 3, 1, 2).float().div_(255.0)
 
 
+def _float_tensor(batch: list[np.ndarray]) -> torch.Tensor:
+    """(N, 3, H, W) float32 from (H, W, 3) float arrays in [0, 1]."""
+    return torch.from_numpy(np.stack(batch).astype(np.float32, copy=False)).permute(0, 3, 1, 2).contiguous()
+
+
 def lab_pair(rgb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(N,3,H,W) sRGB [0,1] -> (L/50-1 of shape (N,1,H,W), ab/110 of shape (N,2,H,W))."""
     lab = srgb_to_lab(rgb)
@@ -170,23 +175,19 @@ class SRBatches:
 
     def next(self) -> tuple[torch.Tensor, torch.Tensor]:
         n_hst = int(round(self.batch_size * self.hst_fraction))
-        if n_hst:
-            assert self.hst is not None
-            pairs = [self.hst.next(self.hr_crop) for _ in range(n_hst)]
-            hst_lr = torch.from_numpy(np.stack([p[0] for p in pairs])).permute(0, 3, 1, 2).float()
-            hst_hr = torch.from_numpy(np.stack([p[1] for p in pairs])).permute(0, 3, 1, 2).float()
-        hrs, lrs = [], []
         n_degraded = int(round(self.batch_size * self.degrade_fraction))
-        while len(hrs) < self.batch_size - n_hst:
-            hr = self.bank.random_crop(self.rng, self.hr_crop)
-            if hr.mean() < 8 and hr.std() < 4 and self.rng.random() > self.empty_keep:
-                continue
-            lr = degrade_lr(hr, self.rng, scale=self.scale) if len(hrs) < n_degraded else downscale_bicubic(hr, self.scale)
-            hrs.append(hr)
+        lrs: list[np.ndarray] = []
+        hrs: list[np.ndarray] = []
+        for _ in range(n_hst):  # float32 display values already
+            assert self.hst is not None
+            lr, hr = self.hst.next(self.hr_crop)
             lrs.append(lr)
-        if not hrs:
-            return hst_lr, hst_hr
-        lr_t, hr_t = _to_tensor(lrs), _to_tensor(hrs)
-        if n_hst:
-            return torch.cat([hst_lr, lr_t]), torch.cat([hst_hr, hr_t])
-        return lr_t, hr_t
+            hrs.append(hr)
+        while len(hrs) < self.batch_size:
+            hr8 = self.bank.random_crop(self.rng, self.hr_crop)
+            if hr8.mean() < 8 and hr8.std() < 4 and self.rng.random() > self.empty_keep:
+                continue
+            lr8 = degrade_lr(hr8, self.rng, scale=self.scale) if len(hrs) < n_hst + n_degraded else downscale_bicubic(hr8, self.scale)
+            hrs.append(hr8.astype(np.float32) / 255.0)
+            lrs.append(lr8.astype(np.float32) / 255.0)
+        return _float_tensor(lrs), _float_tensor(hrs)

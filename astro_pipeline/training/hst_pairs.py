@@ -21,7 +21,7 @@ are refused (:func:`astro_pipeline.training.source_eval.is_held_out`).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -59,8 +59,6 @@ class HSTPairConfig:
     frame_share: float = 0.5  # share of pairs drawn from linear frames (when there are any)
 
     def to_dict(self) -> dict[str, object]:
-        from dataclasses import asdict
-
         return asdict(self)
 
 

@@ -187,7 +187,8 @@ class SRBatches:
             hr8 = self.bank.random_crop(self.rng, self.hr_crop)
             if hr8.mean() < 8 and hr8.std() < 4 and self.rng.random() > self.empty_keep:
                 continue
-            lr8 = degrade_lr(hr8, self.rng, scale=self.scale) if len(hrs) < n_hst + n_degraded else downscale_bicubic(hr8, self.scale)
+            degraded = len(hrs) < n_hst + n_degraded
+            lr8 = degrade_lr(hr8, self.rng, scale=self.scale) if degraded else downscale_bicubic(hr8, self.scale)
             hrs.append(hr8.astype(np.float32) / 255.0)
             lrs.append(lr8.astype(np.float32) / 255.0)
         return _float_tensor(lrs), _float_tensor(hrs)

@@ -30,6 +30,7 @@ from scipy.ndimage import gaussian_filter
 from astro_pipeline.ingest.frame import Frame
 from astro_pipeline.ingest.stretch import DEFAULT_ASINH_A, apply_stretch, compute_stretch
 from astro_pipeline.sample import SampleIndex
+from astro_pipeline.training.source_eval import block_mean
 
 __all__ = [
     "HSTPairConfig",
@@ -99,11 +100,6 @@ def add_cosmic_rays(image: np.ndarray, rng: np.random.Generator, *, n: int, lr_s
     return out
 
 
-def _block_mean(img: np.ndarray, scale: int) -> np.ndarray:
-    h, w = img.shape
-    return img.reshape(h // scale, scale, w // scale, scale).mean(axis=(1, 3), dtype=np.float64).astype(np.float32)
-
-
 def hst_pair(region: np.ndarray, rng: np.random.Generator, cfg: HSTPairConfig, *,
              frame_sigma: float | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(LR display (h, w), HR display (4h, 4w)) float32 in [0, 1] from a finite linear ``region``.
@@ -129,7 +125,7 @@ def hst_pair(region: np.ndarray, rng: np.random.Generator, cfg: HSTPairConfig, *
         n = int(rng.poisson(rate * hr.size / (s * s)))
         if n:
             hr = add_cosmic_rays(hr, rng, n=n, lr_sigma=lr_sigma, scale=s, snr=cfg.cr_snr)
-    lr = _block_mean(hr, s)
+    lr = block_mean(hr, s).astype(np.float32)
     if frame_sigma is None:
         shot = np.sqrt(np.clip(lr, 0, None) / photons).astype(np.float32)
         lr = lr + rng.standard_normal(lr.shape, dtype=np.float32) * np.sqrt(shot**2 + lr_sigma**2).astype(np.float32)
@@ -146,15 +142,14 @@ def hst_pair(region: np.ndarray, rng: np.random.Generator, cfg: HSTPairConfig, *
 
 def load_linear_scene(path: str | Path, *, name: str | None = None) -> LinearScene:
     """The largest science frame of a FITS file (the pipeline's reader), with its sky sigma."""
-    from astro_pipeline.ingest.readers import read_frames
     from astro_pipeline.memory import default_pixel_limit
-    from astro_pipeline.training.source_eval import _valid_crop, sky_sigma
+    from astro_pipeline.training.source_eval import _valid_crop, largest_science_frame, sky_sigma
 
     path = Path(path)
-    frames = [f for f in read_frames(path, max_image_pixels=default_pixel_limit()) if not f.is_display and f.data.ndim == 2]
-    if not frames:
-        raise ValueError(f"{path}: no single-band science frame for HST-like training pairs")
-    fr = max(frames, key=lambda f: f.data.size)
+    try:
+        fr = largest_science_frame(path, max_image_pixels=default_pixel_limit())
+    except ValueError as exc:
+        raise ValueError(f"{exc} for HST-like training pairs") from exc
     ok = np.asarray(fr.mask, bool) & np.isfinite(fr.data)
     ys, xs = _valid_crop(ok, 4, None)  # the largest centred window of valid pixels
     data = np.ascontiguousarray(fr.data[ys, xs], dtype=np.float32)

@@ -49,11 +49,14 @@ import zlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from astro_pipeline.fileio import atomic_write_bytes
+
+if TYPE_CHECKING:
+    from astro_pipeline.ingest.frame import Frame
 
 __all__ = [
     "DEFAULT_REAL_FRAMES",
@@ -67,6 +70,7 @@ __all__ = [
     "SourceEvalConfig",
     "SourceEvalReport",
     "as_sr_function",
+    "block_mean",
     "candidate_source_metrics",
     "default_frames",
     "degrade",
@@ -75,6 +79,7 @@ __all__ = [
     "fit_psf",
     "frame_from_array",
     "is_held_out",
+    "largest_science_frame",
     "load_frame",
     "report_section",
     "report_summary",
@@ -319,16 +324,21 @@ def frame_from_array(data: np.ndarray, *, name: str, group: str | None = None, p
                      origin=origin or name, instrument="/".join(x for x in (instrument, detector) if x))
 
 
+def largest_science_frame(path: str | Path, *, max_image_pixels: int = MAX_FRAME_PIXELS) -> Frame:
+    """The largest single-band science frame of a FITS file, through the pipeline's own reader."""
+    from astro_pipeline.ingest.readers import read_frames
+
+    frames = [f for f in read_frames(Path(path), max_image_pixels=max_image_pixels) if not f.is_display and f.data.ndim == 2]
+    if not frames:
+        raise ValueError(f"{path}: no single-band science frame")
+    return max(frames, key=lambda f: f.data.size)
+
+
 def load_frame(path: str | Path, *, name: str | None = None, group: str | None = None, scale: int = 4,
                max_size: int | None = 512, max_image_pixels: int = MAX_FRAME_PIXELS) -> EvalFrame:
     """The largest science frame of a FITS file, through the pipeline's own reader."""
-    from astro_pipeline.ingest.readers import read_frames
-
     path = Path(path)
-    frames = [f for f in read_frames(path, max_image_pixels=max_image_pixels) if not f.is_display and f.data.ndim == 2]
-    if not frames:
-        raise ValueError(f"{path}: no single-band science frame")
-    fr = max(frames, key=lambda f: f.data.size)
+    fr = largest_science_frame(path, max_image_pixels=max_image_pixels)
     scale_arcsec = 0.05
     if fr.wcs is not None:
         try:
@@ -526,11 +536,16 @@ def _nea_at(psf: MoffatPSF, scale: int, shape: tuple[int, int], x: float, y: flo
     return 1.0 / float((p**2).sum())
 
 
+def block_mean(image: np.ndarray, scale: int) -> np.ndarray:
+    """Mean of each ``scale x scale`` block (float64): what a coarser detector pixel integrates."""
+    h, w = image.shape
+    return np.asarray(image).reshape(h // scale, scale, w // scale, scale).mean(axis=(1, 3), dtype=np.float64)
+
+
 def degrade(truth: np.ndarray, sigma: float, rng: np.random.Generator, *, scale: int = 4, box: int = 32) -> np.ndarray:
     """Block-average by ``scale``, then add Gaussian noise that brings the sky back to ``sigma``
     per pixel (the binned sky is measured, so correlated noise is handled)."""
-    h, w = truth.shape
-    lr = np.asarray(truth, dtype=np.float64).reshape(h // scale, scale, w // scale, scale).mean(axis=(1, 3))
+    lr = block_mean(truth, scale)
     have = sky_sigma(lr, box=max(8, box // scale))
     add = math.sqrt(max(sigma**2 - have**2, 0.0))
     return (lr + rng.normal(0.0, add, lr.shape)).astype(np.float32)

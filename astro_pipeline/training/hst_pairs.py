@@ -5,6 +5,9 @@ A pair is made from a linear high-resolution scene:
 
 1. cosmic-ray hits are added to the scene (short streaks a few sky sigma to hundreds above the sky),
    so input and truth agree about them and the model learns to keep sharp features, not invent them;
+   point sources of the scene's PSF are added at S/N 3 to 100 in the low-resolution input (the
+   science evaluation's range, equal numbers per bin), so faint PSF-shaped bumps are learned as
+   signal to keep at their flux, not as noise to smooth away;
 2. the scene is block-averaged 4x (what a coarser detector pixel integrates; the science
    evaluation degrades the same way), then Poisson plus read noise is added;
 3. the sweep's display stretch (ZScale + asinh, :func:`astro_pipeline.ingest.stretch.compute_stretch`)
@@ -30,13 +33,14 @@ from scipy.ndimage import gaussian_filter
 from astro_pipeline.ingest.frame import Frame
 from astro_pipeline.ingest.stretch import DEFAULT_ASINH_A, apply_stretch, compute_stretch
 from astro_pipeline.sample import SampleIndex
-from astro_pipeline.training.source_eval import block_mean
+from astro_pipeline.training.source_eval import MoffatPSF, block_mean, nea_at
 
 __all__ = [
     "HSTPairConfig",
     "LinearScene",
     "HSTPairs",
     "add_cosmic_rays",
+    "add_point_sources",
     "display_to_linear",
     "held_in_sample_frames",
     "hst_pair",
@@ -58,6 +62,11 @@ class HSTPairConfig:
     cr_per_kpx: tuple[float, float] = (0.2, 3.0)  # hits per 1000 LR pixels, when present
     cr_snr: tuple[float, float] = (5.0, 300.0)  # LR peak of a hit in LR sky sigma, log-uniform
     frame_share: float = 0.5  # share of pairs drawn from linear frames (when there are any)
+    point_fraction: float = 0.0  # share of pairs with injected point sources
+    point_per_kpx: tuple[float, float] = (1.0, 4.0)  # sources per 1000 LR pixels, when present (the evaluation: ~2.4)
+    point_snr_edges: tuple[float, ...] = (3.0, 5.0, 10.0, 20.0, 50.0, 100.0)  # LR optimal S/N bins, equal counts
+    point_fwhm_hr: tuple[float, float] = (1.5, 4.0)  # Moffat FWHM for ESA scenes, HR px
+    point_beta: tuple[float, float] = (2.0, 4.5)  # Moffat beta for ESA scenes
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -70,6 +79,7 @@ class LinearScene:
     data: np.ndarray  # (H, W) float32, all finite
     name: str
     sigma: float | None = None  # per-pixel sky sigma of a noisy frame; None for a noise-free scene
+    psf: MoffatPSF | None = None  # the frame's PSF (injected point sources use it); None: drawn per pair
 
 
 def display_to_linear(display: np.ndarray, *, asinh_a: float = DEFAULT_ASINH_A) -> np.ndarray:
@@ -100,12 +110,30 @@ def add_cosmic_rays(image: np.ndarray, rng: np.random.Generator, *, n: int, lr_s
     return out
 
 
+def add_point_sources(image: np.ndarray, rng: np.random.Generator, *, psf: MoffatPSF, n: int, lr_sigma: float,
+                      scale: int, snr_edges: tuple[float, ...]) -> np.ndarray:
+    """``n`` point sources of ``psf`` at random sub-pixel positions, their fluxes log-uniform in a
+    bin of ``snr_edges`` drawn uniformly: the low-resolution optimal S/N ``F / (scale^2 sigma sqrt(NEA))``
+    of the science evaluation (NEA taken once, at a random sub-pixel phase)."""
+    h, w = image.shape
+    bins = rng.integers(0, len(snr_edges) - 1, n)
+    lo, hi = np.asarray(snr_edges[:-1])[bins], np.asarray(snr_edges[1:])[bins]
+    snr = np.exp(rng.uniform(np.log(lo), np.log(hi)))
+    c = 16 * scale
+    nea = nea_at(psf, scale, (2 * c, 2 * c), c + rng.uniform(0, scale), c + rng.uniform(0, scale))
+    flux = snr * scale * scale * lr_sigma * math.sqrt(nea)
+    xs, ys = rng.uniform(0, w, n), rng.uniform(0, h, n)
+    return (image + psf.render(image.shape, xs, ys, flux, oversample=3)).astype(np.float32)
+
+
 def hst_pair(region: np.ndarray, rng: np.random.Generator, cfg: HSTPairConfig, *,
-             frame_sigma: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+             frame_sigma: float | None = None, psf: MoffatPSF | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(LR display (h, w), HR display (4h, 4w)) float32 in [0, 1] from a finite linear ``region``.
 
     ``frame_sigma`` is the region's per-pixel sky sigma when it is a real (noisy) frame; otherwise the
     region is a noise-free scene: it gets a PSF, and noise is drawn from the config's ranges.
+    Injected point sources (``cfg.point_fraction`` of pairs) use ``psf``, else a Moffat drawn from
+    the config's ranges.
     """
     s = cfg.scale
     hr = np.asarray(region, dtype=np.float32)
@@ -125,6 +153,11 @@ def hst_pair(region: np.ndarray, rng: np.random.Generator, cfg: HSTPairConfig, *
         n = int(rng.poisson(rate * hr.size / (s * s)))
         if n:
             hr = add_cosmic_rays(hr, rng, n=n, lr_sigma=lr_sigma, scale=s, snr=cfg.cr_snr)
+    if cfg.point_fraction > 0 and rng.random() < cfg.point_fraction:
+        n = int(rng.poisson(rng.uniform(*cfg.point_per_kpx) / 1000.0 * hr.size / (s * s)))
+        if n:
+            src_psf = psf or MoffatPSF(fwhm=float(rng.uniform(*cfg.point_fwhm_hr)), beta=float(rng.uniform(*cfg.point_beta)))
+            hr = add_point_sources(hr, rng, psf=src_psf, n=n, lr_sigma=lr_sigma, scale=s, snr_edges=cfg.point_snr_edges)
     lr = block_mean(hr, s).astype(np.float32)
     if frame_sigma is None:
         shot = np.sqrt(np.clip(lr, 0, None) / photons).astype(np.float32)
@@ -141,9 +174,10 @@ def hst_pair(region: np.ndarray, rng: np.random.Generator, cfg: HSTPairConfig, *
 
 
 def load_linear_scene(path: str | Path, *, name: str | None = None) -> LinearScene:
-    """The largest science frame of a FITS file (the pipeline's reader), with its sky sigma."""
+    """The largest science frame of a FITS file (the pipeline's reader), with its sky sigma and PSF
+    (a Moffat fitted to its isolated stars, as the science evaluation does)."""
     from astro_pipeline.memory import default_pixel_limit
-    from astro_pipeline.training.source_eval import _valid_crop, largest_science_frame, sky_sigma
+    from astro_pipeline.training.source_eval import _valid_crop, fit_psf, largest_science_frame, sky_sigma
 
     path = Path(path)
     try:
@@ -158,7 +192,7 @@ def load_linear_scene(path: str | Path, *, name: str | None = None) -> LinearSce
     sig = sky_sigma(data)
     if not sig > 0:
         raise ValueError(f"{path}: no measurable sky noise")
-    return LinearScene(data=data, name=name or path.name, sigma=sig)
+    return LinearScene(data=data, name=name or path.name, sigma=sig, psf=fit_psf(data, sigma=sig))
 
 
 def held_in_sample_frames(idx: SampleIndex) -> list[Path]:
@@ -212,7 +246,7 @@ class HSTPairs:
                 region = sc.data[y : y + size, x : x + size]
                 if not np.isfinite(region).all():
                     continue
-                sigma = sc.sigma
+                sigma, psf = sc.sigma, sc.psf
             else:
                 img = self.esa[int(self.rng.integers(len(self.esa)))]
                 pos = self._region(img, hr_crop)
@@ -221,11 +255,11 @@ class HSTPairs:
                 y, x, size = pos
                 grey = img[y : y + size, x : x + size].mean(axis=2) / 255.0
                 region = display_to_linear(grey)
-                sigma = None
+                sigma, psf = None, None
             region = np.rot90(region, int(self.rng.integers(4)))
             if self.rng.random() < 0.5:
                 region = region[:, ::-1]
-            lr, hr = hst_pair(np.ascontiguousarray(region), self.rng, cfg, frame_sigma=sigma)
+            lr, hr = hst_pair(np.ascontiguousarray(region), self.rng, cfg, frame_sigma=sigma, psf=psf)
             # the training crop: an aligned window of the region whose stretch was computed as a whole
             c = hr_crop // s
             y = int(self.rng.integers(0, lr.shape[0] - c + 1))

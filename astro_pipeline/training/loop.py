@@ -293,7 +293,7 @@ def _hst_pairs(recipe: Recipe, cache_dir: Path, notes: list[str], paths: list[Pa
     from astro_pipeline.sample import build_sample
     from astro_pipeline.training.hst_pairs import held_in_sample_frames, load_linear_scene
 
-    cfg = HSTPairConfig(scale=int(recipe.arch_kwargs.get("scale", 4)))
+    cfg = HSTPairConfig(**{**recipe.hst_config, "scale": int(recipe.arch_kwargs.get("scale", 4))})
     if paths is None:
         paths = held_in_sample_frames(build_sample(cache_dir=Path(cache_dir)))
     frames = [load_linear_scene(p) for p in paths]
@@ -367,9 +367,19 @@ def _make_step(
 
     def l1(lr: torch.Tensor, hr: torch.Tensor) -> dict[str, float]:
         with prec.autocast():
-            loss = F.l1_loss(gen(lr).float(), hr)
+            sr = gen(lr).float()
+            pix = F.l1_loss(sr, hr)
+            if recipe.lambda_block > 0:
+                s = int(recipe.arch_kwargs.get("scale", 4))
+                block = F.l1_loss(F.avg_pool2d(sr, s), F.avg_pool2d(hr, s))
+                loss = pix + recipe.lambda_block * block
+            else:
+                loss = pix
         _opt_step(loss, opt_g)
-        return {"l1": loss.item()}
+        out = {"l1": pix.item()}
+        if recipe.lambda_block > 0:
+            out["block_l1"] = block.item()
+        return out
 
     def srgan(lr: torch.Tensor, hr: torch.Tensor) -> dict[str, float]:
         assert disc is not None and opt_d is not None

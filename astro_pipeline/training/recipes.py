@@ -34,6 +34,8 @@ class Recipe:
     perceptual_layers: tuple[str, ...] = ("relu3_3",)  # VGG16 taps, mean of their feature L1
     degrade_fraction: float = 0.0
     hst_fraction: float = 0.0  # SR: share of each batch that are HST-like pairs (training.hst_pairs)
+    hst_config: dict[str, Any] = field(default_factory=dict)  # SR: HSTPairConfig fields that differ from its defaults
+    lambda_block: float = 0.0  # SR L1 phase: L1 of the scale x scale block means of output and truth (flux kept)
     disc_scale: int = 1  # pix2pix: the PatchGAN sees (L, ab) average-pooled by this factor
     ema: float = 0.0  # exponential moving average of generator weights (0 = off); EMA weights ship
     decay_from: float = 0.8  # LR decays linearly to 0 from this fraction of the planned steps
@@ -61,12 +63,14 @@ RECIPES: dict[str, Recipe] = {
     # 32 x 8 default, which it is grown from: ``--init-from``; issue 22's candidate, not yet promoted). Each batch: half clean bicubic pairs,
     # 6/16 HST-like pairs (training.hst_pairs: linear scenes, cosmic rays, block-averaged, Poisson +
     # read noise, the sweep's ZScale + asinh stretch), 2/16 degraded colour crops (blur, noise, JPEG).
+    # Three in four HST-like pairs carry injected PSF point sources at LR S/N 3-100, and a block-mean
+    # L1 term (weight 0.5) holds the output's 4x block means to the truth's, so flux is kept.
     "superres": Recipe(
         model="superres", task="superres", phase="l1", arch="SRResNet",
         arch_kwargs={"channels": 32, "blocks": 16, "scale": 4},
         crop=96, tile_size=64, batch_size=16, lr=2e-4, betas=(0.9, 0.99),
-        lambda_l1=1.0, degrade_fraction=0.125, hst_fraction=0.375, ema=0.999, decay_from=0.5,
-        checkpoint_every=100, log_every=25,
+        lambda_l1=1.0, degrade_fraction=0.125, hst_fraction=0.375, hst_config={"point_fraction": 0.75},
+        lambda_block=0.5, ema=0.999, decay_from=0.5, checkpoint_every=100, log_every=25,
     ),
     # SRGAN fine-tune from the L1 model: VGG16 perceptual (mean feature L1 at relu1_2, relu2_2 and
     # relu3_3) + 1e-3 adversarial + an L1 pixel anchor. With ESRGAN's 0.01 anchor against one relu3_3

@@ -73,6 +73,7 @@ __all__ = [
     "block_mean",
     "candidate_source_metrics",
     "default_frames",
+    "nea_at",
     "degrade",
     "detect",
     "evaluate_sources",
@@ -516,13 +517,13 @@ def inject(frame: EvalFrame, rng: np.random.Generator, cfg: SourceEvalConfig, *,
     rng.shuffle(bins)
     lo, hi = np.asarray(cfg.snr_edges[:-1])[bins], np.asarray(cfg.snr_edges[1:])[bins]
     snr = np.exp(rng.uniform(np.log(lo), np.log(hi)))
-    flux = snr * s * s * frame.sigma * np.sqrt([_nea_at(psf, s, frame.data.shape, x, y) for x, y in xy])
+    flux = snr * s * s * frame.sigma * np.sqrt([nea_at(psf, s, frame.data.shape, x, y) for x, y in xy])
     src = psf.render(frame.data.shape, xy[:, 0], xy[:, 1], flux)
     return Injection(truth=frame.data.astype(np.float64) + src, sources=src, x=xy[:, 0], y=xy[:, 1], flux=flux,
                      snr=snr, bin=bins)
 
 
-def _nea_at(psf: MoffatPSF, scale: int, shape: tuple[int, int], x: float, y: float) -> float:
+def nea_at(psf: MoffatPSF, scale: int, shape: tuple[int, int], x: float, y: float) -> float:
     """Noise-equivalent area (1 / sum p^2, binned pixels) of a source at ``(x, y)`` on the binned
     grid: the S/N of a flux depends on where it falls within a low-resolution pixel."""
     half = int(math.ceil(8 * psf.fwhm / scale)) + 2

@@ -117,7 +117,8 @@ def test_version_1_catalog_is_upgraded_in_place(tmp_path: Path) -> None:
     """A version-1 catalog is upgraded step by step: review sessions (2), then deleted_at / notes /
     quality_metrics (3), with its products' quality metrics moved out of ``metrics`` (where versions
     1 and 2 kept them under a ``quality_`` prefix), then superseded_by / superseded_at and the
-    product-path index (4), then products.channels (5), then the fields' tables and frame footprints (6)."""
+    product-path index (4), then products.channels (5), then the fields' tables and frame footprints (6),
+    then field products' superseded_by / superseded_at and their file-path index (7)."""
     import json
 
     Catalog.for_output(tmp_path).close()
@@ -139,7 +140,7 @@ def test_version_1_catalog_is_upgraded_in_place(tmp_path: Path) -> None:
     db.commit()
     db.close()
     with Catalog.for_output(tmp_path) as c:
-        assert c.schema_version == catalog_schema.LATEST == 6
+        assert c.schema_version == catalog_schema.LATEST == 7
     db = sqlite3.connect(tmp_path / "catalog.sqlite")
     try:
         assert "deleted_at" in [r[1] for r in db.execute("PRAGMA table_info(files)")]
@@ -148,7 +149,9 @@ def test_version_1_catalog_is_upgraded_in_place(tmp_path: Path) -> None:
         metrics, quality = db.execute("SELECT metrics, quality_metrics FROM products").fetchone()
         assert json.loads(metrics) == {"inference_seconds": 1.0}
         assert json.loads(quality) == {"snr": 4.5, "noise": 0.2}
-        assert [r[0] for r in db.execute("SELECT version FROM schema_version ORDER BY version")] == [1, 2, 3, 4, 5, 6]
+        assert [r[0] for r in db.execute("SELECT version FROM schema_version ORDER BY version")] == [1, 2, 3, 4, 5, 6, 7]
+        assert {"superseded_by", "superseded_at"} <= {r[1] for r in db.execute("PRAGMA table_info(field_products)")}
+        assert "ix_field_product_files_path" in [r[1] for r in db.execute("PRAGMA index_list(field_product_files)")]
         assert db.execute("SELECT superseded_by, superseded_at FROM products").fetchone() == (None, None)
         assert "ix_product_files_path" in [r[1] for r in db.execute("PRAGMA index_list(product_files)")]
         assert {"footprint", "field_note"} <= {r[1] for r in db.execute("PRAGMA table_info(frames)")}

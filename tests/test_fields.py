@@ -621,3 +621,52 @@ def test_the_review_page_shows_a_field_product_beside_its_member_frames(tmp_path
             assert client.get("/field-image/999/png").status_code == 404
             assert client.get(f"/field-image/{view.files['png'].id}/fits").status_code == 404
             assert "/fields" in client.get("/").text  # the queue links to the fields page
+
+
+def test_a_field_product_of_a_new_model_version_supersedes_the_one_whose_files_it_replaced(tmp_path: Path) -> None:
+    """A new SR model version gives a field product a new key but the same file names: the older row
+    is marked superseded (it no longer describes those files), is not "done", and a rerun of the old
+    version makes its row current again and supersedes the newer one."""
+    import pandas as pd
+
+    from astro_pipeline.catalog import Catalog, export_run_manifest
+    from astro_pipeline.fields.result import FieldFileKind, FieldProduct
+    from astro_pipeline.products.types import Operation, ProductFile, ProductStatus
+
+    paths = [_frame(tmp_path, "f606w", n=80, scale=0.05, filt="F606W"),
+             _frame(tmp_path, "f814w", n=80, scale=0.05, filt="F814W", orient=30.0)]
+    products = [frame_product(p, run_id="r1") for p in paths]
+    png = tmp_path / "out" / "products" / "fields" / "x_rgb.png"
+    png.parent.mkdir(parents=True)
+    png.write_bytes(b"\x89PNG\r\n\x1a\n")
+
+    def product(key: str, run: str, version: str, sha: str) -> FieldProduct:
+        return FieldProduct(key=key, field_key=plan.key, field_name=plan.name, run_id=run, operation=Operation.ENHANCE,
+                            status=ProductStatus.OK, channels={"R": "F814W", "G": "inferred(mean)", "B": "F606W"},
+                            bands=[], models=(), params={"sr_version": version},
+                            files={FieldFileKind.PNG: ProductFile(path=png, sha256=sha)})
+
+    with Catalog.for_output(tmp_path / "out") as cat:
+        r1 = cat.start_run("sweep", {}, run_id="r1")
+        for p in products:
+            cat.record_product(p, run_id=r1)
+        grouping = group_fields(products, min_overlap=0.5)
+        (field_id,) = cat.record_fields(grouping, run_id=r1).values()
+        plan = grouping.fields[0]
+        old = cat.record_field_product(field_id, product("k-v1", r1, "v1", "aa" * 32))
+        r2 = cat.start_run("sweep", {}, run_id="r2")
+        new = cat.record_field_product(field_id, product("k-v2", r2, "v2", "bb" * 32))
+        views = {v.id: v for v in cat.field_products(field_ids=[field_id])}
+        assert views[old].superseded_by == new and views[old].superseded_at is not None
+        assert views[new].superseded_by is None
+        assert not cat.field_product_done("k-v1") and cat.field_product_done("k-v2")
+        assert [v.id for v in cat.field_products(field_ids=[field_id], current=True)] == [new]
+        assert cat.superseded_runs(r2) == [r1]  # run r1's manifest changed: the sweep re-exports it
+        parquet, _ = export_run_manifest(cat, r1, output_dir=tmp_path / "out")
+        row = pd.read_parquet(parquet).query("product_type == 'field'").iloc[0]
+        assert row["superseded_by"] == new
+        # the old version run again writes the files again: its row is current, the newer one is not
+        assert cat.record_field_product(field_id, product("k-v1", "r3", "v1", "cc" * 32)) == old
+        views = {v.id: v for v in cat.field_products(field_ids=[field_id])}
+        assert views[old].superseded_by is None and views[new].superseded_by == old
+        assert cat.field_product_done("k-v1") and not cat.field_product_done("k-v2")

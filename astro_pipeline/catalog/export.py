@@ -149,6 +149,7 @@ def _field_row(v: FieldProductView, output_dir: Path | None) -> dict[str, Any]:
         "instrument": ",".join(sorted({str(b.get("instrument")) for b in v.bands if b.get("instrument")})) or None,
         "filter": ",".join(f.filters), "filters": ",".join(f.filters), "notes": "; ".join(v.notes) or None,
         "product_id": v.id, "created_at": v.created_at, "updated_at": v.updated_at,
+        "superseded_by": v.superseded_by, "superseded_at": v.superseded_at,
         "product_type": "field", "field_id": f.id, "field_name": f.name, "field_note": f.note,
         "channels": v.channels_text, "members": _dumps(members), "reference_wcs": _dumps(f.grid),
         "channels_detail": _dumps(v.params.get("channels_detail")) if v.params.get("channels_detail") else None,

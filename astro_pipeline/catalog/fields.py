@@ -16,7 +16,7 @@ from sqlalchemy import Connection, select, update
 from astro_pipeline.catalog import tables as t
 from astro_pipeline.catalog.keys import models_hash, params_hash
 from astro_pipeline.catalog.views import FieldMemberView, FieldProductView, FieldView, ProductFileView
-from astro_pipeline.catalog.writes import _EXCLUDED, _upsert, key_of
+from astro_pipeline.catalog.writes import _EXCLUDED, _upsert, key_of, supersede_by_paths
 from astro_pipeline.fields.grouping import FieldGrouping, FieldPlan, MemberRole
 from astro_pipeline.fields.result import FieldProduct, FieldStatus
 from astro_pipeline.jsondata import jsonable
@@ -134,7 +134,10 @@ def _ref(rows: Sequence[Any], field_id: int) -> int | None:
 
 
 def record_field_product(conn: Connection, field_id: int, product: FieldProduct) -> int:
-    """Record a field product with its files (upserted by key: a retry counts an attempt)."""
+    """Record a field product with its files (upserted by key: a retry counts an attempt, and makes
+    the row current again). Every other current field product recording one of its files is marked
+    superseded by it: a new model version writes the same names, so the older row no longer
+    describes what is on disk."""
     models = [m.as_dict() for m in product.models]
     params = jsonable(product.params)
     now = t.utcnow()
@@ -143,7 +146,7 @@ def record_field_product(conn: Connection, field_id: int, product: FieldProduct)
               "channels": dict(product.channels), "bands": jsonable(product.bands), "models": models,
               "models_hash": models_hash(models), "params": params, "params_hash": params_hash(params),
               "metrics": jsonable(product.metrics), "notes": list(product.notes), "attempts": 1,
-              "created_at": now, "updated_at": now}
+              "created_at": now, "updated_at": now, "superseded_by": None, "superseded_at": None}
     upd: dict[str, Any] = {k: _EXCLUDED for k in values if k not in {"product_key", "created_at", "attempts"}}
     upd["attempts"] = t.field_products.c.attempts + 1
     fp_id = _upsert(conn, t.field_products, values, ["product_key"], upd)
@@ -152,20 +155,28 @@ def record_field_product(conn: Connection, field_id: int, product: FieldProduct)
         conn.execute(t.field_product_files.insert(), [
             {"field_product_id": fp_id, "kind": str(kind), "path": str(pf.path), "sha256": pf.sha256}
             for kind, pf in product.files.items()])
+        pf = t.field_product_files
+        supersede_by_paths(conn, t.field_products, pf.c.field_product_id, pf.c.path, fp_id,
+                           paths=[str(f.path) for f in product.files.values()], when=now)
     return fp_id
 
 
 def field_product_done(conn: Connection, key: str) -> bool:
-    """True when an ok field product with this key is recorded (its files are the caller's to check)."""
-    status = conn.execute(select(t.field_products.c.status).where(t.field_products.c.product_key == key)).scalar()
-    return status == "ok"
+    """True when an ok, current field product with this key is recorded (its files are the caller's
+    to check); a superseded one's files were written again by another product."""
+    fp = t.field_products
+    row = conn.execute(select(fp.c.status, fp.c.superseded_by).where(fp.c.product_key == key)).first()
+    return row is not None and row.status == "ok" and row.superseded_by is None
 
 
 def field_product_views(conn: Connection, *, run_id: str | None = None, field_ids: Sequence[int] | None = None,
-                        ids: Sequence[int] | None = None) -> list[FieldProductView]:
-    """Field products (of a run, of these fields, or these ids) with their field and files, oldest first."""
+                        ids: Sequence[int] | None = None, current: bool = False) -> list[FieldProductView]:
+    """Field products (of a run, of these fields, or these ids; with ``current`` only those not
+    superseded) with their field and files, oldest first."""
     fp = t.field_products
     q = select(fp).order_by(fp.c.id)
+    if current:
+        q = q.where(fp.c.superseded_by.is_(None))
     if run_id is not None:
         q = q.where(fp.c.run_id == run_id)
     if field_ids is not None:
@@ -185,4 +196,4 @@ def field_product_views(conn: Connection, *, run_id: str | None = None, field_id
         status=r.status, error=r.error, channels=dict(r.channels or {}), bands=list(r.bands or []),
         models=list(r.models or []), params=dict(r.params or {}), metrics=dict(r.metrics or {}),
         notes=list(r.notes or []), attempts=r.attempts, created_at=r.created_at, updated_at=r.updated_at,
-        files=files.get(r.id, {})) for r in rows]
+        files=files.get(r.id, {}), superseded_by=r.superseded_by, superseded_at=r.superseded_at) for r in rows]

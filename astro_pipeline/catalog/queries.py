@@ -364,11 +364,15 @@ def _channel_sources(channels: Any) -> frozenset[tuple[str, int | None, int | No
 
 
 def superseded_runs(conn: Connection, run_id: str) -> list[str]:
-    """The other runs that have rows superseded by rows of ``run_id`` (their manifests changed)."""
-    old, new = t.products.alias("old"), t.products.alias("new")
-    q = (select(old.c.run_id).distinct().select_from(old.join(new, new.c.id == old.c.superseded_by))
-         .where(new.c.run_id == run_id, old.c.run_id.is_not(None), old.c.run_id != run_id).order_by(old.c.run_id))
-    return [str(r) for r in conn.execute(q).scalars()]
+    """The other runs that have rows (frame or field products) superseded by rows of ``run_id``
+    (their manifests changed)."""
+    runs: set[str] = set()
+    for table in (t.products, t.field_products):
+        old, new = table.alias("old"), table.alias("new")
+        q = (select(old.c.run_id).distinct().select_from(old.join(new, new.c.id == old.c.superseded_by))
+             .where(new.c.run_id == run_id, old.c.run_id.is_not(None), old.c.run_id != run_id))
+        runs |= {str(r) for r in conn.execute(q).scalars()}
+    return sorted(runs)
 
 
 # --- runs and stats -----------------------------------------------------------------------------

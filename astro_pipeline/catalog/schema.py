@@ -21,7 +21,7 @@ from astro_pipeline.catalog.db import CatalogError, is_sqlite, redact, run_write
 __all__ = ["LATEST", "UPGRADES", "current_version", "migrate"]
 
 #: The schema version this code writes.
-LATEST = 6
+LATEST = 7
 
 
 def _add_review_sessions(conn: Connection) -> None:
@@ -84,6 +84,17 @@ def _v6_fields(conn: Connection) -> None:
         table.create(conn, checkfirst=True)  # nothing when the table exists already, as _add_column
 
 
+def _v7_field_superseded(conn: Connection) -> None:
+    """7: ``field_products.superseded_by`` / ``superseded_at`` and an index on ``field_product_files.path``:
+    a field product whose files a later one wrote again (a new model version, same names) is marked.
+    Rows of earlier versions are all current."""
+    _add_column(conn, t.field_products, t.field_products.c.superseded_by)
+    _add_column(conn, t.field_products, t.field_products.c.superseded_at)
+    index = next(i for i in t.field_product_files.indexes if i.name == "ix_field_product_files_path")
+    if index.name not in {i["name"] for i in inspect(conn).get_indexes(t.field_product_files.name)}:
+        index.create(conn)
+
+
 #: version -> (description, step upgrading version-1 to version).
 UPGRADES: dict[int, tuple[str, Callable[[Connection], None]]] = {
     2: ("review_sessions: revocable review page sign-ins", _add_review_sessions),
@@ -92,6 +103,7 @@ UPGRADES: dict[int, tuple[str, Callable[[Connection], None]]] = {
     5: ("products.channels: which channel of a composed product came from which band", _v5_channels),
     6: ("frames.footprint, frames.field_note, fields, field_members, field_products, field_product_files",
         _v6_fields),
+    7: ("field_products.superseded_by/superseded_at, index on field_product_files.path", _v7_field_superseded),
 }
 
 _DESCRIPTION_FRESH = "initial catalog tables"

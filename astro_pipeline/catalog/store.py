@@ -283,9 +283,11 @@ class Catalog:
         return self.read(lambda c: fields.field_product_done(c, key))
 
     def field_products(self, *, run_id: str | None = None, field_ids: Sequence[int] | None = None,
-                       ids: Sequence[int] | None = None) -> list[FieldProductView]:
-        """Field products with their field, members and files (of a run, of fields, or by id)."""
-        return self.read(lambda c: fields.field_product_views(c, run_id=run_id, field_ids=field_ids, ids=ids))
+                       ids: Sequence[int] | None = None, current: bool = False) -> list[FieldProductView]:
+        """Field products with their field, members and files (of a run, of fields, or by id;
+        ``current``: only those not superseded)."""
+        return self.read(lambda c: fields.field_product_views(c, run_id=run_id, field_ids=field_ids, ids=ids,
+                                                              current=current))
 
     def field_product_file(self, file_id: int) -> ProductFileView | None:
         """A field product's file by catalog id (the review page serves field images only this way)."""

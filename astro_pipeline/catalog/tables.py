@@ -5,7 +5,8 @@ Natural keys carry unique constraints so upserts are idempotent across processes
 records by (archive, archive_id), files by content sha256, frames by (file, hdu, plane),
 products by a hash of (input sha256, frame, operation, model versions, parameters).
 A product row is current until a later one replaces its files or redoes its work
-(``superseded_by``, schema 4); it is kept, marked, so old runs' manifests stay true.
+(``superseded_by``, schema 4; field products the same, schema 7); it is kept, marked, so old
+runs' manifests stay true.
 ``None`` hdu/plane are stored as -1 in the key columns because SQL unique constraints
 treat NULLs as distinct.
 """
@@ -319,6 +320,8 @@ field_products = Table(
     Column("attempts", Integer, nullable=False),
     Column("created_at", UtcDateTime, nullable=False),
     Column("updated_at", UtcDateTime, nullable=False),
+    Column("superseded_by", Integer),  # schema 7: the field product that wrote this one's files again
+    Column("superseded_at", UtcDateTime),
     Index("ix_field_products_field_id", "field_id"),
     Index("ix_field_products_run_id", "run_id"),
 )
@@ -332,6 +335,7 @@ field_product_files = Table(
     Column("path", Text, nullable=False),
     Column("sha256", String(64)),
     UniqueConstraint("field_product_id", "kind", name="uq_field_product_files_kind"),
+    Index("ix_field_product_files_path", "path"),  # schema 7: who records a path
 )
 
 reviews = Table(

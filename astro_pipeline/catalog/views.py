@@ -227,6 +227,8 @@ class FieldProductView:
     created_at: datetime
     updated_at: datetime
     files: dict[str, ProductFileView]
+    superseded_by: int | None = None  # the field product that wrote this one's files again (None: current)
+    superseded_at: datetime | None = None
 
     @property
     def channels_text(self) -> str:

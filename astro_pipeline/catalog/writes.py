@@ -13,7 +13,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Table, delete, func, select, update
+from sqlalchemy import Column, Connection, Table, delete, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from astro_pipeline.archives.records import ArchiveRecord, DownloadedFile
@@ -235,15 +235,21 @@ def record_product(conn: Connection, product: Product, *, file_id: int | None = 
 
 def _supersede(conn: Connection, product_id: int, *, redone: int | None, paths: Sequence[str], when: datetime) -> None:
     """Mark superseded by ``product_id`` the row it redid and every current row recording one of ``paths``."""
-    pf, p = t.product_files, t.products
-    ids = {redone} if redone is not None else set()
+    supersede_by_paths(conn, t.products, t.product_files.c.product_id, t.product_files.c.path, product_id,
+                       paths=paths, when=when, also={redone} if redone is not None else set())
+
+
+def supersede_by_paths(conn: Connection, rows: Table, owner: Column[int], path: Column[str], new_id: int, *,
+                       paths: Sequence[str], when: datetime, also: set[int] | None = None) -> None:
+    """Mark superseded by ``new_id`` the current rows of ``rows`` (frame or field products) whose
+    files (``owner``, ``path`` of their files table) record one of ``paths``, and the rows ``also``."""
+    ids = set(also or ())
     for i in range(0, len(paths), 500):
-        ids |= set(conn.execute(select(pf.c.product_id).where(pf.c.path.in_(paths[i:i + 500]),
-                                                              pf.c.product_id != product_id)).scalars())
-    ids.discard(product_id)
+        ids |= set(conn.execute(select(owner).where(path.in_(paths[i:i + 500]), owner != new_id)).scalars())
+    ids.discard(new_id)
     if ids:
-        conn.execute(update(p).where(p.c.id.in_(sorted(ids)), p.c.superseded_by.is_(None))
-                     .values(superseded_by=product_id, superseded_at=when))
+        conn.execute(update(rows).where(rows.c.id.in_(sorted(ids)), rows.c.superseded_by.is_(None))
+                     .values(superseded_by=new_id, superseded_at=when))
 
 
 def record_input(conn: Connection, processed: ProcessedInput, *, run_id: str | None = None,

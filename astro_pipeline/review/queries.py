@@ -158,7 +158,7 @@ class ReviewQueries:
 
     def field_cards(self, *, limit: int = 50) -> list[FieldCard]:
         """The newest field products, each beside its member frames."""
-        products = self.catalog.field_products()
+        products = self.catalog.field_products(current=True)  # a superseded one's files were written again
         return [_field_card(v, self._frame_images(v)) for v in sorted(products, key=lambda v: -v.id)[:limit]]
 
     def _frame_images(self, view: Any) -> dict[int, str | None]:

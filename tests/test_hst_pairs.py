@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -20,11 +21,13 @@ from astro_pipeline.training.hst_pairs import (
     HSTPairs,
     LinearScene,
     add_cosmic_rays,
+    add_point_sources,
     display_to_linear,
     held_in_sample_frames,
     hst_pair,
     load_linear_scene,
 )
+from astro_pipeline.training.source_eval import MoffatPSF, nea_at
 from astro_pipeline.training.sources import FolderSource, collect_items
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -91,6 +94,59 @@ def test_pairs_with_cosmic_rays_keep_them_in_both_images():
                         read_noise=(0.002, 0.002), photons=(1e9, 1e9))
     lr, hr = hst_pair(scene, rng, cfg)
     assert (hr > 0.9).sum() >= 1 and (lr > 0.9).sum() >= 1
+
+
+def test_point_source_flux_is_set_by_its_lr_signal_to_noise():
+    """F = snr x scale^2 x sigma x sqrt(NEA): the science evaluation's optimal S/N in the LR input."""
+    psf = MoffatPSF(fwhm=2.5, beta=3.0)
+    rng = np.random.default_rng(9)
+    img = add_point_sources(np.zeros((512, 512), np.float32), rng, psf=psf, n=1, lr_sigma=0.1, scale=4,
+                            snr_edges=(20.0, 20.0))
+    nea = nea_at(psf, 4, (128, 128), 64.5, 64.5)
+    expected = 20.0 * 16 * 0.1 * math.sqrt(nea)
+    assert float(img.sum()) == pytest.approx(expected, rel=0.15)  # the NEA's sub-pixel phase moves it a little
+    assert (img > 0.01 * img.max()).sum() < 400  # one compact source, not a wash
+
+
+def test_point_source_snr_bins_get_equal_shares():
+    psf = MoffatPSF(fwhm=2.0, beta=3.0)
+    rng = np.random.default_rng(10)
+    peaks = []
+    for _ in range(200):  # one source per image: its total flux is proportional to its S/N
+        peaks.append(float(add_point_sources(np.zeros((96, 96), np.float32), rng, psf=psf, n=1, lr_sigma=1.0, scale=4,
+                                             snr_edges=(3.0, 10.0, 100.0)).sum()))
+    f = np.asarray(peaks)
+    unit = 16 * math.sqrt(nea_at(psf, 4, (128, 128), 64.5, 64.5))
+    faint = ((f / unit) < 10.0).mean()
+    assert 0.35 < faint < 0.65  # half in 3-10 although it is a tenth of the range
+
+
+def test_pairs_with_point_sources_show_them_in_both_images(monkeypatch):
+    import astro_pipeline.training.hst_pairs as hp
+
+    monkeypatch.setattr(hp, "apply_stretch", lambda data, params: data)  # linear units
+    scene = np.zeros((384, 384), np.float32)
+    base = dict(cr_fraction=0.0, psf_fwhm_hr=(0.0, 0.0), read_noise=(0.01, 0.01), photons=(1e12, 1e12),
+                point_per_kpx=(4.0, 4.0), point_snr_edges=(50.0, 100.0))
+    psf = MoffatPSF(fwhm=2.2, beta=3.0)
+    lr0, hr0 = hst_pair(scene, np.random.default_rng(11), HSTPairConfig(**base), psf=psf)
+    lr1, hr1 = hst_pair(scene, np.random.default_rng(11), HSTPairConfig(**base, point_fraction=1.0), psf=psf)
+    assert float(hr0.max()) == 0.0 and float(hr1.max()) > 0.1
+    # 4 per 1000 LR px on 96 x 96 LR px: ~37 sources, each a >= 50 sigma peak in the LR (sigma 0.01)
+    assert (lr0 > 0.1).sum() == 0 and 15 <= (lr1 > 0.1).sum()
+    # every bright LR pixel lies on a source of the HR
+    hr_block_max = hr1.reshape(96, 4, 96, 4).max(axis=(1, 3))
+    assert (hr_block_max[lr1 > 0.1] > 0.1).all()
+
+
+def test_frame_scene_carries_its_fitted_psf(tmp_path):
+    rng = np.random.default_rng(12)
+    psf = MoffatPSF(fwhm=3.0, beta=3.0)
+    xs, ys = rng.uniform(30, 270, 12), rng.uniform(30, 270, 12)
+    keep = [i for i in range(12) if all(np.hypot(xs[i] - xs[j], ys[i] - ys[j]) > 30 for j in range(12) if j != i)]
+    data = 10.0 + rng.normal(0, 0.2, (300, 300)) + psf.render((300, 300), xs[keep], ys[keep], [400.0] * len(keep))
+    sc = load_linear_scene(_write_frame(tmp_path / "stars.fits", data))
+    assert sc.psf is not None and sc.psf.fwhm == pytest.approx(3.0, rel=0.15)
 
 
 def _write_frame(path: Path, data: np.ndarray) -> Path:
@@ -177,6 +233,9 @@ def test_training_with_hst_pairs_grows_from_shallower_weights(tmp_path):
                                   "degrade_fraction": 0.0},
                        init_from=init, hst_frames=[frame])
     assert any("grown from" in n for n in res.notes) and any("frame.fits" in n for n in res.notes)
+    # the default recipe's block-mean term is logged beside the pixel L1
+    rows = [json.loads(line) for line in res.log_path.read_text().splitlines()]
+    assert all(0 < r["block_l1"] < 1 and r["l1"] > 0 for r in rows)
     model, meta = load_weights(res.weights_path)
     assert meta.kwargs["blocks"] == 3 and len(model.body) == 3
     assert math.isfinite(float(model(torch.rand(1, 3, 8, 8)).mean()))

@@ -73,6 +73,9 @@ class DownloadSettings(BaseModel):
     #: one transfer of one file must finish within this (besides the read timeout, which a slow drip
     #: of bytes never trips); past it the transfer stops: a permanent error.
     file_deadline_s: float = Field(default=30 * 60.0, gt=0)
+    #: the most (decoded) bytes of a reply read whole: a query's JSON, a resolver answer, a listing
+    #: page. Past it the reply is refused (a permanent error) and the rest never read.
+    max_reply_bytes: int = Field(default=64 * 1024**2, gt=0)
 
 
 class FieldSettings(BaseModel):

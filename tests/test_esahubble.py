@@ -120,6 +120,18 @@ def test_stalled_list_page_fails_within_the_timeout(replica: ReplicaServer) -> N
 
 
 @pytest.mark.browser
+@pytest.mark.parametrize("length", ["", ":length=none"])
+def test_a_list_page_over_the_reply_cap_fails_naming_it(replica: ReplicaServer, length: str) -> None:
+    replica.state.faults.load(f"oversize:/images/:extra=5000000{length}")
+    settings = _settings(replica.url, timeout_s=FAULT_TIMEOUT_S)
+    settings.download.max_reply_bytes = 1_000_000
+    with pytest.raises(ScrapeError) as err:
+        EsaHubbleClient(settings).list_images()
+    assert err.value.url == f"{replica.url}/images/"
+    assert "over the reply cap of 1,000,000 bytes (download.max_reply_bytes)" in err.value.problem
+
+
+@pytest.mark.browser
 def test_wrong_sha256_and_truncated_downloads_fail(replica: ReplicaServer, tmp_path: Path) -> None:
     replica.state.extra["web_faults"] = WebFaults.parse("esa-bad-sha256:*")
     client = EsaHubbleClient(_settings(replica.url))

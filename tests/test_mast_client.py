@@ -104,6 +104,27 @@ def test_persistent_query_faults_fail_clearly(replica, faults, spec: str, reason
             c.query_region(RA, DEC, 0.05)
 
 
+@pytest.mark.parametrize("spec", [
+    "oversize:/api/v0/invoke:extra=40000000",  # an honest Content-Length over the cap: refused before the body
+    "oversize:/api/v0/invoke:extra=40000000:length=none",  # no length: refused once the cap is read
+    "gzip:/api/v0/invoke:extra=1000000000",  # 1 GB of zeros in 1 MB of gzip: refused as decoded bytes
+])
+def test_a_query_reply_over_the_reply_cap_is_refused_without_retries(replica, faults, spec: str) -> None:  # noqa: F811
+    faults.load(spec)
+    with MastClient(client_settings(replica.url, retries=2, max_reply_bytes=1_000_000)) as c:
+        with pytest.raises(MastError, match=r"over the reply cap of 1,000,000 bytes \(download.max_reply_bytes\)"):
+            c.query_region(RA, DEC, 0.05)
+    assert len(faults.events) == 1  # a permanent refusal: not asked again
+    assert faults.bytes_sent() < 20_000_000  # the rest of the reply was never read
+
+
+def test_resolver_replies_are_capped_too(replica, faults) -> None:  # noqa: F811
+    faults.load("oversize:/Santa-war/query:extra=3000000")
+    with MastClient(client_settings(replica.url, retries=2, max_reply_bytes=1_000_000)) as c:
+        with pytest.raises(MastError, match="over the reply cap"):
+            c.resolve("M101")
+
+
 def test_a_refused_connection_is_called_refused_and_a_slow_reply_a_timeout(replica, faults) -> None:  # noqa: F811
     from astro_pipeline.webserver import free_port
 

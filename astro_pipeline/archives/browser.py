@@ -24,7 +24,7 @@ from urllib.parse import urlsplit
 from astro_pipeline.config import Settings
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
-    from playwright.sync_api import Browser, BrowserContext, ElementHandle, Frame, Page, Playwright
+    from playwright.sync_api import Browser, BrowserContext, ElementHandle, Frame, Page, Playwright, Response
 
 __all__ = [
     "LAUNCH_FLAGS",
@@ -278,6 +278,25 @@ class BrowserSession:
             raise ScrapeError(url, f"navigation failed: {_first_line(exc)}") from exc
         if response is not None and response.status >= 400:
             raise ScrapeError(url, f"HTTP {response.status} {response.status_text}".rstrip())
+        if response is not None:
+            self._check_size(url, response)
+
+    def _check_size(self, url: str, response: Response) -> None:
+        """A page over ``download.max_reply_bytes`` (declared, else as Chromium received it) is a
+        ScrapeError before anything is read from it."""
+        from playwright.sync_api import Error as PlaywrightError
+
+        cap = self.settings.download.max_reply_bytes
+        declared = response.headers.get("content-length", "")
+        size = int(declared) if declared.isdigit() else None
+        if size is None or size <= cap:
+            try:
+                size = len(response.body())
+            except PlaywrightError:  # a body Chromium did not keep (a redirect, a download)
+                return
+        if size > cap:
+            raise ScrapeError(url, f"a page of {size:,} bytes is over the reply cap of {cap:,} bytes "
+                                   "(download.max_reply_bytes)")
 
     def wait_for(
         self, where: Page | Frame, selector: str, *, state: str = "attached", timeout_s: float | None = None,

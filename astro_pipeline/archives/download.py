@@ -65,6 +65,7 @@ __all__ = [
     "HostGate",
     "PermanentDownloadError",
     "PoliteSession",
+    "ReplyTooLarge",
     "TransientDownloadError",
     "VerificationError",
     "backoff_delay",
@@ -235,17 +236,61 @@ def host_gate(cfg: DownloadSettings) -> HostGate:
         return gate
 
 
-class _TimeoutAdapter(HTTPAdapter):
-    """An adapter that applies a default (connect, read) timeout when the caller gives none."""
+class ReplyTooLarge(requests.RequestException):
+    """A reply read whole (a query's JSON, a resolver answer) over ``download.max_reply_bytes``:
+    refused after reading at most the cap, and never retried (the archive would send it again)."""
 
-    def __init__(self, timeout: tuple[float, float], **kwargs: Any) -> None:
+
+_REPLY_CHUNK = 16 * 1024  # raw bytes per read: bounds what one gzip chunk can decode to at once
+
+
+class _TimeoutAdapter(HTTPAdapter):
+    """An adapter that applies a default (connect, read) timeout when the caller gives none, and
+    caps the decoded size of replies read whole (``max_reply_bytes``; streamed reads are the caller's)."""
+
+    def __init__(self, timeout: tuple[float, float], *, max_reply_bytes: int | None = None, **kwargs: Any) -> None:
         self._timeout = timeout
+        self._max_reply_bytes = max_reply_bytes
         super().__init__(**kwargs)
 
     def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:  # type: ignore[override]
         if kwargs.get("timeout") is None:
             kwargs["timeout"] = self._timeout
-        return super().send(request, **kwargs)
+        cap = self._max_reply_bytes
+        if cap is None or kwargs.get("stream"):
+            return super().send(request, **kwargs)
+        kwargs["stream"] = True
+        return _read_capped(super().send(request, **kwargs), cap)
+
+
+def _read_capped(resp: requests.Response, cap: int) -> requests.Response:
+    """``resp`` with its body read (decoded) into ``resp.content``, or ``ReplyTooLarge`` once it passes ``cap``."""
+    def refuse(what: str) -> ReplyTooLarge:
+        resp.close()
+        return ReplyTooLarge(f"{resp.url}: {what} over the reply cap of {cap:,} bytes (download.max_reply_bytes)",
+                             response=resp, request=resp.request)
+
+    declared = _int_or_none(resp.headers.get("Content-Length"))
+    if declared is not None and declared > cap:
+        raise refuse(f"a reply of {declared:,} bytes (Content-Length) is")
+    chunks: list[bytes] = []
+    total = 0
+    try:
+        for chunk in resp.raw.stream(_REPLY_CHUNK, decode_content=True):
+            total += len(chunk)
+            if total > cap:
+                raise refuse("the reply is")
+            chunks.append(chunk)
+    except urllib3.exceptions.ProtocolError as exc:  # as requests' own read maps them
+        raise requests.exceptions.ChunkedEncodingError(exc) from exc
+    except urllib3.exceptions.DecodeError as exc:
+        raise requests.exceptions.ContentDecodingError(exc) from exc
+    except urllib3.exceptions.ReadTimeoutError as exc:
+        raise requests.ConnectionError(exc) from exc
+    resp._content = b"".join(chunks)  # what requests' own non-streamed read would have stored
+    resp._content_consumed = True
+    resp.raw.release_conn()
+    return resp
 
 
 class PoliteSession(requests.Session):
@@ -278,7 +323,7 @@ class PoliteSession(requests.Session):
             respect_retry_after_header=True,
         )
         adapter = _TimeoutAdapter((cfg.connect_timeout_s, cfg.read_timeout_s), max_retries=retry,
-                                  pool_maxsize=max(4, gate.concurrency * 2))
+                                  pool_maxsize=max(4, gate.concurrency * 2), max_reply_bytes=cfg.max_reply_bytes)
         self.mount("http://", adapter)
         self.mount("https://", adapter)
 

@@ -25,7 +25,7 @@ from urllib.parse import quote, urlsplit
 
 import requests
 
-from astro_pipeline.archives.download import Downloader, DownloadError, _TimeoutAdapter, backoff_delay
+from astro_pipeline.archives.download import Downloader, DownloadError, ReplyTooLarge, _TimeoutAdapter, backoff_delay
 from astro_pipeline.archives.records import ArchiveRecord, DownloadedFile
 from astro_pipeline.config import Settings
 
@@ -129,7 +129,7 @@ class MastClient:
         portal.MAST_DOWNLOAD_URL = f"{self.base_url}/api/v0.1/Download/file"
         portal.MAST_BUNDLE_URL = f"{self.base_url}/api/v0.1/Download/bundle"
         cfg = self.settings.download
-        adapter = _TimeoutAdapter((cfg.connect_timeout_s, cfg.read_timeout_s))
+        adapter = _TimeoutAdapter((cfg.connect_timeout_s, cfg.read_timeout_s), max_reply_bytes=cfg.max_reply_bytes)
         obs._session.mount("http://", adapter)
         obs._session.mount("https://", adapter)
         return obs
@@ -156,6 +156,8 @@ class MastClient:
                 last = f"HTTP {code}"
                 if code < 500 and code not in (408, 429):
                     raise MastError(f"{what}: {last} from {self.base_url}") from exc
+            except ReplyTooLarge as exc:  # permanent: the archive would send it again
+                raise MastError(f"{what}: {exc}") from exc
             except NoResultsWarning:  # raised, not warned, where another thread's filters say "error"
                 from astropy.table import Table
 

@@ -513,6 +513,16 @@ def test_a_member_that_cannot_be_aligned_is_left_out_and_the_field_composed_from
         assert catalog.fields()[0].status == "failed" and catalog.field_products()[0].status == "error"
 
 
+def _two_band_products_and_png(tmp: Path) -> tuple[list, Path]:
+    """Two overlapping frames' products (F606W, F814W rotated 30 degrees) and a field PNG under ``tmp/out``."""
+    paths = [_frame(tmp, "f606w", n=80, scale=0.05, filt="F606W"),
+             _frame(tmp, "f814w", n=80, scale=0.05, filt="F814W", orient=30.0)]
+    png = tmp / "out" / "products" / "fields" / "x_rgb.png"
+    png.parent.mkdir(parents=True)
+    png.write_bytes(b"\x89PNG\r\n\x1a\n")
+    return [frame_product(p, run_id="r1") for p in paths], png
+
+
 def test_a_field_product_is_recorded_once_and_the_manifest_gives_it_a_row_with_channels(tmp_path: Path) -> None:
     import pandas as pd
 
@@ -520,12 +530,7 @@ def test_a_field_product_is_recorded_once_and_the_manifest_gives_it_a_row_with_c
     from astro_pipeline.fields.result import FieldFileKind, FieldProduct
     from astro_pipeline.products.types import Operation, ProductFile, ProductStatus
 
-    paths = [_frame(tmp_path, "f606w", n=80, scale=0.05, filt="F606W"),
-             _frame(tmp_path, "f814w", n=80, scale=0.05, filt="F814W", orient=30.0)]
-    products = [frame_product(p, run_id="r1") for p in paths]
-    png = tmp_path / "out" / "products" / "fields" / "x_rgb.png"
-    png.parent.mkdir(parents=True)
-    png.write_bytes(b"\x89PNG\r\n\x1a\n")
+    products, png = _two_band_products_and_png(tmp_path)
     with Catalog.for_output(tmp_path / "out") as cat:
         run = cat.start_run("sweep", {}, run_id="r1")
         for p in products:
@@ -633,12 +638,7 @@ def test_a_field_product_of_a_new_model_version_supersedes_the_one_whose_files_i
     from astro_pipeline.fields.result import FieldFileKind, FieldProduct
     from astro_pipeline.products.types import Operation, ProductFile, ProductStatus
 
-    paths = [_frame(tmp_path, "f606w", n=80, scale=0.05, filt="F606W"),
-             _frame(tmp_path, "f814w", n=80, scale=0.05, filt="F814W", orient=30.0)]
-    products = [frame_product(p, run_id="r1") for p in paths]
-    png = tmp_path / "out" / "products" / "fields" / "x_rgb.png"
-    png.parent.mkdir(parents=True)
-    png.write_bytes(b"\x89PNG\r\n\x1a\n")
+    products, png = _two_band_products_and_png(tmp_path)
 
     def product(key: str, run: str, version: str, sha: str) -> FieldProduct:
         return FieldProduct(key=key, field_key=plan.key, field_name=plan.name, run_id=run, operation=Operation.ENHANCE,

@@ -200,6 +200,20 @@ def test_held_out_frames_are_named_for_training():
     assert not se.is_held_out("petrofit__abell_2744_dwarf_galaxy_f105w.fits.gz")
 
 
+def test_dev_frames_are_real_frames_the_evaluation_and_training_never_use():
+    assert all(not se.is_held_out(rel) for rel in se.DEV_REAL_FRAMES)
+    assert not set(se.DEV_REAL_FRAMES) & set(se.DEFAULT_REAL_FRAMES)
+    base = shared_dir() / "data" / "fits"
+    if not all((base / rel).is_file() for rel in se.DEV_REAL_FRAMES):
+        pytest.skip(f"shared dev frames absent under {base}")
+    notes: list[str] = []
+    frames = se.dev_frames(notes=notes, max_size=256)
+    assert [f.name for f in frames][:2] == ["HorseHead", "M51"] and not notes
+    assert all(f.data.shape[0] % 4 == 0 and f.sigma > 0 for f in frames)
+    missing: list[str] = []
+    assert se.dev_frames(shared=base / "nowhere", notes=missing) == [] and len(missing) == len(se.DEV_REAL_FRAMES)
+
+
 def test_real_frame_loads_with_its_pixel_scale():
     path = shared_dir() / "data" / "fits" / se.DEFAULT_REAL_FRAMES[0]
     if not path.is_file():
@@ -300,3 +314,24 @@ def test_cli_evaluate_writes_the_source_section_and_records_the_card(tmp_path):
     res = CliRunner().invoke(app, ["evaluate", "--output", str(out), "--rerender"], env={"ASTRO_PIPELINE_WEIGHTS_DIR": str(wdir)})
     assert res.exit_code == 0, res.output
     assert (out / "report.md").read_text() == report
+
+
+def test_cli_source_level_on_dev_frames_is_labelled_and_never_recorded(tmp_path):
+    from typer.testing import CliRunner
+
+    from astro_pipeline.cli import app
+    from astro_pipeline.cli.train_cmd import _source_level
+
+    res = CliRunner().invoke(app, ["evaluate", "--output", str(tmp_path / "e"), "--dev-frames", "--record-cards"])
+    assert res.exit_code == 2 and "never recorded in the cards" in res.output
+    base = shared_dir() / "data" / "fits"
+    if not all((base / rel).is_file() for rel in se.DEV_REAL_FRAMES):
+        pytest.skip(f"shared dev frames absent under {base}")
+    wdir = tmp_path / "w"
+    model, meta = random_weights("superres", tiny=True, seed=0)
+    save_weights(model, wdir / "tiny.safetensors", meta)
+    summary = _source_level({"tiny": str(wdir / "tiny.safetensors")}, tmp_path / "dev", realisations=1,
+                            record_cards=False, dev=True)
+    names = {f["name"] for f in summary["frames"]}
+    assert "HorseHead" in names and not any(se.is_held_out(f["origin"]) for f in summary["frames"])
+    assert (tmp_path / "dev" / "sources.md").is_file()

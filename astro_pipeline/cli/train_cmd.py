@@ -181,6 +181,7 @@ def evaluate_cmd(
     sources: bool = typer.Option(True, "--sources/--no-sources", help="Source-level SR evaluation (injected point sources) and the science gate."),
     realisations: int | None = typer.Option(None, "--realisations", min=1, help="Source-level realisations (default: the fixed protocol's 5)."),
     record_cards: bool = typer.Option(False, "--record-cards/--no-record-cards", help="Write the science-gate verdict into weights/<model>.md of the evaluated weights names."),
+    dev_frames: bool = typer.Option(False, "--dev-frames", help="Source level on the dev frames (source_eval.DEV_REAL_FRAMES: for tuning a recipe) instead of the fixed held-out ones; never recorded in cards."),
 ) -> None:
     """Evaluate models against baselines on held-out releases and write the report."""
     import time
@@ -194,6 +195,9 @@ def evaluate_cmd(
 
     if threads:
         torch.set_num_threads(threads)
+    if dev_frames and record_cards:
+        console.print("[red]error:[/red] --dev-frames results are for tuning; they are never recorded in the cards (drop --record-cards)")
+        raise typer.Exit(2)
     log_dirs = {}
     if logs is not None:
         log_dirs = {m: logs / m for m in ("colorizer", "superres", "superres-gan") if (logs / m / "log.jsonl").is_file()}
@@ -219,7 +223,8 @@ def evaluate_cmd(
             if not sr_models:
                 console.print("[red]error:[/red] --sources-only needs --superres and/or --superres-gan weights")
                 raise typer.Exit(2)
-            report.sources = _source_level(sr_models, output, realisations=realisations, record_cards=record_cards)
+            report.sources = _source_level(sr_models, output, realisations=realisations, record_cards=record_cards,
+                                           dev=dev_frames)
         write_report(report, output)
         console.print(f"report: {output / 'report.md'} ({'source level added' if sources_only else 're-rendered'} from report.json)")
         return
@@ -250,14 +255,17 @@ def evaluate_cmd(
     if sources and sr_models:
         from astro_pipeline.training.report import write_report
 
-        report.sources = _source_level(sr_models, output, realisations=realisations, record_cards=record_cards)
+        report.sources = _source_level(sr_models, output, realisations=realisations, record_cards=record_cards,
+                                       dev=dev_frames)
         write_report(report, output)  # the report again, with its source-level section
     console.print(f"report: {output / 'report.md'} ({(time.perf_counter() - t0) / 60:.1f} min)")
 
 
-def _source_level(models: dict[str, str], output: Path, *, realisations: int | None, record_cards: bool) -> dict[str, Any]:
+def _source_level(models: dict[str, str], output: Path, *, realisations: int | None, record_cards: bool,
+                  dev: bool = False) -> dict[str, Any]:
     """Source-level evaluation of the SR weights and the science gate: ``sources.md/csv`` and the
-    figure under ``output`` (and the cards); returns the summary the report's section is made from."""
+    figure under ``output`` (and the cards); returns the summary the report's section is made from.
+    ``dev``: on the dev frames (tuning), not the fixed ones."""
     import dataclasses
 
     from astro_pipeline.cli._common import console
@@ -267,13 +275,18 @@ def _source_level(models: dict[str, str], output: Path, *, realisations: int | N
 
     cfg = se.SourceEvalConfig() if realisations is None else dataclasses.replace(se.SourceEvalConfig(), realisations=realisations)
     settings = get_settings()
-    rep = se.evaluate_sources(models, config=cfg, cache_dir=settings.cache_dir, weights_dir=settings.weights_dir)
+    notes: list[str] = []
+    frames = se.dev_frames(scale=cfg.scale, notes=notes) if dev else None
+    for note in notes:
+        console.print(note)
+    rep = se.evaluate_sources(models, frames=frames, config=cfg, cache_dir=settings.cache_dir,
+                              weights_dir=settings.weights_dir, notes=notes)
     verdicts = {n: science_gate(rep.metrics_for(n)) for n in models}
     files = se.write_source_report(rep, output, verdicts=verdicts)
     for n, v in verdicts.items():
         s = rep.summary(n)
         console.print(f"sources {n:13s} false/arcmin2 {s['false_per_arcmin2']:.1f} (bicubic {rep.summary('bicubic')['false_per_arcmin2']:.1f})"
-                      f"  flux ratio {s['flux_ratio_median']:.3f}  -> {v.summary()}")
+                      f"  flux ratio {s['flux_ratio_median']:.3f}  -> {v.summary()}" + ("  (dev frames: not the gate)" if dev else ""))
         card = Path(settings.weights_dir) / f"{n}.md"
         if record_cards and models[n] == n:  # a weights name, not a path: its card is the shipped one
             record_science_gate(card, n, rep.metrics_for(n))

@@ -72,7 +72,9 @@ __all__ = [
     "as_sr_function",
     "block_mean",
     "candidate_source_metrics",
+    "DEV_REAL_FRAMES",
     "default_frames",
+    "dev_frames",
     "nea_at",
     "degrade",
     "detect",
@@ -103,6 +105,16 @@ DEFAULT_REAL_FRAMES: tuple[str, ...] = (
     "hst/trilogy__hst_mos_1020228_wfc3_uvis_f606w_drz_cutout_20asec.fits",
     "hst/trilogy__hst_mos_1020228_wfc3_uvis_f814w_drz_cutout_20asec.fits",
     "hst/petrofit__abell_2744_cd_galaxy_f105w.fits.gz",
+)
+
+#: Frames a recipe may be tuned on with these measures: real frames of ``shared/data/fits`` that
+#: neither the evaluation nor training uses (two ground-based frames; two Abell 2744 cutouts whose
+#: footprints lie apart from the held-out cD galaxy's).
+DEV_REAL_FRAMES: tuple[str, ...] = (
+    "other/astropydata__HorseHead.fits",
+    "other/photutilsds__M51.fits",
+    "hst/petrofit__abell_2744_spiral_galaxy_f105w.fits.gz",
+    "hst/petrofit__abell_2744_group_of_galaxies_f105w.fits.gz",
 )
 
 #: Approximate PSF FWHM in arcsec by (instrument, detector), used when too few isolated stars fit.
@@ -396,6 +408,26 @@ def default_frames(*, cache_dir: str | Path | None = None, sample_root: str | Pa
         group = next(pref for pref in HELD_OUT_REAL_PREFIXES if p.name.startswith(pref)).rstrip("_")
         frames.append(load_frame(p, name=p.name.split("__", 1)[-1].split(".fits")[0], group=group, scale=scale,
                                  max_size=max_size))
+    return frames
+
+
+def dev_frames(*, shared: str | Path | None = None, scale: int = 4, max_size: int | None = 512,
+               notes: list[str] | None = None) -> list[EvalFrame]:
+    """The dev frames (:data:`DEV_REAL_FRAMES` that are present): where a recipe is tuned against
+    completeness, false detections and flux, so the fixed frames stay unseen until the gate."""
+    from astro_pipeline.config import shared_dir
+
+    notes = notes if notes is not None else []
+    base = Path(shared) if shared else shared_dir() / "data" / "fits"
+    frames: list[EvalFrame] = []
+    for rel in DEV_REAL_FRAMES:
+        p = base / rel
+        if is_held_out(p):
+            raise ValueError(f"dev frame {rel} is one the evaluation holds out")
+        if not p.is_file():
+            notes.append(f"dev frame {rel} absent under {base}; skipped")
+            continue
+        frames.append(load_frame(p, name=p.name.split("__", 1)[-1].split(".fits")[0], scale=scale, max_size=max_size))
     return frames
 
 

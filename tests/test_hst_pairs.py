@@ -239,3 +239,16 @@ def test_training_with_hst_pairs_grows_from_shallower_weights(tmp_path):
     model, meta = load_weights(res.weights_path)
     assert meta.kwargs["blocks"] == 3 and len(model.body) == 3
     assert math.isfinite(float(model(torch.rand(1, 3, 8, 8)).mean()))
+
+
+def test_the_block_mean_term_can_be_a_mean_squared_error_and_a_wrong_name_is_refused(tmp_path):
+    from astro_pipeline.training.loop import run_training
+
+    folder = make_folder(tmp_path / "imgs", size=128)
+    over = {**TINY_SR, "hst_fraction": 0.0, "degrade_fraction": 0.0, "lambda_block": 50.0, "block_loss": "mse"}
+    res = run_training(model="superres", steps=2, sources=[f"folder:{folder}"], output_dir=tmp_path / "run", overrides=over)
+    rows = [json.loads(line) for line in res.log_path.read_text().splitlines()]
+    assert all(0 < r["block_mse"] < r["l1"] for r in rows) and not any("block_l1" in r for r in rows)
+    with pytest.raises(ValueError, match="block_loss must be l1 or mse"):
+        run_training(model="superres", steps=1, sources=[f"folder:{folder}"], output_dir=tmp_path / "run2",
+                     overrides={**over, "block_loss": "huber"})

@@ -344,6 +344,10 @@ def _make_step(
         scaler.step(opt)
         scaler.update()
 
+    block_fn = {"l1": F.l1_loss, "mse": F.mse_loss}.get(recipe.block_loss)
+    if block_fn is None:
+        raise ValueError(f"block_loss must be l1 or mse, got {recipe.block_loss!r}")
+
     def _pool(x: torch.Tensor) -> torch.Tensor:
         return F.avg_pool2d(x, recipe.disc_scale) if recipe.disc_scale > 1 else x
 
@@ -371,14 +375,14 @@ def _make_step(
             pix = F.l1_loss(sr, hr)
             if recipe.lambda_block > 0:
                 s = int(recipe.arch_kwargs.get("scale", 4))
-                block = F.l1_loss(F.avg_pool2d(sr, s), F.avg_pool2d(hr, s))
+                block = block_fn(F.avg_pool2d(sr, s), F.avg_pool2d(hr, s))
                 loss = pix + recipe.lambda_block * block
             else:
                 loss = pix
         _opt_step(loss, opt_g)
         out = {"l1": pix.item()}
         if recipe.lambda_block > 0:
-            out["block_l1"] = block.item()
+            out[f"block_{recipe.block_loss}"] = block.item()
         return out
 
     def srgan(lr: torch.Tensor, hr: torch.Tensor) -> dict[str, float]:

@@ -35,7 +35,8 @@ class Recipe:
     degrade_fraction: float = 0.0
     hst_fraction: float = 0.0  # SR: share of each batch that are HST-like pairs (training.hst_pairs)
     hst_config: dict[str, Any] = field(default_factory=dict)  # SR: HSTPairConfig fields that differ from its defaults
-    lambda_block: float = 0.0  # SR L1 phase: L1 of the scale x scale block means of output and truth (flux kept)
+    lambda_block: float = 0.0  # SR L1 phase: weight of a loss on the scale x scale block means of output and truth
+    block_loss: str = "l1"  # l1 (a median: faint flux is biased low where unsure) | mse (a mean: unbiased in expectation)
     disc_scale: int = 1  # pix2pix: the PatchGAN sees (L, ab) average-pooled by this factor
     ema: float = 0.0  # exponential moving average of generator weights (0 = off); EMA weights ship
     decay_from: float = 0.8  # LR decays linearly to 0 from this fraction of the planned steps

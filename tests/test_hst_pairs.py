@@ -21,6 +21,7 @@ from astro_pipeline.training.hst_pairs import (
     HSTPairs,
     LinearScene,
     add_cosmic_rays,
+    add_glow,
     add_point_sources,
     display_to_linear,
     held_in_sample_frames,
@@ -252,3 +253,24 @@ def test_the_block_mean_term_can_be_a_mean_squared_error_and_a_wrong_name_is_ref
     with pytest.raises(ValueError, match="block_loss must be l1 or mse"):
         run_training(model="superres", steps=1, sources=[f"folder:{folder}"], output_dir=tmp_path / "run2",
                      overrides={**over, "block_loss": "huber"})
+
+
+def test_a_glow_widens_the_zscale_range_to_tens_of_sky_sigma(monkeypatch):
+    """Pairs with a broad bright glow are shown on a stretch many sky sigma wide (as frames with bright
+    extended emission are), so faint structure is a small display step; without it, a few sigma."""
+    import astro_pipeline.training.hst_pairs as hp
+
+    seen: list[StretchParams] = []
+    real = hp.compute_stretch
+    monkeypatch.setattr(hp, "compute_stretch", lambda frame, method: seen.append(real(frame, method)) or seen[-1])
+    base = dict(cr_fraction=0.0, read_noise=(0.01, 0.01), photons=(1e12, 1e12))
+    rng = np.random.default_rng(13)
+    widths = {}
+    for glow in (0.0, 1.0):
+        seen.clear()
+        for _ in range(8):
+            hst_pair(np.full((384, 384), 0.02, np.float32), rng, HSTPairConfig(**base, glow_fraction=glow))
+        widths[glow] = float(np.median([(p.vmax - p.vmin) / 0.01 for p in seen]))
+    assert widths[0.0] < 10 and widths[1.0] > 20
+    img = add_glow(np.zeros((256, 256), np.float32), rng, lr_sigma=0.5, snr=(40.0, 40.0), fwhm=(100.0, 100.0))
+    assert float(img.max()) == pytest.approx(20.0, rel=0.05) and float(img.min()) >= 0

@@ -40,6 +40,7 @@ __all__ = [
     "LinearScene",
     "HSTPairs",
     "add_cosmic_rays",
+    "add_glow",
     "add_point_sources",
     "display_to_linear",
     "held_in_sample_frames",
@@ -67,6 +68,9 @@ class HSTPairConfig:
     point_snr_edges: tuple[float, ...] = (3.0, 5.0, 10.0, 20.0, 50.0, 100.0)  # LR optimal S/N bins, equal counts
     point_fwhm_hr: tuple[float, float] = (1.5, 4.0)  # Moffat FWHM for ESA scenes, HR px
     point_beta: tuple[float, float] = (2.0, 4.5)  # Moffat beta for ESA scenes
+    glow_fraction: float = 0.0  # share of pairs with a broad bright glow (widens the ZScale range many sky sigma)
+    glow_snr: tuple[float, float] = (10.0, 300.0)  # glow peak in LR sky sigma, log-uniform
+    glow_fwhm_hr: tuple[float, float] = (64.0, 400.0)  # glow FWHM, HR px
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -110,6 +114,19 @@ def add_cosmic_rays(image: np.ndarray, rng: np.random.Generator, *, n: int, lr_s
     return out
 
 
+def add_glow(image: np.ndarray, rng: np.random.Generator, *, lr_sigma: float, snr: tuple[float, float],
+             fwhm: tuple[float, float]) -> np.ndarray:
+    """A broad Gaussian glow (nebula, galaxy halo) peaking at ``snr`` x ``lr_sigma`` somewhere in the
+    image: the sweep's ZScale range then spans tens of sky sigma, so faint sources and wings are small
+    steps in display units, as in frames with bright extended emission."""
+    h, w = image.shape
+    y0, x0 = rng.uniform(0, h), rng.uniform(0, w)
+    sig = float(rng.uniform(*fwhm)) / 2.3548
+    yy, xx = np.ogrid[:h, :w]
+    glow = np.exp(-((yy - y0) ** 2 + (xx - x0) ** 2) / (2 * sig * sig))
+    return (image + _log_uniform(rng, *snr) * lr_sigma * glow).astype(np.float32)
+
+
 def add_point_sources(image: np.ndarray, rng: np.random.Generator, *, psf: MoffatPSF, n: int, lr_sigma: float,
                       scale: int, snr_edges: tuple[float, ...]) -> np.ndarray:
     """``n`` point sources of ``psf`` at random sub-pixel positions, their fluxes log-uniform in a
@@ -148,6 +165,8 @@ def hst_pair(region: np.ndarray, rng: np.random.Generator, cfg: HSTPairConfig, *
     else:
         lr_sigma = float(frame_sigma) * rng.uniform(*cfg.frame_sigma)
         photons = 0.0  # the frame already carries its own shot noise
+    if cfg.glow_fraction > 0 and rng.random() < cfg.glow_fraction:
+        hr = add_glow(hr, rng, lr_sigma=lr_sigma, snr=cfg.glow_snr, fwhm=cfg.glow_fwhm_hr)
     if rng.random() < cfg.cr_fraction:
         rate = rng.uniform(*cfg.cr_per_kpx) / 1000.0
         n = int(rng.poisson(rate * hr.size / (s * s)))

@@ -282,14 +282,14 @@ class BrowserSession:
             self._check_size(url, response)
 
     def _check_size(self, url: str, response: Response) -> None:
-        """A page over ``download.max_reply_bytes`` (declared, else as Chromium received it) is a
-        ScrapeError before anything is read from it."""
+        """A page over ``download.max_reply_bytes`` (its Content-Length, else the body Chromium
+        received) is a ScrapeError before anything is read from it."""
         from playwright.sync_api import Error as PlaywrightError
 
         cap = self.settings.download.max_reply_bytes
         declared = response.headers.get("content-length", "")
         size = int(declared) if declared.isdigit() else None
-        if size is None or size <= cap:
+        if size is None:  # no length declared: ask Chromium what it received (one more copy, only then)
             try:
                 size = len(response.body())
             except PlaywrightError:  # a body Chromium did not keep (a redirect, a download)

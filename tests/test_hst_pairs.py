@@ -26,6 +26,7 @@ from astro_pipeline.training.hst_pairs import (
     display_to_linear,
     held_in_sample_frames,
     hst_pair,
+    keep_block_noise,
     load_linear_scene,
 )
 from astro_pipeline.training.source_eval import MoffatPSF, nea_at
@@ -274,3 +275,30 @@ def test_a_glow_widens_the_zscale_range_to_tens_of_sky_sigma(monkeypatch):
     assert widths[0.0] < 10 and widths[1.0] > 20
     img = add_glow(np.zeros((256, 256), np.float32), rng, lr_sigma=0.5, snr=(40.0, 40.0), fwhm=(100.0, 100.0))
     assert float(img.max()) == pytest.approx(20.0, rel=0.05) and float(img.min()) >= 0
+
+
+def test_a_noise_keeping_target_has_the_inputs_block_means_and_smooth_noise(monkeypatch):
+    """With ``keep_noise_fraction`` the target is the scene plus the input's noise, upsampled so that each
+    4x4 block mean is the noisy input pixel (linear units): a model trained on it cannot learn to pull a
+    faint source to the sky. Without it the target is the noise-free scene."""
+    import astro_pipeline.training.hst_pairs as hp
+
+    fixed = StretchParams(method="zscale+asinh", vmin=-0.05, vmax=0.3, asinh_a=0.1)
+    monkeypatch.setattr(hp, "compute_stretch", lambda frame, method: fixed)
+    scene = np.full((128, 128), 0.02, np.float32)
+    scene = add_point_sources(scene, np.random.default_rng(1), psf=MoffatPSF(fwhm=2.5, beta=3.0), n=6, lr_sigma=0.01,
+                              scale=4, snr_edges=(3.0, 5.0))
+    base = dict(cr_fraction=0.0, psf_fwhm_hr=(0.0, 0.0), read_noise=(0.01, 0.01), photons=(1e12, 1e12))
+    lr, hr = hst_pair(scene, np.random.default_rng(5), HSTPairConfig(**base, keep_noise_fraction=1.0))
+    lr0, hr0 = hst_pair(scene, np.random.default_rng(5), HSTPairConfig(**base))
+    np.testing.assert_allclose(lr, lr0)  # the input is the same draw either way
+    lin = fixed.vmin + (fixed.vmax - fixed.vmin) * display_to_linear(hr)  # display -> linear on [vmin, vmax]
+    lr_lin = fixed.vmin + (fixed.vmax - fixed.vmin) * display_to_linear(lr)
+    np.testing.assert_allclose(lin.reshape(32, 4, 32, 4).mean(axis=(1, 3)), lr_lin, atol=2e-4)
+    assert not np.allclose(hr, hr0, atol=1e-3)  # the default target stays noise-free
+    np.testing.assert_allclose(hr0, np.clip(apply_stretch(scene, fixed), 0, 1), atol=1e-5)
+    # the kept noise is smooth (bicubic back-projection): block edges step about as a bicubic upsampling does, not 4x4 tiles
+    k = keep_block_noise(np.zeros((64, 64), np.float32), np.random.default_rng(2).normal(0, 1, (16, 16)).astype(np.float32), 4)
+    np.testing.assert_allclose(k.reshape(16, 4, 16, 4).mean(axis=(1, 3)), np.random.default_rng(2).normal(0, 1, (16, 16)), atol=1e-5)
+    steps = np.abs(np.diff(k, axis=1))
+    assert steps[:, 3::4].mean() < 2.0 * np.delete(steps, np.s_[3::4], axis=1).mean()

@@ -45,6 +45,7 @@ __all__ = [
     "display_to_linear",
     "held_in_sample_frames",
     "hst_pair",
+    "keep_block_noise",
     "load_linear_scene",
 ]
 
@@ -71,6 +72,7 @@ class HSTPairConfig:
     glow_fraction: float = 0.0  # share of pairs with a broad bright glow (widens the ZScale range many sky sigma)
     glow_snr: tuple[float, float] = (10.0, 300.0)  # glow peak in LR sky sigma, log-uniform
     glow_fwhm_hr: tuple[float, float] = (64.0, 400.0)  # glow FWHM, HR px
+    keep_noise_fraction: float = 0.0  # share of pairs whose target keeps the input's noise at the block scale
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -143,6 +145,24 @@ def add_point_sources(image: np.ndarray, rng: np.random.Generator, *, psf: Moffa
     return (image + psf.render(image.shape, xs, ys, flux, oversample=3)).astype(np.float32)
 
 
+def keep_block_noise(hr: np.ndarray, lr: np.ndarray, scale: int) -> np.ndarray:
+    """``hr`` plus the input's noise, upsampled so that every ``scale x scale`` block mean equals ``lr``
+    (linear units): iterated bicubic back-projection of the residual, then an exact per-block shift.
+    A model trained on such targets adds detail without denoising, so faint sources keep their flux
+    and the output stays consistent with its input (a noise-free target teaches a denoiser, which
+    pulls faint sources towards the sky)."""
+    import torch
+    from torch.nn import functional as F
+
+    resid = np.asarray(lr, np.float32) - block_mean(hr, scale).astype(np.float32)
+    up = np.zeros(hr.shape, np.float32)
+    for _ in range(4):  # each pass removes most of the block-mean error bicubic leaves
+        err = torch.from_numpy(np.ascontiguousarray(resid - block_mean(up, scale).astype(np.float32)))[None, None]
+        up += F.interpolate(err, scale_factor=scale, mode="bicubic", align_corners=False)[0, 0].numpy()
+    fix = resid - block_mean(up, scale).astype(np.float32)
+    return (hr + up + np.repeat(np.repeat(fix, scale, axis=0), scale, axis=1)).astype(np.float32)
+
+
 def hst_pair(region: np.ndarray, rng: np.random.Generator, cfg: HSTPairConfig, *,
              frame_sigma: float | None = None, psf: MoffatPSF | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(LR display (h, w), HR display (4h, 4w)) float32 in [0, 1] from a finite linear ``region``.
@@ -185,6 +205,8 @@ def hst_pair(region: np.ndarray, rng: np.random.Generator, cfg: HSTPairConfig, *
         have = float(frame_sigma) / s  # block-averaging white noise divides its sigma by the scale
         add = math.sqrt(max(lr_sigma**2 - have**2, 0.0))
         lr = lr + rng.standard_normal(lr.shape, dtype=np.float32) * np.float32(add)
+    if cfg.keep_noise_fraction > 0 and rng.random() < cfg.keep_noise_fraction:
+        hr = keep_block_noise(hr, lr, s)
     frame = Frame(data=lr, mask=np.ones(lr.shape, bool), source_path=Path("hst-pair"), source_sha256="", format="fits")
     params = compute_stretch(frame, "zscale+asinh")
     lr_disp = np.clip(apply_stretch(lr, params), 0.0, 1.0).astype(np.float32)

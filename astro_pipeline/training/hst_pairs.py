@@ -154,13 +154,13 @@ def keep_block_noise(hr: np.ndarray, lr: np.ndarray, scale: int) -> np.ndarray:
     import torch
     from torch.nn import functional as F
 
-    resid = np.asarray(lr, np.float32) - block_mean(hr, scale).astype(np.float32)
-    up = np.zeros(hr.shape, np.float32)
+    from astro_pipeline.models.superres import flux_conserving
+
+    x = torch.from_numpy(np.ascontiguousarray(hr, dtype=np.float32))[None, None]
+    y = torch.from_numpy(np.ascontiguousarray(lr, dtype=np.float32))[None, None]
     for _ in range(4):  # each pass removes most of the block-mean error bicubic leaves
-        err = torch.from_numpy(np.ascontiguousarray(resid - block_mean(up, scale).astype(np.float32)))[None, None]
-        up += F.interpolate(err, scale_factor=scale, mode="bicubic", align_corners=False)[0, 0].numpy()
-    fix = resid - block_mean(up, scale).astype(np.float32)
-    return (hr + up + np.repeat(np.repeat(fix, scale, axis=0), scale, axis=1)).astype(np.float32)
+        x = x + F.interpolate(y - F.avg_pool2d(x, scale), scale_factor=scale, mode="bicubic", align_corners=False)
+    return flux_conserving(x, y, scale)[0, 0].numpy().astype(np.float32)
 
 
 def hst_pair(region: np.ndarray, rng: np.random.Generator, cfg: HSTPairConfig, *,

@@ -243,6 +243,29 @@ def test_training_with_hst_pairs_grows_from_shallower_weights(tmp_path):
     assert math.isfinite(float(model(torch.rand(1, 3, 8, 8)).mean()))
 
 
+def test_a_warm_start_may_change_parameter_free_settings_only(tmp_path):
+    """Weights of the same architecture start a recipe that sets a share of back-projection (no
+    parameters) as they are; a different width is still refused."""
+    from astro_pipeline.models.registry import WeightsMeta, load_weights, save_weights
+    from astro_pipeline.training.loop import run_training
+
+    folder = make_folder(tmp_path / "imgs", size=128)
+    kw = {"channels": 4, "blocks": 1, "scale": 4}
+    init = save_weights(SRResNet(**kw), tmp_path / "init.safetensors", WeightsMeta(
+        name="superres", version="t-1", arch="SRResNet", kwargs=kw, task="superres", color_space="srgb", tile_size=16,
+        scale=4, training_data_hash="x", steps=3, metrics={}, extra={}))
+    over = {**TINY_SR, "arch_kwargs": {**kw, "back_project": 0.25}, "hst_fraction": 0.0, "degrade_fraction": 0.0}
+    res = run_training(model="superres", steps=1, sources=[f"folder:{folder}"], output_dir=tmp_path / "run",
+                       overrides=over, init_from=init)
+    note = next(n for n in res.notes if n.startswith("initialised from"))
+    assert "back_project 0.25" in note and not any("grown from" in n for n in res.notes)
+    model, meta = load_weights(res.weights_path)
+    assert meta.kwargs["back_project"] == 0.25 and model.back_project == 0.25
+    with pytest.raises(ValueError, match="cannot grow"):
+        run_training(model="superres", steps=1, sources=[f"folder:{folder}"], output_dir=tmp_path / "run2",
+                     overrides={**over, "arch_kwargs": {"channels": 8, "blocks": 1, "scale": 4}}, init_from=init)
+
+
 def test_the_block_mean_term_can_be_a_mean_squared_error_and_a_wrong_name_is_refused(tmp_path):
     from astro_pipeline.training.loop import run_training
 

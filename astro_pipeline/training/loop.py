@@ -13,7 +13,7 @@ import datetime as _dt
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -138,7 +138,7 @@ def run_training(
     if recipe.phase == "srgan":
         init_path = Path(init_from) if init_from else _default_init_weights(output_dir)
         init_model, init_meta = load_weights(init_path)
-        if init_meta.arch != recipe.arch or init_meta.kwargs != recipe.arch_kwargs:
+        if init_meta.arch != recipe.arch or _with_parameters(init_meta.kwargs) != _with_parameters(recipe.arch_kwargs):
             raise ValueError(f"{init_path}: SRGAN init weights are {init_meta.arch}({init_meta.kwargs}), recipe wants {recipe.arch}({recipe.arch_kwargs})")
         gen.load_state_dict(init_model.state_dict())
         notes.append(f"initialised from {init_path} ({init_meta.steps} L1 steps)")
@@ -302,15 +302,26 @@ def _hst_pairs(recipe: Recipe, cache_dir: Path, notes: list[str], paths: list[Pa
     return _HSTSetup(frames=frames, config=cfg, hashed={"config": cfg.to_dict(), "frames": sorted(p.name for p in paths)})
 
 
+#: Architecture settings that hold no parameters: weights trained without them start a recipe that sets them.
+PARAMETER_FREE_KWARGS = ("back_project",)
+
+
+def _with_parameters(kwargs: Mapping[str, object]) -> dict[str, object]:
+    return {k: v for k, v in kwargs.items() if k not in PARAMETER_FREE_KWARGS}
+
+
 def _warm_start(gen: nn.Module, recipe: Recipe, init_path: Path) -> str:
     """Load trained weights into a fresh generator: the same architecture, or an SRResNet grown
     from a shallower one (extra blocks start as the identity)."""
     from astro_pipeline.models.superres import SRResNet, grow_srresnet
 
     init_model, init_meta = load_weights(init_path)
-    if init_meta.arch == recipe.arch and init_meta.kwargs == recipe.arch_kwargs:
+    if init_meta.arch == recipe.arch and _with_parameters(init_meta.kwargs) == _with_parameters(recipe.arch_kwargs):
         gen.load_state_dict(init_model.state_dict())
-        return f"initialised from {init_path} ({init_meta.version}, {init_meta.steps} steps)"
+        changed = [f"{k} {recipe.arch_kwargs.get(k)}" for k in PARAMETER_FREE_KWARGS
+                   if init_meta.kwargs.get(k) != recipe.arch_kwargs.get(k)]
+        return (f"initialised from {init_path} ({init_meta.version}, {init_meta.steps} steps)"
+                + (f"; {', '.join(changed)} set by the recipe" if changed else ""))
     if isinstance(gen, SRResNet) and isinstance(init_model, SRResNet):
         grow_srresnet(gen, init_model)
         return (f"grown from {init_path} ({init_meta.version}: {init_meta.arch}{init_meta.kwargs}, {init_meta.steps} steps)"

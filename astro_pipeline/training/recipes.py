@@ -66,11 +66,16 @@ RECIPES: dict[str, Recipe] = {
     # read noise, the sweep's ZScale + asinh stretch), 2/16 degraded colour crops (blur, noise, JPEG).
     # Three in four HST-like pairs carry injected PSF point sources at LR S/N 3-100, and a block-mean
     # L1 term (weight 0.5) holds the output's 4x block means to the truth's, so flux is kept.
+    # The HST-like targets keep their input's noise at the block scale (keep_noise_fraction: a
+    # noise-free target teaches a denoiser, which pulls faint sources towards the sky), and a quarter
+    # of the low-resolution residual is back-projected into the output (back_project 0.25, chosen on
+    # training-release dev crops: degraded LR consistency below the 32 x 8's at no loss of degraded PSNR).
     "superres": Recipe(
         model="superres", task="superres", phase="l1", arch="SRResNet",
-        arch_kwargs={"channels": 32, "blocks": 16, "scale": 4},
+        arch_kwargs={"channels": 32, "blocks": 16, "scale": 4, "back_project": 0.25},
         crop=96, tile_size=64, batch_size=16, lr=2e-4, betas=(0.9, 0.99),
-        lambda_l1=1.0, degrade_fraction=0.125, hst_fraction=0.375, hst_config={"point_fraction": 0.75},
+        lambda_l1=1.0, degrade_fraction=0.125, hst_fraction=0.375,
+        hst_config={"point_fraction": 0.75, "keep_noise_fraction": 1.0},
         lambda_block=0.5, ema=0.999, decay_from=0.5, checkpoint_every=100, log_every=25,
     ),
     # SRGAN fine-tune from the L1 model: VGG16 perceptual (mean feature L1 at relu1_2, relu2_2 and

@@ -266,6 +266,25 @@ def test_a_warm_start_may_change_parameter_free_settings_only(tmp_path):
                      overrides={**over, "arch_kwargs": {"channels": 8, "blocks": 1, "scale": 4}}, init_from=init)
 
 
+def test_the_shipped_back_projection_share_is_set_after_training(tmp_path):
+    """A back-projection share the network trains with is learned away (it pre-compensates), so the
+    recipe's ``shipped_back_project`` is written into the candidate only: training runs without it."""
+    from astro_pipeline.models.registry import load_weights
+    from astro_pipeline.training.loop import run_training
+
+    folder = make_folder(tmp_path / "imgs", size=128)
+    over = {**TINY_SR, "arch_kwargs": {"channels": 4, "blocks": 1, "scale": 4}, "hst_fraction": 0.0,
+            "degrade_fraction": 0.0, "shipped_back_project": 0.25}
+    res = run_training(model="superres", steps=1, sources=[f"folder:{folder}"], output_dir=tmp_path / "run", overrides=over)
+    model, meta = load_weights(res.weights_path)
+    assert meta.kwargs["back_project"] == 0.25 and model.back_project == 0.25
+    assert "back_project" not in meta.extra["recipe"]["arch_kwargs"]
+    assert any("back_project 0.25" in n and "after training" in n for n in res.notes)
+    with pytest.raises(ValueError, match="shipped_back_project"):
+        run_training(model="superres", steps=1, sources=[f"folder:{folder}"], output_dir=tmp_path / "run2",
+                     overrides={**over, "shipped_back_project": 1.5})
+
+
 def test_the_block_mean_term_can_be_a_mean_squared_error_and_a_wrong_name_is_refused(tmp_path):
     from astro_pipeline.training.loop import run_training
 

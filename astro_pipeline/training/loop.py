@@ -134,6 +134,8 @@ def run_training(
 
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
+    if recipe.shipped_back_project is not None and not 0.0 <= recipe.shipped_back_project <= 1.0:
+        raise ValueError(f"shipped_back_project must be in [0, 1], got {recipe.shipped_back_project}")
     gen = build_model(recipe.arch, **recipe.arch_kwargs)
     if recipe.phase == "srgan":
         init_path = Path(init_from) if init_from else _default_init_weights(output_dir)
@@ -247,11 +249,17 @@ def run_training(
 
     final = ema if ema is not None else gen
     final = final.to("cpu", memory_format=torch.contiguous_format)
+    shipped_kwargs = dict(recipe.arch_kwargs)
+    if recipe.shipped_back_project is not None:
+        if not hasattr(final, "back_project"):
+            raise ValueError(f"shipped_back_project: {recipe.arch} has no back-projection")
+        final.back_project = shipped_kwargs["back_project"] = float(recipe.shipped_back_project)
+        notes.append(f"back_project {recipe.shipped_back_project:g} set after training (the network trained without it)")
     meta = WeightsMeta(
         name=model,
         version=f"{_dt.datetime.now(_dt.UTC):%Y.%m.%d}-{data_hash[:8]}-s{step}",
         arch=recipe.arch,
-        kwargs=dict(recipe.arch_kwargs),
+        kwargs=shipped_kwargs,
         task=recipe.task,
         color_space="lab" if recipe.task == "colorize" else "srgb",
         tile_size=recipe.tile_size,
@@ -318,7 +326,7 @@ def _warm_start(gen: nn.Module, recipe: Recipe, init_path: Path) -> str:
     init_model, init_meta = load_weights(init_path)
     if init_meta.arch == recipe.arch and _with_parameters(init_meta.kwargs) == _with_parameters(recipe.arch_kwargs):
         gen.load_state_dict(init_model.state_dict())
-        changed = [f"{k} {recipe.arch_kwargs.get(k)}" for k in PARAMETER_FREE_KWARGS
+        changed = [f"{k} {recipe.arch_kwargs.get(k, 'off')}" for k in PARAMETER_FREE_KWARGS
                    if init_meta.kwargs.get(k) != recipe.arch_kwargs.get(k)]
         return (f"initialised from {init_path} ({init_meta.version}, {init_meta.steps} steps)"
                 + (f"; {', '.join(changed)} set by the recipe" if changed else ""))

@@ -37,6 +37,9 @@ class Recipe:
     hst_config: dict[str, Any] = field(default_factory=dict)  # SR: HSTPairConfig fields that differ from its defaults
     lambda_block: float = 0.0  # SR L1 phase: weight of a loss on the scale x scale block means of output and truth
     block_loss: str = "l1"  # l1 (a median: faint flux is biased low where unsure) | mse (a mean: unbiased in expectation)
+    # SR: share of the low-resolution residual back-projected by the candidate (SRResNet back_project),
+    # set after training: a network trained with it learns to pre-compensate and undoes it
+    shipped_back_project: float | None = None
     disc_scale: int = 1  # pix2pix: the PatchGAN sees (L, ab) average-pooled by this factor
     ema: float = 0.0  # exponential moving average of generator weights (0 = off); EMA weights ship
     decay_from: float = 0.8  # LR decays linearly to 0 from this fraction of the planned steps
@@ -68,11 +71,12 @@ RECIPES: dict[str, Recipe] = {
     # L1 term (weight 0.5) holds the output's 4x block means to the truth's, so flux is kept.
     # The HST-like targets keep their input's noise at the block scale (keep_noise_fraction: a
     # noise-free target teaches a denoiser, which pulls faint sources towards the sky), and a quarter
-    # of the low-resolution residual is back-projected into the output (back_project 0.25, chosen on
-    # training-release dev crops: degraded LR consistency below the 32 x 8's at no loss of degraded PSNR).
+    # of the low-resolution residual is back-projected into the shipped output (shipped_back_project
+    # 0.25, chosen on training-release dev crops: degraded LR consistency below the 32 x 8's at no
+    # loss of degraded PSNR; set after training, because a network trained with it undoes it).
     "superres": Recipe(
         model="superres", task="superres", phase="l1", arch="SRResNet",
-        arch_kwargs={"channels": 32, "blocks": 16, "scale": 4, "back_project": 0.25},
+        arch_kwargs={"channels": 32, "blocks": 16, "scale": 4}, shipped_back_project=0.25,
         crop=96, tile_size=64, batch_size=16, lr=2e-4, betas=(0.9, 0.99),
         lambda_l1=1.0, degrade_fraction=0.125, hst_fraction=0.375,
         hst_config={"point_fraction": 0.75, "keep_noise_fraction": 1.0},

@@ -196,6 +196,11 @@ def test_source_level_is_one_section_of_the_evaluation_report_and_survives_repor
     assert again.config == report.config and again.summary("speckle") == pytest.approx(report.summary("speckle"), nan_ok=True)
     write_report(back, tmp_path / "again")
     assert (tmp_path / "again" / "report.md").read_text() == md
+    # a summary saved before the clipped rule counted the truth's clipped flux re-renders as what it was
+    old = {**back.sources, "config": {k: v for k, v in back.sources["config"].items() if k != "clip_loss"}}
+    assert se.SourceEvalReport.from_dict(old).config.clip_loss == math.inf
+    old_md = "\n".join(se.summary_section(old))
+    assert "whose low-resolution peak is below" in old_md and "of the truth's own flux" not in old_md
 
 
 def test_engine_and_weights_are_accepted_as_sr_methods(frame, tmp_path):

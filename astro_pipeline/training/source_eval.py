@@ -852,6 +852,7 @@ class SourceEvalReport:
     def from_dict(cls, raw: Mapping[str, Any]) -> SourceEvalReport:
         """The report back from :meth:`to_dict` (without per-source records)."""
         cfg = {k: tuple(v) if isinstance(v, list) else v for k, v in raw["config"].items()}
+        cfg.setdefault("clip_loss", math.inf)  # saved before the truth's clipped flux counted: the input-peak rule alone
         return cls(config=SourceEvalConfig(**cfg), frames=list(raw["frames"]), methods=list(raw["methods"]),
                    per_realisation={m: [dict(r) for r in v] for m, v in raw["per_realisation"].items()},
                    notes=list(raw.get("notes", [])))
@@ -925,8 +926,10 @@ def report_section(rep: SourceEvalReport, *, verdicts: Mapping[str, Any] | None 
         name = f"{m} (not evidence)" if m.endswith("+flux") else m
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     lines += ["", "Flux ratio: aperture flux of recovered injected sources over that of the noiseless injected source, "
-              f"for sources a display product can carry (the input's peak below the display stretch's upper limit, and at most "
-              f"{cfg.clip_loss:.0%} of the truth's own flux above it); `flux ratio all` includes the clipped ones (their cores "
+              + (f"for sources a display product can carry (the input's peak below the display stretch's upper limit, and at most "
+                 f"{cfg.clip_loss:.0%} of the truth's own flux above it)" if math.isfinite(cfg.clip_loss) else
+                 "for sources whose low-resolution peak is below the display stretch's upper limit")
+              + "; `flux ratio all` includes the clipped ones (their cores "
               "are cut at the ZScale limit in every display product, bicubic and `display-truth` included). `display-truth` is "
               "the truth through the same display: the best a display product can score, a reference, not evidence.", "",
               "Frames:", "", "| frame | origin | size | sky sigma | arcsec/px | PSF FWHM (px) | beta | PSF from |",

@@ -142,6 +142,41 @@ def test_default_superres_recipe_costs_at_most_twice_the_first_default():
     assert cost <= 2 * base, (cost, base)
 
 
+def test_detail_scales_the_learned_residual_over_the_bicubic_upsampling():
+    """``detail`` (no parameters) scales what the network adds to its bicubic skip: 0 gives bicubic,
+    0.5 the midpoint, 1 (the default, and every earlier weights file) the network as trained; the
+    back-projection share acts after it."""
+    from astro_pipeline.models.superres import SRResNet
+
+    torch.manual_seed(0)
+    full = SRResNet(channels=8, blocks=1, scale=4)
+    for p in full.parameters():
+        p.data.normal_(0, 0.1)
+    x = torch.rand(1, 3, 16, 16)
+    bic = F.interpolate(x, scale_factor=4, mode="bicubic", align_corners=False)
+    outs = {}
+    for d in (0.0, 0.5, 1.0):
+        m = SRResNet(channels=8, blocks=1, scale=4, detail=d)
+        m.load_state_dict(full.state_dict())
+        with torch.no_grad():
+            outs[d] = m(x)
+    with torch.no_grad():
+        assert torch.equal(outs[1.0], full(x))
+    assert torch.allclose(outs[0.0], bic, atol=1e-6)
+    assert torch.allclose(outs[0.5], 0.5 * (outs[0.0] + outs[1.0]), atol=1e-5)
+    assert not torch.allclose(outs[0.5], outs[1.0], atol=1e-3)
+    bp = SRResNet(channels=8, blocks=1, scale=4, detail=0.0, back_project=1.0)
+    bp.load_state_dict(full.state_dict())
+    with torch.no_grad():  # bicubic, then one back-projection step of bicubic's own block-mean error
+        r = x - F.avg_pool2d(bic, 4)
+        assert torch.allclose(bp(x), bic + F.interpolate(r, scale_factor=4, mode="bicubic", align_corners=False), atol=1e-5)
+    assert SRResNet(channels=8, blocks=1, scale=4).detail == 1.0
+    with pytest.raises(ValueError, match="detail"):
+        SRResNet(channels=8, blocks=1, scale=4, detail=-0.1)
+    with pytest.raises(ValueError, match="detail"):
+        SRResNet(channels=8, blocks=1, scale=4, detail=1.5)
+
+
 def test_back_projection_brings_block_means_back_to_the_input():
     """One step of back-projection pulls the output's 4x4 block means toward the input; off by default."""
     from astro_pipeline.models.superres import SRResNet

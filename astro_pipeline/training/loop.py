@@ -136,6 +136,8 @@ def run_training(
     rng = np.random.default_rng(seed)
     if recipe.shipped_back_project is not None and not 0.0 <= recipe.shipped_back_project <= 1.0:
         raise ValueError(f"shipped_back_project must be in [0, 1], got {recipe.shipped_back_project}")
+    if recipe.shipped_detail is not None and not 0.0 <= recipe.shipped_detail <= 1.0:
+        raise ValueError(f"shipped_detail must be in [0, 1], got {recipe.shipped_detail}")
     gen = build_model(recipe.arch, **recipe.arch_kwargs)
     if recipe.phase == "srgan":
         init_path = Path(init_from) if init_from else _default_init_weights(output_dir)
@@ -255,6 +257,11 @@ def run_training(
             raise ValueError(f"shipped_back_project: {recipe.arch} has no back-projection")
         final.back_project = shipped_kwargs["back_project"] = float(recipe.shipped_back_project)
         notes.append(f"back_project {recipe.shipped_back_project:g} set after training (the network trained without it)")
+    if recipe.shipped_detail is not None:
+        if not hasattr(final, "detail"):
+            raise ValueError(f"shipped_detail: {recipe.arch} has no detail strength")
+        final.detail = shipped_kwargs["detail"] = float(recipe.shipped_detail)
+        notes.append(f"detail {recipe.shipped_detail:g} set after training (the network trained at full strength)")
     meta = WeightsMeta(
         name=model,
         version=f"{_dt.datetime.now(_dt.UTC):%Y.%m.%d}-{data_hash[:8]}-s{step}",
@@ -311,7 +318,7 @@ def _hst_pairs(recipe: Recipe, cache_dir: Path, notes: list[str], paths: list[Pa
 
 
 #: Architecture settings that hold no parameters: weights trained without them start a recipe that sets them.
-PARAMETER_FREE_KWARGS = ("back_project",)
+PARAMETER_FREE_KWARGS = ("back_project", "detail")
 
 
 def _with_parameters(kwargs: Mapping[str, object]) -> dict[str, object]:

@@ -40,6 +40,8 @@ class Recipe:
     # SR: share of the low-resolution residual back-projected by the candidate (SRResNet back_project),
     # set after training: a network trained with it learns to pre-compensate and undoes it
     shipped_back_project: float | None = None
+    # SR: scale of the learned residual over bicubic (SRResNet detail), also set after training
+    shipped_detail: float | None = None
     disc_scale: int = 1  # pix2pix: the PatchGAN sees (L, ab) average-pooled by this factor
     ema: float = 0.0  # exponential moving average of generator weights (0 = off); EMA weights ship
     decay_from: float = 0.8  # LR decays linearly to 0 from this fraction of the planned steps

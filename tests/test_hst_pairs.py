@@ -285,49 +285,33 @@ def test_the_shipped_back_projection_share_is_set_after_training(tmp_path):
                      overrides={**over, "shipped_back_project": 1.5})
 
 
-def test_the_shipped_detail_strength_is_set_after_training_and_is_free_on_warm_starts(tmp_path):
+def test_the_shipped_detail_strength_is_set_after_training_and_a_finished_run_is_repackaged_at_another(tmp_path):
     """``shipped_detail`` scales the learned residual of the candidate only (the network trains at full
-    strength, or it would learn to pre-compensate); a warm start from weights with another strength
-    loads them as they are."""
+    strength, or it would learn to pre-compensate). Running the finished run folder again with another
+    setting resumes at its last step, takes no step, and writes the same trained weights under a new
+    version (a gate re-run at a setting tuned on the dev frames needs no retraining)."""
     from astro_pipeline.models.registry import load_weights
     from astro_pipeline.training.loop import run_training
 
     folder = make_folder(tmp_path / "imgs", size=128)
     over = {**TINY_SR, "arch_kwargs": {"channels": 4, "blocks": 1, "scale": 4}, "hst_fraction": 0.0,
             "degrade_fraction": 0.0, "shipped_detail": 0.75, "shipped_back_project": 0.25}
-    res = run_training(model="superres", steps=1, sources=[f"folder:{folder}"], output_dir=tmp_path / "run", overrides=over)
-    model, meta = load_weights(res.weights_path)
-    assert meta.kwargs["detail"] == 0.75 and model.detail == 0.75 and meta.kwargs["back_project"] == 0.25
-    assert "detail" not in meta.extra["recipe"]["arch_kwargs"]
-    assert any("detail 0.75" in n and "after training" in n for n in res.notes)
-    again = run_training(model="superres", steps=1, sources=[f"folder:{folder}"], output_dir=tmp_path / "run2",
-                         overrides={**over, "shipped_detail": None}, init_from=res.weights_path)
-    assert any(n.startswith("initialised from") for n in again.notes)
-    assert load_weights(again.weights_path)[0].detail == 1.0
-    with pytest.raises(ValueError, match="shipped_detail"):
-        run_training(model="superres", steps=1, sources=[f"folder:{folder}"], output_dir=tmp_path / "run3",
-                     overrides={**over, "shipped_detail": 1.5})
-
-
-def test_a_finished_run_is_repackaged_with_other_parameter_free_settings_without_training(tmp_path):
-    """Running a finished run folder again with another ``shipped_detail`` resumes at its last step,
-    takes no step, and writes the same trained weights with the new setting under a version that
-    names it (a gate re-run at a setting tuned on the dev frames needs no retraining)."""
-    from astro_pipeline.models.registry import load_weights
-    from astro_pipeline.training.loop import run_training
-
-    folder = make_folder(tmp_path / "imgs", size=128)
-    over = {**TINY_SR, "arch_kwargs": {"channels": 4, "blocks": 1, "scale": 4}, "hst_fraction": 0.0, "degrade_fraction": 0.0}
     first = run_training(model="superres", steps=2, sources=[f"folder:{folder}"], output_dir=tmp_path / "run", overrides=over)
     m1, meta1 = load_weights(first.weights_path)
+    assert meta1.kwargs["detail"] == 0.75 and m1.detail == 0.75 and meta1.kwargs["back_project"] == 0.25
+    assert "detail" not in meta1.extra["recipe"]["arch_kwargs"]
+    assert any("detail 0.75" in n and "after training" in n for n in first.notes)
     again = run_training(model="superres", steps=2, sources=[f"folder:{folder}"], output_dir=tmp_path / "run",
                          overrides={**over, "shipped_detail": 0.5})
     m2, meta2 = load_weights(again.weights_path)
     assert again.resumed_from == 2 and again.steps == 2 and meta2.steps == meta1.steps
+    assert m2.detail == 0.5 and meta2.kwargs["detail"] == 0.5
     assert meta2.version != meta1.version  # products name what made them
-    assert m1.detail == 1.0 and m2.detail == 0.5 and meta2.kwargs["detail"] == 0.5
     for (k, a), b in zip(m1.state_dict().items(), m2.state_dict().values(), strict=True):
         assert torch.equal(a, b), k
+    with pytest.raises(ValueError, match="shipped_detail"):
+        run_training(model="superres", steps=1, sources=[f"folder:{folder}"], output_dir=tmp_path / "run3",
+                     overrides={**over, "shipped_detail": 1.5})
 
 
 def test_the_block_mean_term_can_be_a_mean_squared_error_and_a_wrong_name_is_refused(tmp_path):

@@ -134,10 +134,10 @@ def run_training(
 
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
-    if recipe.shipped_back_project is not None and not 0.0 <= recipe.shipped_back_project <= 1.0:
-        raise ValueError(f"shipped_back_project must be in [0, 1], got {recipe.shipped_back_project}")
-    if recipe.shipped_detail is not None and not 0.0 <= recipe.shipped_detail <= 1.0:
-        raise ValueError(f"shipped_detail must be in [0, 1], got {recipe.shipped_detail}")
+    for field_name, _, _ in SHIPPED_SETTINGS:
+        value = getattr(recipe, field_name)
+        if value is not None and not 0.0 <= value <= 1.0:
+            raise ValueError(f"{field_name} must be in [0, 1], got {value}")
     gen = build_model(recipe.arch, **recipe.arch_kwargs)
     if recipe.phase == "srgan":
         init_path = Path(init_from) if init_from else _default_init_weights(output_dir)
@@ -252,16 +252,15 @@ def run_training(
     final = ema if ema is not None else gen
     final = final.to("cpu", memory_format=torch.contiguous_format)
     shipped_kwargs = dict(recipe.arch_kwargs)
-    if recipe.shipped_back_project is not None:
-        if not hasattr(final, "back_project"):
-            raise ValueError(f"shipped_back_project: {recipe.arch} has no back-projection")
-        final.back_project = shipped_kwargs["back_project"] = float(recipe.shipped_back_project)
-        notes.append(f"back_project {recipe.shipped_back_project:g} set after training (the network trained without it)")
-    if recipe.shipped_detail is not None:
-        if not hasattr(final, "detail"):
-            raise ValueError(f"shipped_detail: {recipe.arch} has no detail strength")
-        final.detail = shipped_kwargs["detail"] = float(recipe.shipped_detail)
-        notes.append(f"detail {recipe.shipped_detail:g} set after training (the network trained at full strength)")
+    for field_name, kwarg, why in SHIPPED_SETTINGS:
+        value = getattr(recipe, field_name)
+        if value is None:
+            continue
+        if not hasattr(final, kwarg):
+            raise ValueError(f"{field_name}: {recipe.arch} has no {kwarg} setting")
+        setattr(final, kwarg, float(value))
+        shipped_kwargs[kwarg] = float(value)
+        notes.append(f"{kwarg} {value:g} set after training ({why})")
     meta = WeightsMeta(
         name=model,
         version=f"{_dt.datetime.now(_dt.UTC):%Y.%m.%d}-{data_hash[:8]}-s{step}",
@@ -319,6 +318,9 @@ def _hst_pairs(recipe: Recipe, cache_dir: Path, notes: list[str], paths: list[Pa
 
 #: Architecture settings that hold no parameters: weights trained without them start a recipe that sets them.
 PARAMETER_FREE_KWARGS = ("back_project", "detail")
+#: Recipe fields written into the candidate after training (field, SRResNet kwarg, why not during it).
+SHIPPED_SETTINGS = (("shipped_back_project", "back_project", "the network trained without it"),
+                    ("shipped_detail", "detail", "the network trained at full strength"))
 
 
 def _with_parameters(kwargs: Mapping[str, object]) -> dict[str, object]:

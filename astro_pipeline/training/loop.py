@@ -316,11 +316,11 @@ def _hst_pairs(recipe: Recipe, cache_dir: Path, notes: list[str], paths: list[Pa
     return _HSTSetup(frames=frames, config=cfg, hashed={"config": cfg.to_dict(), "frames": sorted(p.name for p in paths)})
 
 
-#: Architecture settings that hold no parameters: weights trained without them start a recipe that sets them.
-PARAMETER_FREE_KWARGS = ("back_project", "detail")
 #: Recipe fields written into the candidate after training (field, SRResNet kwarg, why not during it).
 SHIPPED_SETTINGS = (("shipped_back_project", "back_project", "the network trained without it"),
                     ("shipped_detail", "detail", "the network trained at full strength"))
+#: Architecture settings that hold no parameters: weights trained without them start a recipe that sets them.
+PARAMETER_FREE_KWARGS = tuple(kwarg for _, kwarg, _ in SHIPPED_SETTINGS)
 
 
 def _with_parameters(kwargs: Mapping[str, object]) -> dict[str, object]:

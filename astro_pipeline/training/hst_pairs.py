@@ -50,6 +50,10 @@ __all__ = [
 ]
 
 
+#: How a noise-keeping target upsamples the input's noise (see :func:`keep_block_noise`).
+KEPT_NOISE = ("exact", "bicubic")
+
+
 @dataclass(frozen=True)
 class HSTPairConfig:
     """Ranges the degradation draws from (plain data; it goes into the training-data hash)."""
@@ -73,6 +77,11 @@ class HSTPairConfig:
     glow_snr: tuple[float, float] = (10.0, 300.0)  # glow peak in LR sky sigma, log-uniform
     glow_fwhm_hr: tuple[float, float] = (64.0, 400.0)  # glow FWHM, HR px
     keep_noise_fraction: float = 0.0  # share of pairs whose target keeps the input's noise at the block scale
+    kept_noise: str = "exact"  # how the kept noise is upsampled: exact block means, or one bicubic pass (bicubic's spectrum)
+
+    def __post_init__(self) -> None:
+        if self.kept_noise not in KEPT_NOISE:
+            raise ValueError(f"kept_noise must be one of {', '.join(KEPT_NOISE)}, got {self.kept_noise!r}")
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -145,22 +154,30 @@ def add_point_sources(image: np.ndarray, rng: np.random.Generator, *, psf: Moffa
     return (image + psf.render(image.shape, xs, ys, flux, oversample=3)).astype(np.float32)
 
 
-def keep_block_noise(hr: np.ndarray, lr: np.ndarray, scale: int) -> np.ndarray:
-    """``hr`` plus the input's noise, upsampled so that every ``scale x scale`` block mean equals ``lr``
-    (linear units): iterated bicubic back-projection of the residual, then an exact per-block shift.
-    A model trained on such targets adds detail without denoising, so faint sources keep their flux
-    and the output stays consistent with its input (a noise-free target teaches a denoiser, which
-    pulls faint sources towards the sky)."""
+def keep_block_noise(hr: np.ndarray, lr: np.ndarray, scale: int, *, upsample: str = "exact") -> np.ndarray:
+    """``hr`` plus the input's noise ``lr - block_mean(hr)``, upsampled (linear units).
+
+    ``exact``: iterated bicubic back-projection of the residual, then an exact per-block shift, so
+    every ``scale x scale`` block mean equals ``lr``. ``bicubic``: one bicubic pass, so the kept noise
+    has a bicubic upsampling's spectrum (block means close to ``lr`` but not exact): the exact mode's
+    iterations sharpen the noise, and a model that learns to reproduce that roughness sharpens sky
+    noise into peaks a detector takes for sources. Either way a model trained on such targets adds
+    detail without denoising, so faint sources keep their flux (a noise-free target teaches a
+    denoiser, which pulls faint sources towards the sky)."""
     import torch
     from torch.nn import functional as F
 
     from astro_pipeline.models.superres import flux_conserving
 
+    if upsample not in KEPT_NOISE:
+        raise ValueError(f"upsample must be one of {', '.join(KEPT_NOISE)}, got {upsample!r}")
     x = torch.from_numpy(np.ascontiguousarray(hr, dtype=np.float32))[None, None]
     y = torch.from_numpy(np.ascontiguousarray(lr, dtype=np.float32))[None, None]
-    for _ in range(4):  # each pass removes most of the block-mean error bicubic leaves
+    for _ in range(4 if upsample == "exact" else 1):  # each pass removes most of the block-mean error bicubic leaves
         x = x + F.interpolate(y - F.avg_pool2d(x, scale), scale_factor=scale, mode="bicubic", align_corners=False)
-    return flux_conserving(x, y, scale)[0, 0].numpy().astype(np.float32)
+    if upsample == "exact":
+        x = flux_conserving(x, y, scale)
+    return x[0, 0].numpy().astype(np.float32)
 
 
 def hst_pair(region: np.ndarray, rng: np.random.Generator, cfg: HSTPairConfig, *,
@@ -206,7 +223,7 @@ def hst_pair(region: np.ndarray, rng: np.random.Generator, cfg: HSTPairConfig, *
         add = math.sqrt(max(lr_sigma**2 - have**2, 0.0))
         lr = lr + rng.standard_normal(lr.shape, dtype=np.float32) * np.float32(add)
     if cfg.keep_noise_fraction > 0 and rng.random() < cfg.keep_noise_fraction:
-        hr = keep_block_noise(hr, lr, s)
+        hr = keep_block_noise(hr, lr, s, upsample=cfg.kept_noise)
     frame = Frame(data=lr, mask=np.ones(lr.shape, bool), source_path=Path("hst-pair"), source_sha256="", format="fits")
     params = compute_stretch(frame, "zscale+asinh")
     lr_disp = np.clip(apply_stretch(lr, params), 0.0, 1.0).astype(np.float32)

@@ -295,10 +295,11 @@ def test_the_shipped_detail_strength_is_set_after_training_and_a_finished_run_is
 
     folder = make_folder(tmp_path / "imgs", size=128)
     over = {**TINY_SR, "arch_kwargs": {"channels": 4, "blocks": 1, "scale": 4}, "hst_fraction": 0.0,
-            "degrade_fraction": 0.0, "shipped_detail": 0.75, "shipped_back_project": 0.25}
+            "degrade_fraction": 0.0, "shipped_detail": 0.75, "shipped_back_project": 0.25, "shipped_noise_gate": 3.0}
     first = run_training(model="superres", steps=2, sources=[f"folder:{folder}"], output_dir=tmp_path / "run", overrides=over)
     m1, meta1 = load_weights(first.weights_path)
     assert meta1.kwargs["detail"] == 0.75 and m1.detail == 0.75 and meta1.kwargs["back_project"] == 0.25
+    assert meta1.kwargs["noise_gate"] == 3.0 and m1.noise_gate == 3.0
     assert "detail" not in meta1.extra["recipe"]["arch_kwargs"]
     assert any("detail 0.75" in n and "after training" in n for n in first.notes)
     again = run_training(model="superres", steps=2, sources=[f"folder:{folder}"], output_dir=tmp_path / "run",
@@ -312,6 +313,9 @@ def test_the_shipped_detail_strength_is_set_after_training_and_a_finished_run_is
     with pytest.raises(ValueError, match="shipped_detail"):
         run_training(model="superres", steps=1, sources=[f"folder:{folder}"], output_dir=tmp_path / "run3",
                      overrides={**over, "shipped_detail": 1.5})
+    with pytest.raises(ValueError, match="shipped_noise_gate"):
+        run_training(model="superres", steps=1, sources=[f"folder:{folder}"], output_dir=tmp_path / "run4",
+                     overrides={**over, "shipped_noise_gate": -1.0})
 
 
 def test_the_block_mean_term_can_be_a_mean_squared_error_and_a_wrong_name_is_refused(tmp_path):

@@ -177,6 +177,44 @@ def test_detail_scales_the_learned_residual_over_the_bicubic_upsampling():
         SRResNet(channels=8, blocks=1, scale=4, detail=1.5)
 
 
+def test_the_noise_gate_keeps_detail_on_sources_and_gives_bicubic_on_empty_sky():
+    """``noise_gate`` (no parameters): where the input's local structure is within its own noise the
+    output is the bicubic skip (no sky peak is sharpened into a source), on a bright star it is the
+    network's; the weight depends on significance, not on the image's units."""
+    from astro_pipeline.models.superres import SRResNet, structure_weight
+
+    g = torch.Generator().manual_seed(0)
+    yy, xx = torch.meshgrid(torch.arange(64.0), torch.arange(64.0), indexing="ij")
+    star = torch.exp(-((yy - 40) ** 2 + (xx - 40) ** 2) / (2 * 1.1**2))
+    x = (0.3 + 0.02 * torch.randn(1, 1, 64, 64, generator=g) + 0.3 * star).expand(1, 3, 64, 64).contiguous()
+    w = structure_weight(x, threshold=3.0, scale=4)
+    assert w.shape == (1, 1, 256, 256)
+    sky = w[..., :96, :96]
+    assert float((sky == 0).float().mean()) > 0.97 and float(sky.mean()) < 0.005  # noise only: off almost everywhere
+    assert float(w[..., 160, 160]) == 1.0  # the star's core
+    scaled = structure_weight(0.5 * x + 0.1, threshold=3.0, scale=4)
+    assert torch.allclose(w, scaled, atol=1e-4)
+    torch.manual_seed(0)
+    full = SRResNet(channels=8, blocks=1, scale=4)
+    for p in full.parameters():
+        p.data.normal_(0, 0.1)
+    gated = SRResNet(channels=8, blocks=1, scale=4, noise_gate=3.0)
+    gated.load_state_dict(full.state_dict())
+    bic = F.interpolate(x, scale_factor=4, mode="bicubic", align_corners=False)
+    with torch.no_grad():
+        out, ref = gated(x), full(x)
+    off = (w == 0).expand_as(out)
+    assert torch.allclose(out[off], bic[off], atol=1e-6)
+    on = (w == 1).expand_as(out)
+    assert int(on.sum()) >= 3 * 16 and torch.allclose(out[on], ref[on], atol=1e-6)  # the star keeps the network's detail
+    assert not torch.allclose(ref[..., :96, :96], bic[..., :96, :96], atol=1e-3)  # the gate is what made them equal
+    assert SRResNet(channels=8, blocks=1, scale=4).noise_gate == 0.0
+    with pytest.raises(ValueError, match="noise_gate"):
+        SRResNet(channels=8, blocks=1, scale=4, noise_gate=-1.0)
+    with pytest.raises(ValueError, match="noise_gate"):
+        SRResNet(channels=8, blocks=1, scale=4, noise_gate=2.0, global_skip="none")
+
+
 def test_back_projection_brings_block_means_back_to_the_input():
     """One step of back-projection pulls the output's 4x4 block means toward the input; off by default."""
     from astro_pipeline.models.superres import SRResNet

@@ -13,7 +13,7 @@ from torch.nn import functional as F
 
 from astro_pipeline.models.blocks import ResidualBlock, conv3x3, default_init
 
-__all__ = ["SRResNet", "SRDiscriminator", "flux_conserving", "grow_srresnet"]
+__all__ = ["SRResNet", "SRDiscriminator", "flux_conserving", "grow_srresnet", "structure_weight"]
 
 
 class SRResNet(nn.Module):
@@ -34,6 +34,12 @@ class SRResNet(nn.Module):
             and every earlier weights file) as trained, 0 bicubic. Below 1, faint noise bumps are
             sharpened less into source-like peaks, at a cost in PSNR that grows as ``(1 - detail)^2``
             near a well-trained network. Needs ``global_skip``; back-projection acts after it.
+        noise_gate: keep the network's detail only where the input has structure the noise cannot
+            explain (no parameters): the local energy of the input's high-pass, over 3 x 3 pixels,
+            in units of its robust (MAD) level over the image, must pass ``noise_gate``; the detail
+            ramps in between ``noise_gate`` and twice it. Below, the output is the bicubic skip, so
+            empty sky is never sharpened into source-like peaks. 0 (the default, and every earlier
+            weights file) keeps the detail everywhere. Needs ``global_skip``.
     """
 
     def __init__(
@@ -46,6 +52,7 @@ class SRResNet(nn.Module):
         global_skip: str = "bicubic",
         back_project: float = 0.0,
         detail: float = 1.0,
+        noise_gate: float = 0.0,
     ) -> None:
         super().__init__()
         if not 0.0 <= back_project <= 1.0:
@@ -54,8 +61,13 @@ class SRResNet(nn.Module):
             raise ValueError(f"detail must be in [0, 1], got {detail}")
         if detail != 1.0 and global_skip == "none":
             raise ValueError("detail below 1 needs a global skip to lean towards")
+        if noise_gate < 0.0:
+            raise ValueError(f"noise_gate must be >= 0, got {noise_gate}")
+        if noise_gate and global_skip == "none":
+            raise ValueError("noise_gate needs a global skip to fall back on")
         self.back_project = float(back_project)
         self.detail = float(detail)
+        self.noise_gate = float(noise_gate)
         if scale < 2 or scale & (scale - 1):
             raise ValueError(f"scale must be a power of two >= 2, got {scale}")
         if global_skip not in ("bicubic", "bilinear", "none"):
@@ -79,12 +91,36 @@ class SRResNet(nn.Module):
         out = self.tail(self.upsample(feat))
         if self.detail != 1.0:
             out = self.detail * out
+        if self.noise_gate:
+            out = out * structure_weight(x, threshold=self.noise_gate, scale=self.scale)
         if self.global_skip != "none":
             out = out + F.interpolate(x, scale_factor=self.scale, mode=self.global_skip, align_corners=False)
         if self.back_project:
             resid = x - F.avg_pool2d(out, self.scale)
             out = out + self.back_project * F.interpolate(resid, scale_factor=self.scale, mode="bicubic", align_corners=False)
         return out
+
+
+def _box3(x: torch.Tensor) -> torch.Tensor:
+    return F.avg_pool2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), 3, stride=1)
+
+
+def structure_weight(x: torch.Tensor, *, threshold: float, scale: int) -> torch.Tensor:
+    """(N,1,scale*h,scale*w) in [0,1]: 0 where the input's local structure is consistent with its
+    noise, 1 where it is significant (see ``SRResNet(noise_gate=...)``).
+
+    The high-pass is the luminance minus its 3 x 3 mean; its noise level is 1.4826 x its median
+    absolute deviation over each image, so it needs no sky region and no noise model. The
+    significance is the 3 x 3 mean of the squared high-pass over that level squared (about 1 on
+    pure noise); the weight ramps from 0 at ``threshold`` to 1 at twice it, then is upsampled."""
+    lum = x.mean(dim=1, keepdim=True)
+    hp = lum - _box3(lum)
+    flat = hp.flatten(1)
+    mad = (flat - flat.median(dim=1, keepdim=True).values).abs().median(dim=1).values * 1.4826
+    level = mad.clamp_min(1e-3).square().view(-1, 1, 1, 1)  # 8-bit quantisation sets the floor
+    energy = _box3(hp.square()) / level
+    weight = ((energy - threshold) / threshold).clamp(0.0, 1.0)
+    return F.interpolate(weight, scale_factor=scale, mode="bilinear", align_corners=False).clamp(0.0, 1.0)
 
 
 @torch.no_grad()

@@ -12,6 +12,7 @@ import copy
 import datetime as _dt
 import json
 import logging
+import math
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -134,10 +135,10 @@ def run_training(
 
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
-    for field_name, _, _ in SHIPPED_SETTINGS:
+    for field_name, _, (lo, hi), _ in SHIPPED_SETTINGS:
         value = getattr(recipe, field_name)
-        if value is not None and not 0.0 <= value <= 1.0:
-            raise ValueError(f"{field_name} must be in [0, 1], got {value}")
+        if value is not None and not lo <= value <= hi:
+            raise ValueError(f"{field_name} must be in [{lo:g}, {hi:g}], got {value}")
     gen = build_model(recipe.arch, **recipe.arch_kwargs)
     if recipe.phase == "srgan":
         init_path = Path(init_from) if init_from else _default_init_weights(output_dir)
@@ -252,7 +253,7 @@ def run_training(
     final = ema if ema is not None else gen
     final = final.to("cpu", memory_format=torch.contiguous_format)
     shipped_kwargs = dict(recipe.arch_kwargs)
-    for field_name, kwarg, why in SHIPPED_SETTINGS:
+    for field_name, kwarg, _, why in SHIPPED_SETTINGS:
         value = getattr(recipe, field_name)
         if value is None:
             continue
@@ -316,11 +317,14 @@ def _hst_pairs(recipe: Recipe, cache_dir: Path, notes: list[str], paths: list[Pa
     return _HSTSetup(frames=frames, config=cfg, hashed={"config": cfg.to_dict(), "frames": sorted(p.name for p in paths)})
 
 
-#: Recipe fields written into the candidate after training (field, SRResNet kwarg, why not during it).
-SHIPPED_SETTINGS = (("shipped_back_project", "back_project", "the network trained without it"),
-                    ("shipped_detail", "detail", "the network trained at full strength"))
+#: Recipe fields written into the candidate after training (field, SRResNet kwarg, allowed range, why not during it).
+SHIPPED_SETTINGS: tuple[tuple[str, str, tuple[float, float], str], ...] = (
+    ("shipped_back_project", "back_project", (0.0, 1.0), "the network trained without it"),
+    ("shipped_detail", "detail", (0.0, 1.0), "the network trained at full strength"),
+    ("shipped_noise_gate", "noise_gate", (0.0, math.inf), "the network trained on every pixel"),
+)
 #: Architecture settings that hold no parameters: weights trained without them start a recipe that sets them.
-PARAMETER_FREE_KWARGS = tuple(kwarg for _, kwarg, _ in SHIPPED_SETTINGS)
+PARAMETER_FREE_KWARGS = tuple(kwarg for _, kwarg, _, _ in SHIPPED_SETTINGS)
 
 
 def _with_parameters(kwargs: Mapping[str, object]) -> dict[str, object]:

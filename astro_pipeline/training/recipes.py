@@ -42,6 +42,9 @@ class Recipe:
     shipped_back_project: float | None = None
     # SR: scale of the learned residual over bicubic (SRResNet detail), also set after training
     shipped_detail: float | None = None
+    # SR: significance the input's local structure needs before the learned detail is kept (SRResNet
+    # noise_gate; below it the output is bicubic), also set after training
+    shipped_noise_gate: float | None = None
     disc_scale: int = 1  # pix2pix: the PatchGAN sees (L, ab) average-pooled by this factor
     ema: float = 0.0  # exponential moving average of generator weights (0 = off); EMA weights ship
     decay_from: float = 0.8  # LR decays linearly to 0 from this fraction of the planned steps
